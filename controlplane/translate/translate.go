@@ -1,0 +1,318 @@
+// Package translate turns Fairway's topology model into the xDS resources a
+// proxyless gRPC client or an Envoy needs to reach a service port. It holds
+// pure functions only: no I/O, no gRPC streams, no clocks.
+//
+// For a service port named N = topology.ServiceKey.ResourceName() it produces
+// (see docs/design.md):
+//
+//   - a ClusterLoadAssignment N with one locality per zone (sorted by zone; the
+//     empty zone is a locality with an empty zone), every locality carrying a
+//     load_balancing_weight (the sum of its healthy endpoints' weights, at
+//     least 1);
+//   - a Cluster N of type EDS over ADS whose balancing policy is carried in
+//     load_balancing_policy, the field both Envoy and grpc-go read;
+//   - two Listeners, N and the FQDN form, each with an api_listener
+//     HttpConnectionManager that fetches RouteConfiguration N over ADS;
+//   - a RouteConfiguration N routing every request to Cluster N.
+//
+// Health mapping: a ready endpoint is HEALTHY; an endpoint that is not ready
+// but serving and terminating is DRAINING; anything else is UNHEALTHY.
+// Unhealthy and draining endpoints are kept in the assignment, so Envoy and
+// the Fairway client see that the pod exists, while grpc-go and Envoy send it
+// no new requests.
+//
+// Balancing policy: least_request becomes
+// envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest,
+// round_robin becomes ...round_robin.v3.RoundRobin (both with
+// slow_start_config when the policy asks for slow start; Envoy honours it,
+// grpc-go ignores it). random becomes ...random.v3.Random followed by
+// RoundRobin: grpc-go takes the first policy of the list it supports and has
+// no random policy, so it falls back to round robin while Envoy uses Random.
+package translate
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerpb "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	lbcommonpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/common/v3"
+	leastrequestpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
+	randompb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
+	roundrobinpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
+	typepb "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/fairway-lb/fairway/controlplane/topology"
+)
+
+// MetadataNamespace is the filter_metadata key under which Fairway puts its
+// own data: endpoint labels on LbEndpoints and the strategy chain on Clusters.
+const MetadataNamespace = "fairway.io"
+
+// ConnectTimeout is the connect timeout set on every Cluster.
+const ConnectTimeout = 5 * time.Second
+
+// Extension names of the load balancing policies in load_balancing_policy.
+const (
+	leastRequestName = "envoy.load_balancing_policies.least_request"
+	roundRobinName   = "envoy.load_balancing_policies.round_robin"
+	randomName       = "envoy.load_balancing_policies.random"
+	routerFilterName = "envoy.filters.http.router"
+)
+
+// ServiceResources are all the xDS resources of one service port.
+type ServiceResources struct {
+	Cluster        *clusterpb.Cluster
+	LoadAssignment *endpointpb.ClusterLoadAssignment
+	// Listeners are the listener under the short name, then the one under
+	// the FQDN name.
+	Listeners   []*listenerpb.Listener
+	RouteConfig *routepb.RouteConfiguration
+}
+
+// Resources translates svc into all of its xDS resources.
+func Resources(svc *topology.Service) ServiceResources {
+	return ServiceResources{
+		Cluster:        Cluster(svc),
+		LoadAssignment: LoadAssignment(svc),
+		Listeners:      Listeners(svc),
+		RouteConfig:    RouteConfig(svc),
+	}
+}
+
+// HealthStatus maps an endpoint's conditions to its xDS health status.
+func HealthStatus(ep topology.Endpoint) corepb.HealthStatus {
+	switch {
+	case ep.Ready:
+		return corepb.HealthStatus_HEALTHY
+	case ep.Serving && ep.Terminating:
+		return corepb.HealthStatus_DRAINING
+	default:
+		return corepb.HealthStatus_UNHEALTHY
+	}
+}
+
+// LoadAssignment translates svc's endpoints into its ClusterLoadAssignment.
+func LoadAssignment(svc *topology.Service) *endpointpb.ClusterLoadAssignment {
+	byZone := map[string]*endpointpb.LocalityLbEndpoints{}
+	weights := map[string]uint32{}
+	for _, ep := range svc.Endpoints {
+		loc, ok := byZone[ep.Zone]
+		if !ok {
+			loc = &endpointpb.LocalityLbEndpoints{Locality: &corepb.Locality{Zone: ep.Zone}}
+			byZone[ep.Zone] = loc
+		}
+		w := max(ep.Weight, 1)
+		hs := HealthStatus(ep)
+		if hs == corepb.HealthStatus_HEALTHY {
+			weights[ep.Zone] += w
+		}
+		loc.LbEndpoints = append(loc.LbEndpoints, lbEndpoint(ep, w, hs))
+	}
+	localities := make([]*endpointpb.LocalityLbEndpoints, 0, len(byZone))
+	for zone, loc := range byZone {
+		loc.LoadBalancingWeight = wrapperspb.UInt32(max(weights[zone], 1))
+		localities = append(localities, loc)
+	}
+	slices.SortFunc(localities, func(a, b *endpointpb.LocalityLbEndpoints) int {
+		return cmp.Compare(a.GetLocality().GetZone(), b.GetLocality().GetZone())
+	})
+	return &endpointpb.ClusterLoadAssignment{
+		ClusterName: svc.Key.ResourceName(),
+		Endpoints:   localities,
+	}
+}
+
+func lbEndpoint(ep topology.Endpoint, weight uint32, hs corepb.HealthStatus) *endpointpb.LbEndpoint {
+	lbe := &endpointpb.LbEndpoint{
+		HostIdentifier: &endpointpb.LbEndpoint_Endpoint{Endpoint: &endpointpb.Endpoint{
+			Address: &corepb.Address{Address: &corepb.Address_SocketAddress{SocketAddress: &corepb.SocketAddress{
+				Protocol:      corepb.SocketAddress_TCP,
+				Address:       ep.Address,
+				PortSpecifier: &corepb.SocketAddress_PortValue{PortValue: uint32(ep.Port)},
+			}}},
+			Hostname: ep.Hostname,
+		}},
+		HealthStatus:        hs,
+		LoadBalancingWeight: wrapperspb.UInt32(weight),
+	}
+	if len(ep.Labels) > 0 {
+		labels := make(map[string]any, len(ep.Labels))
+		for k, v := range ep.Labels {
+			labels[k] = v
+		}
+		lbe.Metadata = fairwayMetadata(map[string]any{"labels": labels})
+	}
+	return lbe
+}
+
+func fairwayMetadata(fields map[string]any) *corepb.Metadata {
+	s, err := structpb.NewStruct(fields)
+	if err != nil {
+		// Only strings and maps of strings reach here.
+		panic("fairway/translate: building metadata: " + err.Error())
+	}
+	return &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: s}}
+}
+
+func adsConfigSource() *corepb.ConfigSource {
+	return &corepb.ConfigSource{
+		ResourceApiVersion:    corepb.ApiVersion_V3,
+		ConfigSourceSpecifier: &corepb.ConfigSource_Ads{Ads: &corepb.AggregatedConfigSource{}},
+	}
+}
+
+// Cluster translates svc into its Cluster: EDS over ADS with the service's
+// balancing policy, outlier detection and Fairway strategy chain.
+func Cluster(svc *topology.Service) *clusterpb.Cluster {
+	name := svc.Key.ResourceName()
+	c := &clusterpb.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterpb.Cluster_Type{Type: clusterpb.Cluster_EDS},
+		EdsClusterConfig: &clusterpb.Cluster_EdsClusterConfig{
+			EdsConfig:   adsConfigSource(),
+			ServiceName: name,
+		},
+		ConnectTimeout:      durationpb.New(ConnectTimeout),
+		LoadBalancingPolicy: loadBalancingPolicy(svc.Policy),
+	}
+	if o := svc.Policy.Outlier; o != nil {
+		c.OutlierDetection = outlierDetection(*o)
+	}
+	if svc.Policy.Strategy != "" {
+		c.Metadata = fairwayMetadata(map[string]any{"strategy": svc.Policy.Strategy})
+	}
+	return c
+}
+
+func loadBalancingPolicy(p topology.Policy) *clusterpb.LoadBalancingPolicy {
+	var policies []*clusterpb.LoadBalancingPolicy_Policy
+	switch p.LB {
+	case topology.RoundRobin:
+		policies = append(policies, lbPolicy(roundRobinName, &roundrobinpb.RoundRobin{SlowStartConfig: slowStart(p.SlowStart)}))
+	case topology.Random:
+		policies = append(policies,
+			lbPolicy(randomName, &randompb.Random{}),
+			lbPolicy(roundRobinName, &roundrobinpb.RoundRobin{SlowStartConfig: slowStart(p.SlowStart)}))
+	default: // topology.LeastRequest and unset
+		cc := p.ChoiceCount
+		if cc < 2 {
+			cc = 2
+		}
+		policies = append(policies, lbPolicy(leastRequestName, &leastrequestpb.LeastRequest{
+			ChoiceCount:     wrapperspb.UInt32(cc),
+			SlowStartConfig: slowStart(p.SlowStart),
+		}))
+	}
+	return &clusterpb.LoadBalancingPolicy{Policies: policies}
+}
+
+func lbPolicy(name string, m proto.Message) *clusterpb.LoadBalancingPolicy_Policy {
+	return &clusterpb.LoadBalancingPolicy_Policy{TypedExtensionConfig: &corepb.TypedExtensionConfig{
+		Name:        name,
+		TypedConfig: mustAny(m),
+	}}
+}
+
+func mustAny(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		// Marshalling a well-formed generated message does not fail.
+		panic("fairway/translate: marshalling " + string(proto.MessageName(m)) + ": " + err.Error())
+	}
+	return a
+}
+
+func slowStart(s *topology.SlowStart) *lbcommonpb.SlowStartConfig {
+	if s == nil {
+		return nil
+	}
+	cfg := &lbcommonpb.SlowStartConfig{SlowStartWindow: durationpb.New(s.Window)}
+	if s.Aggression > 0 {
+		cfg.Aggression = &corepb.RuntimeDouble{DefaultValue: s.Aggression, RuntimeKey: "fairway.slow_start.aggression"}
+	}
+	if s.MinWeightPercent > 0 {
+		cfg.MinWeightPercent = &typepb.Percent{Value: s.MinWeightPercent}
+	}
+	return cfg
+}
+
+func outlierDetection(o topology.Outlier) *clusterpb.OutlierDetection {
+	od := &clusterpb.OutlierDetection{
+		MaxEjectionPercent:                 wrapperspb.UInt32(min(o.MaxEjectionPercent, 100)),
+		EnforcingSuccessRate:               wrapperspb.UInt32(0),
+		EnforcingFailurePercentage:         wrapperspb.UInt32(100),
+		FailurePercentageThreshold:         wrapperspb.UInt32(min(o.FailurePercentageThreshold, 100)),
+		FailurePercentageMinimumHosts:      wrapperspb.UInt32(o.MinimumHosts),
+		FailurePercentageRequestVolume:     wrapperspb.UInt32(o.RequestVolume),
+		EnforcingConsecutive_5Xx:           wrapperspb.UInt32(0),
+		EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(0),
+	}
+	// A zero duration is invalid in xDS; leave it out and let the client's
+	// default apply.
+	if o.Interval > 0 {
+		od.Interval = durationpb.New(o.Interval)
+	}
+	if o.BaseEjectionTime > 0 {
+		od.BaseEjectionTime = durationpb.New(o.BaseEjectionTime)
+	}
+	return od
+}
+
+// Listeners translates svc into its two Listeners, under the short name and
+// under the FQDN name, both routing through RouteConfiguration
+// svc.Key.ResourceName().
+func Listeners(svc *topology.Service) []*listenerpb.Listener {
+	return []*listenerpb.Listener{
+		listener(svc.Key.ResourceName(), svc.Key.ResourceName()),
+		listener(svc.Key.FQDNResourceName(), svc.Key.ResourceName()),
+	}
+}
+
+func listener(name, routeName string) *listenerpb.Listener {
+	hcm := &hcmpb.HttpConnectionManager{
+		StatPrefix: name,
+		RouteSpecifier: &hcmpb.HttpConnectionManager_Rds{Rds: &hcmpb.Rds{
+			ConfigSource:    adsConfigSource(),
+			RouteConfigName: routeName,
+		}},
+		HttpFilters: []*hcmpb.HttpFilter{{
+			Name:       routerFilterName,
+			ConfigType: &hcmpb.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerpb.Router{})},
+		}},
+	}
+	return &listenerpb.Listener{
+		Name:        name,
+		ApiListener: &listenerpb.ApiListener{ApiListener: mustAny(hcm)},
+	}
+}
+
+// RouteConfig translates svc into its RouteConfiguration: one virtual host
+// for every domain, every path to Cluster svc.Key.ResourceName().
+func RouteConfig(svc *topology.Service) *routepb.RouteConfiguration {
+	name := svc.Key.ResourceName()
+	return &routepb.RouteConfiguration{
+		Name: name,
+		VirtualHosts: []*routepb.VirtualHost{{
+			Name:    name,
+			Domains: []string{"*"},
+			Routes: []*routepb.Route{{
+				Match: &routepb.RouteMatch{PathSpecifier: &routepb.RouteMatch_Prefix{Prefix: ""}},
+				Action: &routepb.Route_Route{Route: &routepb.RouteAction{
+					ClusterSpecifier: &routepb.RouteAction_Cluster{Cluster: name},
+				}},
+			}},
+		}},
+	}
+}

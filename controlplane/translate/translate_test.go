@@ -1,0 +1,343 @@
+package translate_test
+
+import (
+	"testing"
+	"time"
+
+	clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerpb "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	lbcommonpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/common/v3"
+	leastrequestpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
+	randompb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
+	roundrobinpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
+	typepb "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/controlplane/translate"
+)
+
+var key = topology.ServiceKey{Namespace: "default", Name: "echo", Port: 8080}
+
+func ep(addr, zone string, ready, serving, terminating bool) topology.Endpoint {
+	return topology.Endpoint{Address: addr, Port: 9000, Zone: zone, Ready: ready, Serving: serving, Terminating: terminating, Weight: 1}
+}
+
+func lbe(addr string, hs corepb.HealthStatus, weight uint32) *endpointpb.LbEndpoint {
+	return &endpointpb.LbEndpoint{
+		HostIdentifier: &endpointpb.LbEndpoint_Endpoint{Endpoint: &endpointpb.Endpoint{
+			Address: &corepb.Address{Address: &corepb.Address_SocketAddress{SocketAddress: &corepb.SocketAddress{
+				Address: addr, PortSpecifier: &corepb.SocketAddress_PortValue{PortValue: 9000},
+			}}},
+		}},
+		HealthStatus:        hs,
+		LoadBalancingWeight: wrapperspb.UInt32(weight),
+	}
+}
+
+func mustAny(t *testing.T, m proto.Message) *anypb.Any {
+	t.Helper()
+	a, err := anypb.New(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestHealthStatus_Mapping(t *testing.T) {
+	tests := []struct {
+		ready, serving, terminating bool
+		want                        corepb.HealthStatus
+	}{
+		{true, true, false, corepb.HealthStatus_HEALTHY},
+		{true, false, false, corepb.HealthStatus_HEALTHY},
+		{true, true, true, corepb.HealthStatus_HEALTHY},
+		{false, true, true, corepb.HealthStatus_DRAINING},
+		{false, false, true, corepb.HealthStatus_UNHEALTHY},
+		{false, true, false, corepb.HealthStatus_UNHEALTHY},
+		{false, false, false, corepb.HealthStatus_UNHEALTHY},
+	}
+	for _, tt := range tests {
+		got := translate.HealthStatus(ep("10.0.0.1", "", tt.ready, tt.serving, tt.terminating))
+		if got != tt.want {
+			t.Errorf("HealthStatus(ready=%v serving=%v terminating=%v) = %v, want %v", tt.ready, tt.serving, tt.terminating, got, tt.want)
+		}
+	}
+}
+
+func TestLoadAssignment_Translation(t *testing.T) {
+	labelled := ep("10.0.0.3", "zone-b", true, true, false)
+	labelled.Weight = 5
+	labelled.Hostname = "echo-3"
+	labelled.Labels = map[string]string{"shard": "7"}
+	labelledWant := lbe("10.0.0.3", corepb.HealthStatus_HEALTHY, 5)
+	labelledWant.GetEndpoint().Hostname = "echo-3"
+	labelledWant.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{"fairway.io": {Fields: map[string]*structpb.Value{
+		"labels": structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{"shard": structpb.NewStringValue("7")}}),
+	}}}}
+	zeroWeight := ep("10.0.0.9", "", true, true, false)
+	zeroWeight.Weight = 0
+
+	tests := []struct {
+		name string
+		eps  []topology.Endpoint
+		want []*endpointpb.LocalityLbEndpoints
+	}{
+		{name: "no endpoints", eps: nil, want: nil},
+		{
+			name: "zones sorted, weights from healthy endpoints",
+			eps: []topology.Endpoint{
+				ep("10.0.0.1", "zone-b", true, true, false),
+				ep("10.0.0.2", "zone-a", false, true, true),
+				labelled,
+				ep("10.0.0.4", "zone-a", false, false, false),
+				ep("10.0.0.5", "", true, true, false),
+			},
+			want: []*endpointpb.LocalityLbEndpoints{
+				{
+					Locality:            &corepb.Locality{},
+					LoadBalancingWeight: wrapperspb.UInt32(1),
+					LbEndpoints:         []*endpointpb.LbEndpoint{lbe("10.0.0.5", corepb.HealthStatus_HEALTHY, 1)},
+				},
+				{
+					Locality:            &corepb.Locality{Zone: "zone-a"},
+					LoadBalancingWeight: wrapperspb.UInt32(1), // no healthy endpoint: minimum 1
+					LbEndpoints: []*endpointpb.LbEndpoint{
+						lbe("10.0.0.2", corepb.HealthStatus_DRAINING, 1),
+						lbe("10.0.0.4", corepb.HealthStatus_UNHEALTHY, 1),
+					},
+				},
+				{
+					Locality:            &corepb.Locality{Zone: "zone-b"},
+					LoadBalancingWeight: wrapperspb.UInt32(6),
+					LbEndpoints:         []*endpointpb.LbEndpoint{lbe("10.0.0.1", corepb.HealthStatus_HEALTHY, 1), labelledWant},
+				},
+			},
+		},
+		{
+			name: "zero weight clamped to 1",
+			eps:  []topology.Endpoint{zeroWeight},
+			want: []*endpointpb.LocalityLbEndpoints{{
+				Locality:            &corepb.Locality{},
+				LoadBalancingWeight: wrapperspb.UInt32(1),
+				LbEndpoints:         []*endpointpb.LbEndpoint{lbe("10.0.0.9", corepb.HealthStatus_HEALTHY, 1)},
+			}},
+		},
+		{
+			name: "IPv6",
+			eps:  []topology.Endpoint{ep("fd00::1", "z", true, true, false)},
+			want: []*endpointpb.LocalityLbEndpoints{{
+				Locality:            &corepb.Locality{Zone: "z"},
+				LoadBalancingWeight: wrapperspb.UInt32(1),
+				LbEndpoints:         []*endpointpb.LbEndpoint{lbe("fd00::1", corepb.HealthStatus_HEALTHY, 1)},
+			}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := translate.LoadAssignment(&topology.Service{Key: key, Policy: topology.DefaultPolicy(), Endpoints: tt.eps})
+			want := &endpointpb.ClusterLoadAssignment{ClusterName: "echo.default:8080", Endpoints: tt.want}
+			if diff := cmp.Diff(got, want, protocmp.Transform()); diff != "" {
+				t.Errorf("LoadAssignment mismatch (-got +want):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestCluster_Translation(t *testing.T) {
+	ads := &corepb.ConfigSource{
+		ResourceApiVersion:    corepb.ApiVersion_V3,
+		ConfigSourceSpecifier: &corepb.ConfigSource_Ads{Ads: &corepb.AggregatedConfigSource{}},
+	}
+	base := func(policies ...*clusterpb.LoadBalancingPolicy_Policy) *clusterpb.Cluster {
+		return &clusterpb.Cluster{
+			Name:                 "echo.default:8080",
+			ClusterDiscoveryType: &clusterpb.Cluster_Type{Type: clusterpb.Cluster_EDS},
+			EdsClusterConfig:     &clusterpb.Cluster_EdsClusterConfig{EdsConfig: ads, ServiceName: "echo.default:8080"},
+			ConnectTimeout:       durationpb.New(translate.ConnectTimeout),
+			LoadBalancingPolicy:  &clusterpb.LoadBalancingPolicy{Policies: policies},
+		}
+	}
+	policy := func(name string, m proto.Message) *clusterpb.LoadBalancingPolicy_Policy {
+		return &clusterpb.LoadBalancingPolicy_Policy{TypedExtensionConfig: &corepb.TypedExtensionConfig{Name: name, TypedConfig: mustAny(t, m)}}
+	}
+	slow := &topology.SlowStart{Window: 30 * time.Second, Aggression: 2, MinWeightPercent: 10}
+	slowPB := &lbcommonpb.SlowStartConfig{
+		SlowStartWindow:  durationpb.New(30 * time.Second),
+		Aggression:       &corepb.RuntimeDouble{DefaultValue: 2, RuntimeKey: "fairway.slow_start.aggression"},
+		MinWeightPercent: &typepb.Percent{Value: 10},
+	}
+
+	withOutlier := base(policy("envoy.load_balancing_policies.least_request", &leastrequestpb.LeastRequest{ChoiceCount: wrapperspb.UInt32(2)}))
+	withOutlier.OutlierDetection = &clusterpb.OutlierDetection{
+		Interval:                           durationpb.New(time.Second),
+		BaseEjectionTime:                   durationpb.New(30 * time.Second),
+		MaxEjectionPercent:                 wrapperspb.UInt32(20),
+		EnforcingSuccessRate:               wrapperspb.UInt32(0),
+		EnforcingFailurePercentage:         wrapperspb.UInt32(100),
+		FailurePercentageThreshold:         wrapperspb.UInt32(50),
+		FailurePercentageMinimumHosts:      wrapperspb.UInt32(3),
+		FailurePercentageRequestVolume:     wrapperspb.UInt32(20),
+		EnforcingConsecutive_5Xx:           wrapperspb.UInt32(0),
+		EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(0),
+	}
+	withStrategy := base(policy("envoy.load_balancing_policies.round_robin", &roundrobinpb.RoundRobin{}))
+	withStrategy.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{"fairway.io": {Fields: map[string]*structpb.Value{
+		"strategy": structpb.NewStringValue(`[{"p2c":{}}]`),
+	}}}}
+
+	tests := []struct {
+		name   string
+		policy topology.Policy
+		want   *clusterpb.Cluster
+	}{
+		{
+			name:   "default policy",
+			policy: topology.DefaultPolicy(),
+			want:   withOutlier,
+		},
+		{
+			name:   "least request with slow start and choice count",
+			policy: topology.Policy{LB: topology.LeastRequest, ChoiceCount: 3, SlowStart: slow},
+			want: base(policy("envoy.load_balancing_policies.least_request",
+				&leastrequestpb.LeastRequest{ChoiceCount: wrapperspb.UInt32(3), SlowStartConfig: slowPB})),
+		},
+		{
+			name:   "unset policy is least request with two choices",
+			policy: topology.Policy{},
+			want:   base(policy("envoy.load_balancing_policies.least_request", &leastrequestpb.LeastRequest{ChoiceCount: wrapperspb.UInt32(2)})),
+		},
+		{
+			name:   "round robin with slow start",
+			policy: topology.Policy{LB: topology.RoundRobin, SlowStart: &topology.SlowStart{Window: time.Minute}},
+			want: base(policy("envoy.load_balancing_policies.round_robin",
+				&roundrobinpb.RoundRobin{SlowStartConfig: &lbcommonpb.SlowStartConfig{SlowStartWindow: durationpb.New(time.Minute)}})),
+		},
+		{
+			name:   "random falls back to round robin",
+			policy: topology.Policy{LB: topology.Random},
+			want: base(
+				policy("envoy.load_balancing_policies.random", &randompb.Random{}),
+				policy("envoy.load_balancing_policies.round_robin", &roundrobinpb.RoundRobin{})),
+		},
+		{
+			name:   "strategy in metadata",
+			policy: topology.Policy{LB: topology.RoundRobin, Strategy: `[{"p2c":{}}]`},
+			want:   withStrategy,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := translate.Cluster(&topology.Service{Key: key, Policy: tt.policy})
+			if diff := cmp.Diff(got, tt.want, protocmp.Transform()); diff != "" {
+				t.Errorf("Cluster mismatch (-got +want):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestListenersAndRoute_Translation(t *testing.T) {
+	svc := &topology.Service{Key: key, Policy: topology.DefaultPolicy()}
+	ads := &corepb.ConfigSource{
+		ResourceApiVersion:    corepb.ApiVersion_V3,
+		ConfigSourceSpecifier: &corepb.ConfigSource_Ads{Ads: &corepb.AggregatedConfigSource{}},
+	}
+	lis := func(name string) *listenerpb.Listener {
+		return &listenerpb.Listener{Name: name, ApiListener: &listenerpb.ApiListener{ApiListener: mustAny(t, &hcmpb.HttpConnectionManager{
+			StatPrefix:     name,
+			RouteSpecifier: &hcmpb.HttpConnectionManager_Rds{Rds: &hcmpb.Rds{ConfigSource: ads, RouteConfigName: "echo.default:8080"}},
+			HttpFilters: []*hcmpb.HttpFilter{{
+				Name:       "envoy.filters.http.router",
+				ConfigType: &hcmpb.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &routerpb.Router{})},
+			}},
+		})}}
+	}
+	wantListeners := []*listenerpb.Listener{lis("echo.default:8080"), lis("echo.default.svc.cluster.local:8080")}
+	if diff := cmp.Diff(translate.Listeners(svc), wantListeners, protocmp.Transform()); diff != "" {
+		t.Errorf("Listeners mismatch (-got +want):\n%s", diff)
+	}
+	wantRoute := &routepb.RouteConfiguration{
+		Name: "echo.default:8080",
+		VirtualHosts: []*routepb.VirtualHost{{
+			Name:    "echo.default:8080",
+			Domains: []string{"*"},
+			Routes: []*routepb.Route{{
+				Match:  &routepb.RouteMatch{PathSpecifier: &routepb.RouteMatch_Prefix{Prefix: ""}},
+				Action: &routepb.Route_Route{Route: &routepb.RouteAction{ClusterSpecifier: &routepb.RouteAction_Cluster{Cluster: "echo.default:8080"}}},
+			}},
+		}},
+	}
+	if diff := cmp.Diff(translate.RouteConfig(svc), wantRoute, protocmp.Transform()); diff != "" {
+		t.Errorf("RouteConfig mismatch (-got +want):\n%s", diff)
+	}
+}
+
+type validator interface {
+	proto.Message
+	ValidateAll() error
+}
+
+func TestResources_ValidateAll(t *testing.T) {
+	many := []topology.Endpoint{
+		ep("10.0.0.1", "zone-a", true, true, false),
+		ep("10.0.0.2", "zone-b", false, true, true),
+		ep("10.0.0.3", "zone-c", false, false, false),
+		ep("10.0.0.4", "", true, true, false),
+	}
+	labelled := ep("10.0.1.1", "zone-a", true, true, false)
+	labelled.Labels = map[string]string{"shard": "1", "hw": "gpu"}
+	labelled.Hostname = "pod-1"
+	labelled.Weight = 10
+	outlier := topology.DefaultOutlier()
+	services := map[string]*topology.Service{
+		"default policy, zones":  {Key: key, Policy: topology.DefaultPolicy(), Endpoints: many},
+		"zero endpoints":         {Key: key, Policy: topology.DefaultPolicy()},
+		"least request slow":     {Key: key, Policy: topology.Policy{LB: topology.LeastRequest, ChoiceCount: 4, SlowStart: &topology.SlowStart{Window: 30 * time.Second, Aggression: 1, MinWeightPercent: 10}, Outlier: &outlier}},
+		"round robin slow":       {Key: key, Policy: topology.Policy{LB: topology.RoundRobin, SlowStart: &topology.SlowStart{Window: time.Second}}},
+		"random":                 {Key: key, Policy: topology.Policy{LB: topology.Random}},
+		"strategy":               {Key: key, Policy: topology.Policy{Strategy: `[{"zone_affinity":{}},{"p2c":{}}]`}},
+		"labels, weight, host":   {Key: key, Policy: topology.DefaultPolicy(), Endpoints: []topology.Endpoint{labelled}},
+		"IPv6":                   {Key: topology.ServiceKey{Namespace: "ns", Name: "v6", Port: 443}, Policy: topology.DefaultPolicy(), Endpoints: []topology.Endpoint{ep("fd00::1", "z", true, true, false), ep("::1", "z", true, true, false)}},
+		"outlier extreme values": {Key: key, Policy: topology.Policy{Outlier: &topology.Outlier{MaxEjectionPercent: 500, FailurePercentageThreshold: 300}}},
+	}
+	for name, svc := range services {
+		t.Run(name, func(t *testing.T) {
+			r := translate.Resources(svc)
+			all := []validator{r.Cluster, r.LoadAssignment, r.RouteConfig}
+			for _, l := range r.Listeners {
+				all = append(all, l)
+			}
+			hcm := &hcmpb.HttpConnectionManager{}
+			if err := r.Listeners[0].GetApiListener().GetApiListener().UnmarshalTo(hcm); err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, hcm)
+			for _, p := range r.Cluster.GetLoadBalancingPolicy().GetPolicies() {
+				m, err := p.GetTypedExtensionConfig().GetTypedConfig().UnmarshalNew()
+				if err != nil {
+					t.Fatal(err)
+				}
+				all = append(all, m.(validator))
+			}
+			if len(r.Listeners) != 2 {
+				t.Errorf("got %d listeners, want 2", len(r.Listeners))
+			}
+			for _, m := range all {
+				if err := m.ValidateAll(); err != nil {
+					t.Errorf("%s.ValidateAll() = %v", proto.MessageName(m), err)
+				}
+			}
+		})
+	}
+}
