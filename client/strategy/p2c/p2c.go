@@ -1,0 +1,137 @@
+// Package p2c is the power-of-two-choices strategy, Fairway's default
+// chooser: it draws two distinct random candidates and picks the one with the
+// lower load. Load is in-flight requests (plus one) divided by the
+// candidate's weight; with "latency_aware" it is also multiplied by the
+// endpoint's peak-EWMA latency, and failed requests count as slow ones (a
+// failure penalty) so that fast errors do not look attractive.
+package p2c
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+
+	"github.com/fairway-lb/fairway/client/strategy"
+)
+
+// Name is the strategy's name in chains.
+const Name = "p2c"
+
+// Config is p2c's typed configuration.
+type Config struct {
+	// LatencyAware multiplies load by the endpoint's peak-EWMA latency.
+	LatencyAware bool `json:"latency_aware"`
+	// DecayAlpha is the EWMA weight of a new latency sample below the
+	// current estimate, in (0,1]. Default 0.1.
+	DecayAlpha float64 `json:"decay_alpha"`
+	// FailurePenalty multiplies the current latency estimate to form the
+	// sample recorded for a failed request (>= 1). Default 5.
+	FailurePenalty float64 `json:"failure_penalty"`
+}
+
+func init() { strategy.Register(builder{}) }
+
+type builder struct{}
+
+func (builder) Name() string                { return Name }
+func (builder) Position() strategy.Position { return strategy.Terminal }
+
+func (builder) ParseConfig(raw json.RawMessage) (any, error) {
+	cfg := &Config{DecayAlpha: 0.1, FailurePenalty: 5}
+	if err := strategy.DecodeConfig(Name, raw, cfg); err != nil {
+		return nil, err
+	}
+	if cfg.DecayAlpha <= 0 || cfg.DecayAlpha > 1 {
+		return nil, fmt.Errorf("fairway/p2c: decay_alpha %v must be in (0, 1]", cfg.DecayAlpha)
+	}
+	if cfg.FailurePenalty < 1 {
+		return nil, fmt.Errorf("fairway/p2c: failure_penalty %v must be >= 1", cfg.FailurePenalty)
+	}
+	return cfg, nil
+}
+
+func (builder) Build(cfg any, _ strategy.Strategy, opts strategy.BuildOptions) strategy.Strategy {
+	c := cfg.(*Config)
+	if c.LatencyAware {
+		opts.Features.LatencyAlpha = c.DecayAlpha
+		opts.Features.FailurePenalty = c.FailurePenalty
+	}
+	return &p2c{cfg: *c, rand: opts.Rand}
+}
+
+type p2c struct {
+	cfg  Config
+	rand func() uint64
+}
+
+func (s *p2c) Tick(strategy.Set) bool { return false }
+
+func (s *p2c) Build(set strategy.Set) strategy.Picker {
+	n := len(set.Cands)
+	if n == 0 {
+		return strategy.PickerFunc(func(context.Context) (*strategy.Endpoint, error) { return nil, strategy.ErrNoEndpoint })
+	}
+	p := &picker{
+		rand:    s.rand,
+		eps:     make([]*strategy.Endpoint, n),
+		invW:    make([]float64, n),
+		latency: s.cfg.LatencyAware,
+	}
+	w0 := set.Cands[0].Weight
+	for i, c := range set.Cands {
+		p.eps[i] = c.E
+		w := c.Weight
+		if w <= 0 {
+			w = math.SmallestNonzeroFloat64
+		}
+		p.invW[i] = 1 / w
+		if w != w0 {
+			p.weighted = true
+		}
+	}
+	return p
+}
+
+// picker is immutable; eps and invW are parallel.
+type picker struct {
+	rand     func() uint64
+	eps      []*strategy.Endpoint
+	invW     []float64
+	weighted bool
+	latency  bool
+}
+
+func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
+	n := len(p.eps)
+	if n == 1 {
+		return p.eps[0], nil
+	}
+	r := p.rand()
+	a := strategy.Index32(uint32(r), n)
+	b := strategy.Index32(uint32(r>>32), n-1)
+	if b >= a {
+		b++
+	}
+	if !p.weighted && !p.latency {
+		if p.eps[b].InFlight.Load() < p.eps[a].InFlight.Load() {
+			return p.eps[b], nil
+		}
+		return p.eps[a], nil
+	}
+	if p.load(b) < p.load(a) {
+		return p.eps[b], nil
+	}
+	return p.eps[a], nil
+}
+
+func (p *picker) load(i int) float64 {
+	e := p.eps[i]
+	l := float64(e.InFlight.Load()+1) * p.invW[i]
+	if p.latency {
+		if lat := e.Latency(); lat > 0 {
+			l *= float64(lat)
+		}
+	}
+	return l
+}

@@ -1,0 +1,104 @@
+package p2c_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/fairway-lb/fairway/client/endpointattr"
+	"github.com/fairway-lb/fairway/client/strategy"
+	"github.com/fairway-lb/fairway/client/strategy/p2c"
+	"github.com/fairway-lb/fairway/client/strategy/strategytest"
+)
+
+func TestP2C_PrefersLessLoaded(t *testing.T) {
+	eps := strategytest.Endpoints(10, nil)
+	eps[0].InFlight.Store(50) // heavily loaded
+	eps[1].InFlight.Store(1)  // slightly loaded
+	s, _ := strategytest.Chain(t, `[{"p2c":{}}]`, nil, 1)
+	p := s.Build(strategytest.Set(eps, "", strategytest.Start))
+	got := strategytest.Count(t, context.Background(), p, 10000)
+	if got[eps[0].Addr] != 0 {
+		t.Errorf("loaded endpoint got %d picks, want 0", got[eps[0].Addr])
+	}
+	// eps[1] only wins against eps[0]: pairs {0,1} are 2/90 of draws.
+	if n := got[eps[1].Addr]; n > 400 {
+		t.Errorf("slightly loaded endpoint got %d picks, want about 222", n)
+	}
+	for _, e := range eps[2:] {
+		if n := got[e.Addr]; n < 1000 {
+			t.Errorf("%s got %d picks, want about 1200", e.Addr, n)
+		}
+	}
+}
+
+func TestP2C_WeightDividesLoad(t *testing.T) {
+	eps := strategytest.Endpoints(2, func(i int) endpointattr.Info { return endpointattr.Info{Weight: uint32(1 + 3*i)} })
+	eps[0].InFlight.Store(3) // load 4/1
+	eps[1].InFlight.Store(9) // load 10/4: less
+	s, _ := strategytest.Chain(t, `[{"p2c":{}}]`, nil, 1)
+	got := strategytest.Count(t, context.Background(), s.Build(strategytest.Set(eps, "", strategytest.Start)), 100)
+	if diff := cmp.Diff(got, map[string]int{eps[1].Addr: 100}); diff != "" {
+		t.Errorf("picks (-got +want):\n%s", diff)
+	}
+}
+
+func TestP2C_LatencyAware(t *testing.T) {
+	eps := strategytest.Endpoints(2, nil)
+	eps[0].ObserveLatency(100*time.Millisecond, 0.1)
+	eps[1].ObserveLatency(10*time.Millisecond, 0.1)
+	eps[1].InFlight.Store(3) // 4 × 10ms < 1 × 100ms
+	s, opts := strategytest.Chain(t, `[{"p2c":{"latency_aware":true}}]`, nil, 1)
+	if opts.Features.LatencyAlpha != 0.1 {
+		t.Errorf("Features.LatencyAlpha = %v, want 0.1", opts.Features.LatencyAlpha)
+	}
+	got := strategytest.Count(t, context.Background(), s.Build(strategytest.Set(eps, "", strategytest.Start)), 100)
+	if diff := cmp.Diff(got, map[string]int{eps[1].Addr: 100}); diff != "" {
+		t.Errorf("picks (-got +want):\n%s", diff)
+	}
+	// Peak EWMA: a higher sample replaces the estimate, a lower one decays it.
+	eps[1].ObserveLatency(200*time.Millisecond, 0.1)
+	if got := eps[1].Latency(); got != 200*time.Millisecond {
+		t.Errorf("after peak, Latency = %v, want 200ms", got)
+	}
+	eps[1].ObserveLatency(100*time.Millisecond, 0.1)
+	if got := eps[1].Latency(); got != 190*time.Millisecond {
+		t.Errorf("after decay, Latency = %v, want 190ms", got)
+	}
+}
+
+func TestP2C_NoCandidates(t *testing.T) {
+	s, _ := strategytest.Chain(t, `[{"p2c":{}}]`, nil, 1)
+	if _, err := s.Build(strategy.Set{}).Pick(context.Background()); err != strategy.ErrNoEndpoint {
+		t.Errorf("Pick = %v, want ErrNoEndpoint", err)
+	}
+}
+
+func TestP2C_ParseConfig(t *testing.T) {
+	b, _ := strategy.Get(p2c.Name)
+	for _, tc := range []struct {
+		raw, wantErr string
+		want      *p2c.Config
+	}{
+		{raw: ``, want: &p2c.Config{DecayAlpha: 0.1, FailurePenalty: 5}},
+		{raw: `{"latency_aware":true,"decay_alpha":0.5}`, want: &p2c.Config{LatencyAware: true, DecayAlpha: 0.5, FailurePenalty: 5}},
+		{raw: `{"decay_alpha":2}`, wantErr: "fairway/p2c: decay_alpha 2 must be in (0, 1]"},
+		{raw: `{"bogus":1}`, wantErr: `fairway/p2c: invalid config: json: unknown field "bogus"`},
+	} {
+		got, err := b.ParseConfig([]byte(tc.raw))
+		if tc.wantErr != "" {
+			if err == nil || err.Error() != tc.wantErr {
+				t.Errorf("ParseConfig(%s) error = %v, want %q", tc.raw, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("ParseConfig(%s): %v", tc.raw, err)
+		}
+		if diff := cmp.Diff(got, tc.want); diff != "" {
+			t.Errorf("ParseConfig(%s) (-got +want):\n%s", tc.raw, diff)
+		}
+	}
+}

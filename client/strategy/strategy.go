@@ -1,0 +1,522 @@
+// Package strategy defines how Fairway picks an endpoint for each request:
+// the small Strategy/Picker interfaces, the per-endpoint live state shared by
+// the balancer and the strategies, and a registry of strategies by name.
+//
+// A strategy is one package under client/strategy/ that calls Register from
+// its init function; nothing else has to change for it to be usable in a
+// strategy chain. A chain is a JSON array of single-key objects, outermost
+// first, whose last element picks:
+//
+//	[{"zone_affinity": {"spill_margin": 0.2}}, {"slow_start": {}}, {"outlier": {}}, {"p2c": {}}]
+//
+// Wrappers (zone_affinity, slow_start, outlier, shard) shape the candidate set
+// their inner strategy sees; terminals (p2c, round_robin, weighted) choose.
+// Time-dependent work happens in Tick, off the pick path; Pick never locks,
+// allocates or reads the clock.
+package strategy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/utils/clock"
+
+	"github.com/fairway-lb/fairway/client/endpointattr"
+)
+
+// ErrNoEndpoint is returned by a Picker with no candidate to offer. The
+// balancer turns it into an UNAVAILABLE status.
+var ErrNoEndpoint = errors.New("fairway/strategy: no endpoint available")
+
+// Endpoint is one backend address and its live state. The balancer creates
+// one per address and keeps it while the address stays in the resolver state,
+// so counters survive picker rebuilds. Counter fields are atomics updated on
+// the pick and done paths; the other fields are written only by the owner of
+// the Endpoint (the balancer) before the Endpoint is handed to Build or Tick,
+// and by Tick/Build of strategies for the fields documented so.
+type Endpoint struct {
+	// Addr is the endpoint's address (immutable).
+	Addr string
+	// Info is what the resolver says of the endpoint. The balancer updates it
+	// only while no Build or Tick runs; pickers must not read it.
+	Info endpointattr.Info
+	// Initial is true for endpoints of the client's first resolver update
+	// (immutable).
+	Initial bool
+	// Added is when this client first saw the endpoint: Info.FirstSeen when
+	// set, else the balancer's clock at creation (immutable).
+	Added time.Time
+
+	// SubConn and Done are the owner's handles, returned with each pick
+	// (set before the Endpoint reaches any Build).
+	SubConn balancer.SubConn
+	Done    func(balancer.DoneInfo)
+
+	InFlight atomic.Int64  // requests picked and not yet done
+	Picks    atomic.Uint64 // requests picked in total
+	codes    [17]atomic.Uint64
+	latency  atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
+
+	// Written by strategies from Tick/Build, read by anyone.
+	EjectedUntil    atomic.Int64  // unix ns; 0 when not ejected (outlier)
+	Ejections       atomic.Uint64 // times ejected (outlier)
+	effectiveWeight atomic.Uint64 // float64 bits; 0 = unset (slow_start)
+}
+
+// NewEndpoint returns an Endpoint for addr with info.
+func NewEndpoint(addr string, info endpointattr.Info, added time.Time) *Endpoint {
+	if info.Weight == 0 {
+		info.Weight = 1
+	}
+	return &Endpoint{Addr: addr, Info: info, Added: added}
+}
+
+// Finish records the end of one request with its status code: it decrements
+// InFlight and counts the outcome. Safe for concurrent use; no locks.
+func (e *Endpoint) Finish(c codes.Code) {
+	e.InFlight.Add(-1)
+	if uint32(c) >= uint32(len(e.codes)) {
+		c = codes.Unknown
+	}
+	e.codes[c].Add(1)
+}
+
+// FinishErr is Finish with the code of err (nil is OK).
+func (e *Endpoint) FinishErr(err error) { e.Finish(status.Code(err)) }
+
+// Outcomes returns how many requests ended with code c.
+func (e *Endpoint) Outcomes(c codes.Code) uint64 {
+	if uint32(c) >= uint32(len(e.codes)) {
+		return 0
+	}
+	return e.codes[c].Load()
+}
+
+// Finished returns how many requests have ended, and how many of them ended
+// with a code in mask (bit 1<<code set).
+func (e *Endpoint) Finished(mask CodeMask) (total, matching uint64) {
+	for c := range e.codes {
+		n := e.codes[c].Load()
+		total += n
+		if mask.Has(codes.Code(c)) {
+			matching += n
+		}
+	}
+	return total, matching
+}
+
+// ObserveLatency folds one request's latency into the peak-EWMA estimate:
+// a sample above the estimate replaces it (peak), a lower one decays it with
+// weight alpha. Lock-free (compare-and-swap loop).
+func (e *Endpoint) ObserveLatency(d time.Duration, alpha float64) {
+	s := float64(d)
+	for {
+		old := e.latency.Load()
+		cur := math.Float64frombits(old)
+		next := s
+		if old != 0 && s < cur {
+			next = cur + alpha*(s-cur)
+		}
+		if e.latency.CompareAndSwap(old, math.Float64bits(next)) {
+			return
+		}
+	}
+}
+
+// Latency returns the peak-EWMA latency estimate (0 when none yet).
+func (e *Endpoint) Latency() time.Duration {
+	return time.Duration(math.Float64frombits(e.latency.Load()))
+}
+
+// SetEffectiveWeight records the weight a strategy currently applies, for
+// inspection. Called from Build/Tick.
+func (e *Endpoint) SetEffectiveWeight(w float64) { e.effectiveWeight.Store(math.Float64bits(w)) }
+
+// EffectiveWeight returns the last weight recorded by SetEffectiveWeight; 0
+// when none was.
+func (e *Endpoint) EffectiveWeight() float64 {
+	if b := e.effectiveWeight.Load(); b != 0 {
+		return math.Float64frombits(b)
+	}
+	return 0
+}
+
+// Ejected reports whether the endpoint is ejected at now.
+func (e *Endpoint) Ejected(now time.Time) bool {
+	u := e.EjectedUntil.Load()
+	return u != 0 && now.UnixNano() < u
+}
+
+// CodeMask is a set of gRPC codes, bit 1<<code.
+type CodeMask uint32
+
+// Has reports whether c is in m.
+func (m CodeMask) Has(c codes.Code) bool { return uint32(c) < 32 && m&(1<<uint32(c)) != 0 }
+
+// MaskOf returns the set of cs.
+func MaskOf(cs ...codes.Code) CodeMask {
+	var m CodeMask
+	for _, c := range cs {
+		m |= 1 << uint32(c)
+	}
+	return m
+}
+
+// ParseCodes parses gRPC code names ("UNAVAILABLE", "unavailable", ...).
+func ParseCodes(names []string) (CodeMask, error) {
+	var m CodeMask
+	for _, n := range names {
+		var c codes.Code
+		if err := c.UnmarshalJSON([]byte(fmt.Sprintf("%q", upper(n)))); err != nil {
+			return 0, fmt.Errorf("unknown gRPC code %q", n)
+		}
+		m |= MaskOf(c)
+	}
+	return m, nil
+}
+
+func upper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}
+
+// Candidate is an endpoint offered to a strategy's Build with the weight it
+// should carry there (Info.Weight, possibly scaled by an outer strategy).
+type Candidate struct {
+	E      *Endpoint
+	Weight float64
+}
+
+// Set is what Build and Tick receive.
+type Set struct {
+	// Cands are the endpoints that may be picked: READY and healthy, minus
+	// whatever outer strategies removed. Build may keep the slice; nobody
+	// modifies it afterwards.
+	Cands []Candidate
+	// All are all endpoints the resolver reported, whatever their state, for
+	// ratios such as a zone's healthy fraction.
+	All []*Endpoint
+	// LocalZone is the caller's zone; "" when unknown.
+	LocalZone string
+	// Now is the clock reading of this Build or Tick.
+	Now time.Time
+}
+
+// Picker chooses an endpoint for one request.
+//
+// The balancer calls Pick from any number of goroutines at once, once per
+// request. Pick must not block, lock, allocate or read the clock; it returns
+// ErrNoEndpoint, or a status error, when it has nothing to offer. A Picker is
+// immutable once built.
+type Picker interface {
+	Pick(ctx context.Context) (*Endpoint, error)
+}
+
+// PickerFunc adapts a function to Picker.
+type PickerFunc func(ctx context.Context) (*Endpoint, error)
+
+// Pick calls f.
+func (f PickerFunc) Pick(ctx context.Context) (*Endpoint, error) { return f(ctx) }
+
+// Strategy is one link of a chain, owned by one balancer.
+//
+// The balancer calls Build and Tick from one goroutine at a time, never
+// concurrently; they may take as long as needed (they are off the pick path)
+// but should not block on I/O. A wrapper calls its inner strategy's Build
+// (possibly several times, with subsets) and forwards Tick with the whole set.
+type Strategy interface {
+	// Build returns a picker over s.Cands.
+	Build(s Set) Picker
+	// Tick runs periodically (every BuildOptions.TickInterval or so) with the
+	// current set; it updates time-dependent tables and returns true when the
+	// picker must be rebuilt.
+	Tick(s Set) bool
+}
+
+// Stats are live values a chain exposes for metrics. Written by strategies
+// from Build/Tick, read by anyone.
+type Stats struct {
+	spill atomic.Uint64 // float64 bits
+}
+
+// SetSpillFraction records the share of traffic sent out of the local zone.
+func (s *Stats) SetSpillFraction(f float64) { s.spill.Store(math.Float64bits(f)) }
+
+// SpillFraction returns the value last set by SetSpillFraction.
+func (s *Stats) SpillFraction() float64 { return math.Float64frombits(s.spill.Load()) }
+
+// BuildOptions are what a balancer gives the strategies of its chain.
+type BuildOptions struct {
+	// Clock is read in Build and Tick (never in Pick). Required.
+	Clock clock.Clock
+	// Rand returns uniformly random 64-bit values; called on the pick path,
+	// from many goroutines at once. Defaults to math/rand/v2's Uint64, which
+	// is lock-free.
+	Rand func() uint64
+	// Stats receives the chain's live values. Never nil after Chain.Build.
+	Stats *Stats
+	// Features collects what the strategies need from the balancer; a
+	// strategy sets fields from its builder's Build.
+	Features *Features
+}
+
+// Features are services a strategy asks of the balancer.
+type Features struct {
+	// LatencyAlpha > 0 makes the balancer time each request (one clock read
+	// at pick and at done) and call Endpoint.ObserveLatency with this alpha.
+	LatencyAlpha float64
+	// FailurePenalty multiplies the latency estimate to form the sample of a
+	// failed request (with LatencyAlpha > 0).
+	FailurePenalty float64
+}
+
+// Position says where a strategy may stand in a chain.
+type Position int
+
+const (
+	// Wrapper strategies need an inner strategy: never last.
+	Wrapper Position = iota
+	// Terminal strategies choose: always last.
+	Terminal
+)
+
+// Builder makes a strategy from its config. Registered by name from the
+// strategy package's init function.
+type Builder interface {
+	// Name is the snake_case name used in chains.
+	Name() string
+	// Position says whether the strategy wraps another or chooses.
+	Position() Position
+	// ParseConfig parses and validates the strategy's JSON config (nil or
+	// "{}" means defaults) into the strategy's typed config. Errors read
+	// "fairway/<name>: ...".
+	ParseConfig(raw json.RawMessage) (any, error)
+	// Build makes the strategy with a config returned by ParseConfig. inner
+	// is nil for terminals.
+	Build(cfg any, inner Strategy, opts BuildOptions) Strategy
+}
+
+var (
+	regMu    sync.RWMutex
+	registry = map[string]Builder{}
+)
+
+// Register makes b available by b.Name(). Call it from an init function; a
+// later registration under the same name replaces the earlier one.
+func Register(b Builder) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	registry[b.Name()] = b
+}
+
+// Get returns the builder registered under name.
+func Get(name string) (Builder, bool) {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	b, ok := registry[name]
+	return b, ok
+}
+
+// Names returns the registered names, sorted.
+func Names() []string {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	out := make([]string, 0, len(registry))
+	for n := range registry {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// DefaultChain is the composition used when a service names none.
+var DefaultChain = []string{"zone_affinity", "slow_start", "outlier", "p2c"}
+
+// Link is one parsed element of a chain.
+type Link struct {
+	Builder Builder
+	Config  any
+}
+
+// Chain is a parsed, validated strategy chain, outermost first. Immutable.
+type Chain struct {
+	Links []Link
+	// Raw is the chain in canonical JSON, for comparing configs.
+	Raw string
+}
+
+// ParseChain parses a JSON chain. Empty input (or JSON null) selects
+// DefaultChain with default configs.
+func ParseChain(raw json.RawMessage) (*Chain, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return DefaultChainConfig()
+	}
+	var elems []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &elems); err != nil {
+		return nil, fmt.Errorf("fairway/strategy: chain must be a JSON array of single-key objects: %w", err)
+	}
+	if len(elems) == 0 {
+		return DefaultChainConfig()
+	}
+	c := &Chain{}
+	for i, el := range elems {
+		if len(el) != 1 {
+			return nil, fmt.Errorf("fairway/strategy: chain element %d has %d keys, want one strategy name", i, len(el))
+		}
+		for name, cfg := range el {
+			if err := c.add(name, cfg, i == len(elems)-1); err != nil {
+				return nil, err
+			}
+		}
+	}
+	c.Raw = canonical(elems)
+	return c, nil
+}
+
+// DefaultChainConfig returns DefaultChain with default configs.
+func DefaultChainConfig() (*Chain, error) {
+	c := &Chain{}
+	elems := make([]map[string]json.RawMessage, 0, len(DefaultChain))
+	for i, name := range DefaultChain {
+		if err := c.add(name, nil, i == len(DefaultChain)-1); err != nil {
+			return nil, err
+		}
+		elems = append(elems, map[string]json.RawMessage{name: json.RawMessage("{}")})
+	}
+	c.Raw = canonical(elems)
+	return c, nil
+}
+
+func (c *Chain) add(name string, cfg json.RawMessage, last bool) error {
+	b, ok := Get(name)
+	if !ok {
+		return fmt.Errorf("fairway/strategy: unknown strategy %q (registered: %v)", name, Names())
+	}
+	switch {
+	case b.Position() == Terminal && !last:
+		return fmt.Errorf("fairway/strategy: %q chooses and must be last in the chain", name)
+	case b.Position() == Wrapper && last:
+		return fmt.Errorf("fairway/strategy: %q wraps another strategy and cannot be last in the chain", name)
+	}
+	pc, err := b.ParseConfig(cfg)
+	if err != nil {
+		return err
+	}
+	c.Links = append(c.Links, Link{Builder: b, Config: pc})
+	return nil
+}
+
+func canonical(elems []map[string]json.RawMessage) string {
+	out, err := json.Marshal(elems) // map keys sorted; RawMessage compacted
+	if err != nil {
+		return ""
+	}
+	return string(out)
+}
+
+// Build makes the chain's strategies, innermost first, and returns the
+// outermost. It fills defaults into opts (Rand, Stats, Features) and returns
+// the effective options.
+func (c *Chain) Build(opts BuildOptions) (Strategy, BuildOptions) {
+	if opts.Rand == nil {
+		opts.Rand = rand.Uint64
+	}
+	if opts.Stats == nil {
+		opts.Stats = &Stats{}
+	}
+	if opts.Features == nil {
+		opts.Features = &Features{}
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	var s Strategy
+	for i := len(c.Links) - 1; i >= 0; i-- {
+		s = c.Links[i].Builder.Build(c.Links[i].Config, s, opts)
+	}
+	return s, opts
+}
+
+// Index maps a random value r to [0, n) (Lemire's multiply-shift; the bias
+// is below n/2^64).
+func Index(r uint64, n int) int {
+	hi, _ := bits.Mul64(r, uint64(n))
+	return int(hi)
+}
+
+// Index32 maps the 32-bit value r to [0, n).
+func Index32(r uint32, n int) int {
+	return int((uint64(r) * uint64(n)) >> 32)
+}
+
+// Threshold converts a probability p in [0,1] into a uint64 such that
+// r < Threshold(p) has probability p for uniform r.
+func Threshold(p float64) uint64 {
+	switch {
+	case p <= 0:
+		return 0
+	case p >= 1:
+		return math.MaxUint64
+	}
+	return uint64(p * (1 << 63) * 2)
+}
+
+// Duration is a time.Duration that unmarshals from a Go duration string
+// ("30s") or a number of seconds.
+type Duration time.Duration
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var f float64
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("duration must be a string such as \"30s\" or a number of seconds")
+	}
+	*d = Duration(f * float64(time.Second))
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// DecodeConfig unmarshals raw (nil = keep defaults) into cfg, rejecting
+// unknown fields, and prefixes errors with "fairway/<name>: ".
+func DecodeConfig(name string, raw json.RawMessage, cfg any) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytesReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("fairway/%s: invalid config: %w", name, err)
+	}
+	return nil
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
