@@ -1,0 +1,114 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/xds"
+
+	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/controlplane/xdsserver"
+)
+
+// benchService is the service the pods serve, as the control plane names it.
+var benchService = topology.ServiceKey{Namespace: "bench", Name: "echo", Port: 8080}
+
+// controlPlane is an in-process Fairway xDS server fed with the cluster's
+// serving pods: a new snapshot on every join and crash, each pod's weight its
+// capacity.
+type controlPlane struct {
+	srv    *xdsserver.Server
+	addr   string
+	policy topology.Policy
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	version uint64 // guarded by mu
+}
+
+func startControlPlane(ctx context.Context, c *cluster, policy topology.Policy) (*controlPlane, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	cp := &controlPlane{
+		srv:    xdsserver.New(xdsserver.WithDebounce(0), xdsserver.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))),
+		addr:   lis.Addr().String(),
+		policy: policy,
+	}
+	cp.wg.Go(func() { _ = cp.srv.Serve(lis) })
+	cp.publish(c.serving())
+	c.watch(cp.publish)
+	deadline := time.Now().Add(5 * time.Second)
+	for !cp.srv.Ready() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			cp.close()
+			return nil, fmt.Errorf("control plane not ready")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return cp, nil
+}
+
+func (cp *controlPlane) publish(live []podAddr) {
+	eps := make([]topology.Endpoint, 0, len(live))
+	for _, p := range live {
+		eps = append(eps, topology.Endpoint{
+			Address: p.ip, Port: int32(p.port), Zone: p.zone,
+			Hostname: fmt.Sprintf("pod-%d", p.index),
+			Ready:    true, Serving: true, Weight: p.weight,
+		})
+	}
+	topology.SortEndpoints(eps)
+	cp.mu.Lock()
+	cp.version++
+	v := cp.version
+	cp.mu.Unlock()
+	cp.srv.Update(topology.NewSnapshot(v, time.Now(), []*topology.Service{{Key: benchService, Policy: cp.policy, Endpoints: eps}}))
+}
+
+func (cp *controlPlane) close() {
+	cp.srv.Close()
+	cp.wg.Wait()
+}
+
+// lrDialer is proxyless grpc-go (xds:///) through the control plane, with the
+// control plane's default policy: least request (2 choices) and outlier
+// detection.
+type lrDialer struct {
+	cp *controlPlane
+}
+
+func newLeastRequestDialer(ctx context.Context, _ Config, c *cluster) (dialer, error) {
+	cp, err := startControlPlane(ctx, c, topology.DefaultPolicy())
+	if err != nil {
+		return nil, err
+	}
+	return &lrDialer{cp: cp}, nil
+}
+
+func (d *lrDialer) dial(ch int, zone string) (*grpc.ClientConn, error) {
+	bootstrap := fmt.Sprintf(`{"xds_servers":[{"server_uri":%q,"channel_creds":[{"type":"insecure"}],"server_features":["ignore_resource_deletion"]}],`+
+		`"node":{"id":"bench-client-%d","locality":{"zone":%q}}}`, d.cp.addr, ch, zone)
+	var b resolver.Builder
+	b, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		return nil, err
+	}
+	return grpc.NewClient("xds:///"+benchService.ResourceName(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(b), fastBackoff)
+}
+
+func (d *lrDialer) close() { d.cp.close() }
+
+func init() {
+	newDialer[GRPCLeastRequest] = newLeastRequestDialer
+}
