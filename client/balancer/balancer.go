@@ -170,7 +170,7 @@ type fairwayBalancer struct {
 	localZone   string
 	seenFirst   bool
 	resolverErr error
-	published   bool  // a READY picker was published
+	published   bool   // a READY picker was published
 	pastEjects  uint64 // ejections of endpoints since removed
 }
 

@@ -14,7 +14,7 @@
 // Independently, on every Tick, an endpoint whose last ConsecutiveFailures
 // observed calls all failed is ejected. An ejection lasts
 // BaseEjectionTime × n (n = how many times the endpoint was ejected, lowered
-// by one for every clean interval), capped at MaxEjectionTime. No ejection
+// by one for every interval with calls and no failure), capped at MaxEjectionTime. No ejection
 // happens when MaxEjectionPercent of the endpoints are already ejected
 // (one is always allowed when MaxEjectionPercent > 0).
 package outlier
@@ -22,6 +22,7 @@ package outlier
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -82,7 +83,7 @@ func (builder) ParseConfig(raw json.RawMessage) (any, error) {
 		BaseEjectionTime:    strategy.Duration(30 * time.Second),
 		MaxEjectionTime:     strategy.Duration(300 * time.Second),
 		MaxEjectionPercent:  20,
-		FailureCodes:        DefaultFailureCodes,
+		FailureCodes:        slices.Clone(DefaultFailureCodes),
 	}
 	if err := strategy.DecodeConfig(Name, raw, cfg); err != nil {
 		return nil, err
@@ -216,8 +217,8 @@ func (o *outlier) Tick(set strategy.Set) bool {
 		if !evaluate {
 			continue
 		}
-		if ifl == 0 && st.ejections > 0 {
-			st.ejections-- // a clean interval lowers the backoff
+		if it > 0 && ifl == 0 && st.ejections > 0 {
+			st.ejections-- // a clean interval with traffic lowers the backoff
 		}
 		if it > 0 {
 			r := float64(ifl) / float64(it)

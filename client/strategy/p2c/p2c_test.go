@@ -80,7 +80,7 @@ func TestP2C_ParseConfig(t *testing.T) {
 	b, _ := strategy.Get(p2c.Name)
 	for _, tc := range []struct {
 		raw, wantErr string
-		want      *p2c.Config
+		want         *p2c.Config
 	}{
 		{raw: ``, want: &p2c.Config{DecayAlpha: 0.1, FailurePenalty: 5}},
 		{raw: `{"latency_aware":true,"decay_alpha":0.5}`, want: &p2c.Config{LatencyAware: true, DecayAlpha: 0.5, FailurePenalty: 5}},

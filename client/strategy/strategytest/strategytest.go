@@ -1,6 +1,7 @@
 // Package strategytest helps test and benchmark strategies without a
 // balancer: it makes endpoints, candidate sets and chains with an injected
-// clock and a seeded random source.
+// clock and a seeded random source. Importing it registers the built-in
+// strategies.
 package strategytest
 
 import (
@@ -16,6 +17,13 @@ import (
 
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
+	_ "github.com/fairway-lb/fairway/client/strategy/outlier"      // registers outlier
+	_ "github.com/fairway-lb/fairway/client/strategy/p2c"          // registers p2c
+	_ "github.com/fairway-lb/fairway/client/strategy/roundrobin"   // registers round_robin
+	_ "github.com/fairway-lb/fairway/client/strategy/shard"        // registers shard
+	_ "github.com/fairway-lb/fairway/client/strategy/slowstart"    // registers slow_start
+	_ "github.com/fairway-lb/fairway/client/strategy/weighted"     // registers weighted
+	_ "github.com/fairway-lb/fairway/client/strategy/zoneaffinity" // registers zone_affinity
 )
 
 // Start is the fake clocks' initial time.

@@ -149,6 +149,7 @@ func (z *zone) Tick(set strategy.Set) bool {
 		if len(local) == 0 && len(remote) > 0 {
 			z.health = 1
 		}
+		z.stats.SetSpillFraction(z.spill())
 		return rebuild || z.spill() != before
 	}
 
@@ -169,6 +170,7 @@ func (z *zone) Tick(set strategy.Set) bool {
 	}
 	z.overload = round(z.overload)
 	z.health = round(z.health)
+	z.stats.SetSpillFraction(z.spill())
 	return rebuild || z.spill() != before
 }
 

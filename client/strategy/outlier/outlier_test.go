@@ -1,0 +1,149 @@
+package outlier_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/fairway-lb/fairway/client/strategy"
+	"github.com/fairway-lb/fairway/client/strategy/outlier"
+	"github.com/fairway-lb/fairway/client/strategy/strategytest"
+)
+
+const chain = `[{"outlier":{"interval":"1s","base_ejection_time":"30s","max_ejection_time":"100s","max_ejection_percent":20,"consecutive_failures":0}},{"round_robin":{}}]`
+
+// round feeds one interval of traffic: bad endpoints fail every call.
+func round(eps []*strategy.Endpoint, bad map[int]bool) {
+	for i, e := range eps {
+		c := codes.OK
+		if bad[i] {
+			c = codes.Unavailable
+		}
+		strategytest.Record(e, 20, c)
+	}
+}
+
+func picked(t *testing.T, s strategy.Strategy, set strategy.Set) map[string]int {
+	t.Helper()
+	return strategytest.Count(t, context.Background(), s.Build(set), 100*len(set.Cands))
+}
+
+func TestOutlier_EjectsFailingEndpointAndReadmits(t *testing.T) {
+	eps := strategytest.Endpoints(5, nil)
+	s, _ := strategytest.Chain(t, chain, nil, 1)
+	now := strategytest.Start
+	s.Tick(strategytest.Set(eps, "", now)) // baseline
+
+	round(eps, map[int]bool{2: true})
+	now = now.Add(time.Second)
+	if !s.Tick(strategytest.Set(eps, "", now)) {
+		t.Fatal("Tick after failures = false, want a rebuild")
+	}
+	if !eps[2].Ejected(now) {
+		t.Fatal("failing endpoint not ejected")
+	}
+	if got := picked(t, s, strategytest.Set(eps, "", now)); got[eps[2].Addr] != 0 {
+		t.Errorf("ejected endpoint got %d picks, want 0", got[eps[2].Addr])
+	}
+
+	// Still ejected just before base_ejection_time, re-admitted after.
+	now = now.Add(29 * time.Second)
+	s.Tick(strategytest.Set(eps, "", now))
+	if !eps[2].Ejected(now) {
+		t.Fatal("endpoint re-admitted before base_ejection_time")
+	}
+	now = now.Add(time.Second)
+	if !s.Tick(strategytest.Set(eps, "", now)) || eps[2].Ejected(now) {
+		t.Fatal("endpoint not re-admitted after base_ejection_time")
+	}
+	if got := picked(t, s, strategytest.Set(eps, "", now)); got[eps[2].Addr] == 0 {
+		t.Error("re-admitted endpoint gets no picks")
+	}
+
+	// Failing again: the second ejection lasts twice as long.
+	round(eps, map[int]bool{2: true})
+	now = now.Add(time.Second)
+	s.Tick(strategytest.Set(eps, "", now))
+	if got, want := time.Unix(0, eps[2].EjectedUntil.Load()), now.Add(60*time.Second); !got.Equal(want) {
+		t.Errorf("second ejection until %v, want %v", got, want)
+	}
+	if got := eps[2].Ejections.Load(); got != 2 {
+		t.Errorf("Ejections = %d, want 2", got)
+	}
+}
+
+func TestOutlier_CapsEjections(t *testing.T) {
+	eps := strategytest.Endpoints(5, nil) // 20% of 5: one endpoint
+	s, _ := strategytest.Chain(t, chain, nil, 1)
+	now := strategytest.Start
+	s.Tick(strategytest.Set(eps, "", now))
+	for range 3 {
+		round(eps, map[int]bool{0: true, 1: true, 3: true})
+		now = now.Add(time.Second)
+		s.Tick(strategytest.Set(eps, "", now))
+	}
+	ejected := 0
+	for _, e := range eps {
+		if e.Ejected(now) {
+			ejected++
+		}
+	}
+	if ejected != 1 {
+		t.Errorf("%d endpoints ejected, want 1 (max_ejection_percent 20 of 5)", ejected)
+	}
+}
+
+func TestOutlier_NoEjectionWhenAllFailAlike(t *testing.T) {
+	eps := strategytest.Endpoints(4, nil)
+	s, _ := strategytest.Chain(t, chain, nil, 1)
+	now := strategytest.Start
+	s.Tick(strategytest.Set(eps, "", now))
+	round(eps, map[int]bool{0: true, 1: true, 2: true, 3: true})
+	now = now.Add(time.Second)
+	s.Tick(strategytest.Set(eps, "", now))
+	for _, e := range eps {
+		if e.Ejected(now) {
+			t.Errorf("%s ejected though its peers fail alike", e.Addr)
+		}
+	}
+}
+
+func TestOutlier_ConsecutiveFailuresAndCodes(t *testing.T) {
+	eps := strategytest.Endpoints(5, nil)
+	s, _ := strategytest.Chain(t, `[{"outlier":{"consecutive_failures":5,"failure_codes":["UNAVAILABLE"]}},{"p2c":{}}]`, nil, 1)
+	now := strategytest.Start
+	s.Tick(strategytest.Set(eps, "", now))
+	strategytest.Record(eps[0], 10, codes.Internal) // not a failure code here
+	strategytest.Record(eps[1], 5, codes.Unavailable)
+	now = now.Add(100 * time.Millisecond) // a tick, well within the interval
+	s.Tick(strategytest.Set(eps, "", now))
+	if eps[0].Ejected(now) {
+		t.Error("endpoint ejected for a code outside failure_codes")
+	}
+	if !eps[1].Ejected(now) {
+		t.Error("endpoint with 5 consecutive failures not ejected")
+	}
+}
+
+func TestOutlier_ParseConfig(t *testing.T) {
+	b, _ := strategy.Get(outlier.Name)
+	for raw, want := range map[string]string{
+		`{"max_ejection_percent":101}`: "fairway/outlier: max_ejection_percent 101 must be within 0–100",
+		`{"failure_codes":["NOPE"]}`:   `fairway/outlier: failure_codes: unknown gRPC code "NOPE"`,
+		`{"interval":"x"}`:             `fairway/outlier: invalid config: time: invalid duration "x"`,
+		`{"max_ejection_time":"1s"}`:   "fairway/outlier: max_ejection_time must be >= base_ejection_time",
+	} {
+		if _, err := b.ParseConfig([]byte(raw)); err == nil || err.Error() != want {
+			t.Errorf("ParseConfig(%s) error = %v, want %q", raw, err, want)
+		}
+	}
+	cfg, err := b.ParseConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := cfg.(*outlier.Config).Mask(); m != strategy.MaskOf(codes.Unavailable, codes.Internal, codes.Unknown, codes.DeadlineExceeded, codes.ResourceExhausted) {
+		t.Errorf("default failure codes mask = %b", m)
+	}
+}

@@ -1,0 +1,162 @@
+package zoneaffinity_test
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/fairway-lb/fairway/client/endpointattr"
+	"github.com/fairway-lb/fairway/client/strategy"
+	"github.com/fairway-lb/fairway/client/strategy/strategytest"
+)
+
+const chain = `[{"zone_affinity":{"spill_margin":0.2,"min_load":1,"min_healthy_fraction":0.7,"spill_step":0.1,"max_spill":0.8}},{"round_robin":{}}]`
+
+// zoned returns 4 endpoints in zone "a" (local) then 4 in zone "b".
+func zoned() []*strategy.Endpoint {
+	return strategytest.Endpoints(8, func(i int) endpointattr.Info {
+		z := "a"
+		if i >= 4 {
+			z = "b"
+		}
+		return endpointattr.Info{Zone: z, Weight: 1}
+	})
+}
+
+type fixture struct {
+	t    *testing.T
+	s    strategy.Strategy
+	opts strategy.BuildOptions
+	eps  []*strategy.Endpoint
+	now  time.Time
+	// usable[i] false removes endpoint i from the candidates (not ready).
+	usable []bool
+}
+
+func newFixture(t *testing.T) *fixture {
+	s, opts := strategytest.Chain(t, chain, nil, 3)
+	f := &fixture{t: t, s: s, opts: opts, eps: zoned(), now: strategytest.Start}
+	f.usable = make([]bool, len(f.eps))
+	for i := range f.usable {
+		f.usable[i] = true
+	}
+	return f
+}
+
+func (f *fixture) set() strategy.Set {
+	s := strategytest.Set(f.eps, "a", f.now)
+	s.Cands = s.Cands[:0]
+	for i, e := range f.eps {
+		if f.usable[i] {
+			s.Cands = append(s.Cands, strategy.Candidate{E: e, Weight: 1})
+		}
+	}
+	return s
+}
+
+func (f *fixture) ticks(n int) {
+	for range n {
+		f.now = f.now.Add(100 * time.Millisecond)
+		f.s.Tick(f.set())
+	}
+}
+
+// remoteShare picks 10000 times and returns the share sent to zone b.
+func (f *fixture) remoteShare() float64 {
+	got := strategytest.Count(f.t, context.Background(), f.s.Build(f.set()), 10000)
+	remote := 0
+	for _, e := range f.eps[4:] {
+		remote += got[e.Addr]
+	}
+	return float64(remote) / 10000
+}
+
+func (f *fixture) setInFlight(zone string, n int64) {
+	for _, e := range f.eps {
+		if e.Info.Zone == zone {
+			e.InFlight.Store(n)
+		}
+	}
+}
+
+func near(got, want float64) bool { return math.Abs(got-want) < 0.03 }
+
+func TestZoneAffinity_LightLoadStaysLocal(t *testing.T) {
+	f := newFixture(t)
+	f.ticks(50)
+	if got := f.remoteShare(); got != 0 {
+		t.Errorf("remote share under light load = %v, want 0", got)
+	}
+}
+
+func TestZoneAffinity_SpillsGraduallyUnderOverloadAndReturns(t *testing.T) {
+	f := newFixture(t)
+	f.setInFlight("a", 10)
+	f.setInFlight("b", 2)
+	f.ticks(1)
+	if got := f.remoteShare(); !near(got, 0.1) {
+		t.Errorf("after one overloaded tick, remote share = %v, want ≈0.1 (one step)", got)
+	}
+	f.ticks(3)
+	if got := f.remoteShare(); !near(got, 0.4) {
+		t.Errorf("after four overloaded ticks, remote share = %v, want ≈0.4", got)
+	}
+	f.ticks(20)
+	if got := f.opts.Stats.SpillFraction(); got != 0.8 {
+		t.Errorf("spill fraction = %v, want max_spill 0.8", got)
+	}
+	// Inside the hysteresis band (local 2.3 vs remote 2: above +10%, below +20%): hold.
+	f.setInFlight("a", 23)
+	f.setInFlight("b", 20)
+	f.ticks(5)
+	if got := f.opts.Stats.SpillFraction(); got != 0.8 {
+		t.Errorf("spill fraction inside the hysteresis band = %v, want 0.8 (held)", got)
+	}
+	// Load gone: back home, one step per tick.
+	f.setInFlight("a", 0)
+	f.setInFlight("b", 0)
+	f.ticks(1)
+	if got := f.opts.Stats.SpillFraction(); got != 0.7 {
+		t.Errorf("spill fraction one tick after overload = %v, want 0.7", got)
+	}
+	f.ticks(10)
+	if got := f.remoteShare(); got != 0 {
+		t.Errorf("remote share after recovery = %v, want 0", got)
+	}
+}
+
+func TestZoneAffinity_SpillsWhenLocalUnhealthyAndReturns(t *testing.T) {
+	f := newFixture(t)
+	f.usable[0], f.usable[1], f.usable[2] = false, false, false // 1 of 4 local usable
+	f.ticks(20)
+	want := 1 - 0.25/0.7
+	if got := f.remoteShare(); !near(got, want) {
+		t.Errorf("remote share with 1/4 local healthy = %v, want ≈%.3f", got, want)
+	}
+	f.usable[3] = false // none local
+	f.ticks(1)
+	if got := f.remoteShare(); got != 1 {
+		t.Errorf("remote share with no local endpoint = %v, want 1", got)
+	}
+	for i := range 4 {
+		f.usable[i] = true
+	}
+	f.ticks(20)
+	if got := f.remoteShare(); got != 0 {
+		t.Errorf("remote share after local recovery = %v, want 0", got)
+	}
+}
+
+func TestZoneAffinity_NoZoneBehavesLikeInner(t *testing.T) {
+	s, _ := strategytest.Chain(t, chain, nil, 3)
+	eps := zoned()
+	set := strategytest.Set(eps, "", strategytest.Start)
+	s.Tick(set)
+	got := strategytest.Count(t, context.Background(), s.Build(set), 800)
+	for _, e := range eps {
+		if got[e.Addr] != 100 {
+			t.Errorf("%s got %d picks, want 100 (plain round robin)", e.Addr, got[e.Addr])
+		}
+	}
+}
