@@ -1,0 +1,463 @@
+package xdsserver_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/testing/protocmp"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/controlplane/translate"
+	"github.com/fairway-lb/fairway/controlplane/xdsserver"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const testTimeout = 15 * time.Second
+
+func key(name string) topology.ServiceKey {
+	return topology.ServiceKey{Namespace: "default", Name: name, Port: 8080}
+}
+
+func service(name string, addrs ...string) *topology.Service {
+	svc := &topology.Service{Key: key(name), Policy: topology.DefaultPolicy()}
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			host, port = a, "9000"
+		}
+		var p int32
+		fmt.Sscan(port, &p)
+		svc.Endpoints = append(svc.Endpoints, topology.Endpoint{Address: host, Port: p, Ready: true, Serving: true, Weight: 1})
+	}
+	topology.SortEndpoints(svc.Endpoints)
+	return svc
+}
+
+type testServer struct {
+	*xdsserver.Server
+	addr string
+	reg  *prometheus.Registry
+}
+
+// startServer serves a new xdsserver on 127.0.0.1 until the test ends.
+func startServer(t *testing.T, opts ...xdsserver.Option) *testServer {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	s := xdsserver.New(append([]xdsserver.Option{xdsserver.WithRegistry(reg), xdsserver.WithDebounce(time.Millisecond)}, opts...)...)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(lis) }()
+	t.Cleanup(func() {
+		s.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve() = %v, want nil after Close", err)
+		}
+	})
+	return &testServer{Server: s, addr: lis.Addr().String(), reg: reg}
+}
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// metric returns the value of the counter or gauge name with the given
+// labels, 0 when absent.
+func metric(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue next
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
+// eventually polls cond until it holds or the context ends.
+func eventually(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func decodeCLAs(t *testing.T, resp *discoverypb.DiscoveryResponse) map[string]*endpointpb.ClusterLoadAssignment {
+	t.Helper()
+	out := map[string]*endpointpb.ClusterLoadAssignment{}
+	for _, a := range resp.GetResources() {
+		cla := &endpointpb.ClusterLoadAssignment{}
+		if err := a.UnmarshalTo(cla); err != nil {
+			t.Fatal(err)
+		}
+		out[cla.GetClusterName()] = cla
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func TestServer_SotWSubscribesToOneServiceAmongMany(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	s := startServer(t)
+	var svcs []*topology.Service
+	for i := range 50 {
+		svcs = append(svcs, service(fmt.Sprintf("svc%02d", i), fmt.Sprintf("10.0.0.%d", i+1)))
+	}
+	s.Update(topology.NewSnapshot(1, time.Now(), svcs))
+
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := key("svc17").ResourceName()
+	if err := stream.Send(&discoverypb.DiscoveryRequest{
+		Node: &corepb.Node{Id: "client-1"}, TypeUrl: resourcev3.EndpointType, ResourceNames: []string{want},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := decodeCLAs(t, resp)
+	if diff := cmp.Diff(got, map[string]*endpointpb.ClusterLoadAssignment{want: translate.LoadAssignment(svcs[17])}, protocmp.Transform()); diff != "" {
+		t.Errorf("response mismatch (-got +want):\n%s", diff)
+	}
+	if g := metric(t, s.reg, "fairway_xds_streams", map[string]string{"type": "endpoint", "protocol": "sotw"}); g != 1 {
+		t.Errorf("fairway_xds_streams{endpoint,sotw} = %v, want 1", g)
+	}
+	if g := metric(t, s.reg, "fairway_xds_resources", map[string]string{"type": "listener"}); g != 100 {
+		t.Errorf("fairway_xds_resources{listener} = %v, want 100", g)
+	}
+}
+
+func TestServer_OneStreamServesTwoServices(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	s := startServer(t)
+	a, b := service("a", "10.0.0.1"), service("b", "10.0.0.2", "10.0.0.3")
+	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{a, b, service("c", "10.0.0.4")}))
+	eventually(ctx, t, "first push", s.Ready)
+
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{a.Key.ResourceName(), b.Key.ResourceName()}
+	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType} {
+		if err := stream.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "c"}, TypeUrl: typ, ResourceNames: names}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gotNames := map[string][]string{}
+	for range 2 {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range resp.GetResources() {
+			m, err := r.UnmarshalNew()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := cachev3.GetResourceName(m)
+			gotNames[resp.GetTypeUrl()] = append(gotNames[resp.GetTypeUrl()], n)
+		}
+	}
+	for typ := range gotNames {
+		slices.Sort(gotNames[typ])
+	}
+	want := map[string][]string{resourcev3.ClusterType: names, resourcev3.EndpointType: names}
+	if diff := cmp.Diff(gotNames, want); diff != "" {
+		t.Errorf("resources on the stream (-got +want):\n%s", diff)
+	}
+}
+
+func TestServer_DeltaSendsOnlyTheChangedService(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	s := startServer(t)
+	a, b, c := service("a", "10.0.0.1"), service("b", "10.0.0.2"), service("c", "10.0.0.3")
+	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{a, b, c})
+	s.Update(snap)
+	eventually(ctx, t, "first push", s.Ready)
+
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discoverypb.DeltaDiscoveryRequest{
+		Node: &corepb.Node{Id: "envoy-1"}, TypeUrl: resourcev3.EndpointType,
+		ResourceNamesSubscribe: []string{a.Key.ResourceName(), b.Key.ResourceName()},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	recv := func() map[string]*endpointpb.ClusterLoadAssignment {
+		t.Helper()
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.GetRemovedResources()) > 0 {
+			t.Errorf("removed resources %v, want none", resp.GetRemovedResources())
+		}
+		out := map[string]*endpointpb.ClusterLoadAssignment{}
+		for _, r := range resp.GetResources() {
+			cla := &endpointpb.ClusterLoadAssignment{}
+			if err := r.GetResource().UnmarshalTo(cla); err != nil {
+				t.Fatal(err)
+			}
+			out[r.GetName()] = cla
+		}
+		if err := stream.Send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResponseNonce: resp.GetNonce()}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if got := sortedKeys(recv()); !slices.Equal(got, []string{"a.default:8080", "b.default:8080"}) {
+		t.Fatalf("initial delta response has %v, want a and b", got)
+	}
+
+	// Change a, then c (not subscribed), then b: the stream must carry
+	// exactly a's new assignment, then exactly b's.
+	a2 := service("a", "10.0.0.1", "10.0.0.11")
+	snap = snap.With(2, time.Now(), []*topology.Service{a2}, nil)
+	s.Update(snap)
+	if diff := cmp.Diff(recv(), map[string]*endpointpb.ClusterLoadAssignment{"a.default:8080": translate.LoadAssignment(a2)}, protocmp.Transform()); diff != "" {
+		t.Errorf("delta after changing a (-got +want):\n%s", diff)
+	}
+	eventually(ctx, t, "push of version 2", func() bool { return metric(t, s.reg, "fairway_xds_snapshot_version", nil) == 2 })
+	snap = snap.With(3, time.Now(), []*topology.Service{service("c", "10.0.0.33")}, nil)
+	s.Update(snap)
+	eventually(ctx, t, "push of version 3", func() bool { return metric(t, s.reg, "fairway_xds_snapshot_version", nil) == 3 })
+	// An equal but newly built a must not be re-sent either.
+	b2 := service("b", "10.0.0.22")
+	snap = snap.With(4, time.Now(), []*topology.Service{service("a", "10.0.0.1", "10.0.0.11"), b2}, nil)
+	s.Update(snap)
+	if diff := cmp.Diff(recv(), map[string]*endpointpb.ClusterLoadAssignment{"b.default:8080": translate.LoadAssignment(b2)}, protocmp.Transform()); diff != "" {
+		t.Errorf("delta after changing c and b (-got +want):\n%s", diff)
+	}
+	if g := metric(t, s.reg, "fairway_xds_streams", map[string]string{"type": "endpoint", "protocol": "delta"}); g != 1 {
+		t.Errorf("fairway_xds_streams{endpoint,delta} = %v, want 1", g)
+	}
+}
+
+func TestServer_UnknownNameKeepsStreamServing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	s := startServer(t)
+	a := service("a", "10.0.0.1")
+	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{a})
+	s.Update(snap)
+	eventually(ctx, t, "first push", s.Ready)
+
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"a.default:8080", "nope.default:8080", "not a name"}
+	req := &discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "client-1"}, TypeUrl: resourcev3.EndpointType, ResourceNames: names}
+	if err := stream.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sortedKeys(decodeCLAs(t, resp)); !slices.Equal(got, []string{"a.default:8080"}) {
+		t.Fatalf("response has %v, want only a.default:8080", got)
+	}
+	// ACK, then change a: the stream keeps serving the known name.
+	if err := stream.Send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: names,
+		VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	a2 := service("a", "10.0.0.1", "10.0.0.2")
+	s.Update(snap.With(2, time.Now(), []*topology.Service{a2}, nil))
+	resp, err = stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(decodeCLAs(t, resp), map[string]*endpointpb.ClusterLoadAssignment{"a.default:8080": translate.LoadAssignment(a2)}, protocmp.Transform()); diff != "" {
+		t.Errorf("response after change (-got +want):\n%s", diff)
+	}
+	// Two unknown names, each counted once although requested twice.
+	if got := metric(t, s.reg, "fairway_xds_unknown_resource_requests_total", map[string]string{"type": "endpoint"}); got != 2 {
+		t.Errorf("fairway_xds_unknown_resource_requests_total{endpoint} = %v, want 2", got)
+	}
+}
+
+func TestServer_NACKCounted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	s := startServer(t)
+	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1")}))
+	eventually(ctx, t, "first push", s.Ready)
+
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "picky"}, TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"a.default:8080"}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := metric(t, s.reg, "fairway_xds_nacks_total", map[string]string{"type": "cluster"}); got != 0 {
+		t.Fatalf("fairway_xds_nacks_total{cluster} = %v before any NACK, want 0", got)
+	}
+	if err := stream.Send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"a.default:8080"},
+		ResponseNonce: resp.GetNonce(), ErrorDetail: &statuspb.Status{Code: 3, Message: "bad cluster"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(ctx, t, "NACK metric", func() bool {
+		return metric(t, s.reg, "fairway_xds_nacks_total", map[string]string{"type": "cluster"}) == 1
+	})
+}
+
+func TestServer_DebounceCoalescesBurstAndBoundsLoneChange(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	const window = 20 * time.Millisecond
+	clk := clocktesting.NewFakeClock(time.Now())
+	reg := prometheus.NewRegistry()
+	s := xdsserver.New(xdsserver.WithRegistry(reg), xdsserver.WithDebounce(window), xdsserver.WithClock(clk))
+	defer s.Close()
+	pushes := func() float64 { return metric(t, reg, "fairway_xds_pushes_total", nil) }
+	version := func() float64 { return metric(t, reg, "fairway_xds_snapshot_version", nil) }
+
+	// A burst of 10 updates spread over less than one window: one push,
+	// carrying the last snapshot, once the window after the first has passed.
+	var snap *topology.Snapshot
+	for i := range 10 {
+		snap = snap.With(uint64(i+1), time.Now(), []*topology.Service{service("a", fmt.Sprintf("10.0.0.%d", i+1))}, nil)
+		s.Update(snap)
+		if i == 4 {
+			clk.Step(window / 2) // later updates do not restart the timer
+		}
+	}
+	if got := pushes(); got != 0 {
+		t.Fatalf("pushes before the window passed = %v, want 0", got)
+	}
+	clk.Step(window / 2)
+	eventually(ctx, t, "the burst's push", func() bool { return pushes() == 1 })
+	if got := version(); got != 10 {
+		t.Errorf("pushed version = %v, want 10 (the burst's last)", got)
+	}
+
+	// A lone update is pushed exactly when its window has passed.
+	s.Update(snap.With(11, time.Now(), []*topology.Service{service("a", "10.0.0.99")}, nil))
+	clk.Step(window - time.Nanosecond)
+	if got := pushes(); got != 1 {
+		t.Fatalf("pushes before the lone update's window passed = %v, want 1", got)
+	}
+	clk.Step(time.Nanosecond)
+	eventually(ctx, t, "the lone update's push", func() bool { return pushes() == 2 })
+	if got := version(); got != 11 {
+		t.Errorf("pushed version = %v, want 11", got)
+	}
+	if got := metric(t, reg, "fairway_xds_change_to_push_seconds", nil); got != 2 {
+		t.Errorf("fairway_xds_change_to_push_seconds count = %v, want 2", got)
+	}
+}
+
+func TestServer_AdminEndpoints(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	s := startServer(t)
+	hs := httptest.NewServer(s.AdminHandler())
+	defer hs.Close()
+	get := func(path string) int {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, hs.URL+path, nil)
+		resp, err := hs.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := get("/healthz"); got != http.StatusOK {
+		t.Errorf("/healthz = %d, want 200", got)
+	}
+	if got := get("/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before the first snapshot = %d, want 503", got)
+	}
+	s.Update(topology.NewSnapshot(7, time.Now(), nil)) // an empty world is a world
+	eventually(ctx, t, "/readyz 200", func() bool { return get("/readyz") == http.StatusOK })
+	if got := get("/metrics"); got != http.StatusOK {
+		t.Errorf("/metrics = %d, want 200", got)
+	}
+	if got := metric(t, s.reg, "fairway_xds_snapshot_version", nil); got != 7 {
+		t.Errorf("fairway_xds_snapshot_version = %v, want 7", got)
+	}
+}
