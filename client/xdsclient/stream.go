@@ -1,0 +1,268 @@
+package xdsclient
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+)
+
+// subscriptionTypes is the order in which subscriptions are sent on a new stream.
+var subscriptionTypes = []string{ClusterType, EndpointsType}
+
+// run owns the ADS stream: it opens one at a time, rotating through the
+// servers, and waits with backoff between failures. It returns when ctx is done.
+func (c *Client) run(ctx context.Context) {
+	retries := 0
+	for idx := 0; ; idx = (idx + 1) % len(c.servers) {
+		// Open no stream while nothing is watched.
+		if !c.waitForSubscriptions(ctx) {
+			return
+		}
+		addr := c.servers[idx]
+		c.log.Debug("opening ADS stream", "server", addr)
+		worked, err := c.runStream(ctx, addr)
+		if ctx.Err() != nil {
+			return
+		}
+		c.setDisconnected(fmt.Errorf("%s: %w", addr, err))
+		if worked {
+			retries = 0
+		}
+		d := c.opts.backoff(retries)
+		retries++
+		c.log.Debug("ADS stream failed", "server", addr, "err", err, "retry_in", d)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// waitForSubscriptions blocks until some name is watched; false when ctx is done.
+func (c *Client) waitForSubscriptions(ctx context.Context) bool {
+	for {
+		c.mu.Lock()
+		n := len(c.resources[ClusterType]) + len(c.resources[EndpointsType])
+		c.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-c.subCh:
+		}
+	}
+}
+
+// streamState is what one stream remembers per type; used only by the stream
+// goroutine.
+type streamState struct {
+	stream   grpc.BidiStreamingClient[discoverypb.DiscoveryRequest, discoverypb.DiscoveryResponse]
+	sentNode bool
+	sent     map[string][]string // names last requested; nil before the first request
+	version  map[string]string   // last accepted version
+	nonce    map[string]string   // last response nonce
+}
+
+// runStream runs one ADS stream until it fails or ctx is done. worked reports
+// whether the server answered at least once.
+func (c *Client) runStream(ctx context.Context, addr string) (worked bool, err error) {
+	cc, err := grpc.NewClient(addr, c.opts.dialOpts...)
+	if err != nil {
+		return false, err
+	}
+	defer cc.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+
+	stream, err := discoverypb.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(sctx)
+	if err != nil {
+		return false, err
+	}
+	st := &streamState{stream: stream, sent: map[string][]string{}, version: map[string]string{}, nonce: map[string]string{}}
+
+	respCh := make(chan *discoverypb.DiscoveryResponse)
+	errCh := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				errCh <- err
+				return
+			}
+			select {
+			case respCh <- resp:
+			case <-sctx.Done():
+				return
+			}
+		}
+	}()
+
+	if err := c.sendSubscriptions(st); err != nil {
+		return false, err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return worked, ctx.Err()
+		case err := <-errCh:
+			return worked, err
+		case <-c.subCh:
+			if err := c.sendSubscriptions(st); err != nil {
+				return worked, err
+			}
+		case resp := <-respCh:
+			if !worked {
+				worked = true
+				c.setConnected()
+			}
+			if err := c.handleResponse(st, resp); err != nil {
+				return worked, err
+			}
+		}
+	}
+}
+
+// send sends one request, with the node on the first request of the stream.
+func (c *Client) send(st *streamState, typeURL string, names []string, version string, detail *statuspb.Status) error {
+	req := &discoverypb.DiscoveryRequest{
+		TypeUrl:       typeURL,
+		ResourceNames: names,
+		VersionInfo:   version,
+		ResponseNonce: st.nonce[typeURL],
+		ErrorDetail:   detail,
+	}
+	if !st.sentNode {
+		req.Node = c.node
+		st.sentNode = true
+	}
+	if names == nil {
+		req.ResourceNames = []string{}
+	}
+	st.sent[typeURL] = names
+	return st.stream.Send(req)
+}
+
+// sendSubscriptions sends a request for every type whose subscribed names
+// changed since the last request of this stream. A type never requested on
+// this stream is requested only once it has names (an empty first request
+// would mean wildcard); afterwards an empty list unsubscribes from all.
+func (c *Client) sendSubscriptions(st *streamState) error {
+	for _, t := range subscriptionTypes {
+		c.mu.Lock()
+		names := c.namesLocked(t)
+		c.mu.Unlock()
+		prev, requested := st.sent[t]
+		if slices.Equal(names, prev) && (requested || len(names) == 0) {
+			continue
+		}
+		if !requested && len(names) == 0 {
+			continue
+		}
+		c.log.Debug("ADS request", "type", t, "names", names)
+		if err := c.send(st, t, names, st.version[t], nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handleResponse applies a response's valid resources, tells the watchers,
+// and ACKs or NACKs it.
+func (c *Client) handleResponse(st *streamState, resp *discoverypb.DiscoveryResponse) error {
+	t := resp.GetTypeUrl()
+	st.nonce[t] = resp.GetNonce()
+	var problems []string
+	valid := map[string]decoded{}
+	invalid := map[string]error{}
+	for _, a := range resp.GetResources() {
+		d := c.decode(t, resp.GetVersionInfo(), a)
+		switch {
+		case d.err != nil:
+			problems = append(problems, d.err.Error())
+			if d.name != "" {
+				invalid[d.name] = d.err
+			}
+		default:
+			valid[d.name] = d
+		}
+	}
+	updates := 0
+	c.mu.Lock()
+	for name, d := range valid {
+		rs := c.resources[t][name]
+		if rs == nil {
+			continue // not (or no longer) subscribed
+		}
+		if rs.raw != nil && proto.Equal(rs.raw, d.raw) {
+			continue
+		}
+		rs.raw, rs.value = d.raw, d.value
+		updates++
+		for w := range rs.watchers {
+			v := d.value
+			c.cb.schedule(w, func() { w.update(v) })
+		}
+	}
+	for name, err := range invalid {
+		rs := c.resources[t][name]
+		if rs == nil {
+			continue
+		}
+		err := fmt.Errorf("%w: %w", ErrInvalidResource, err)
+		for w := range rs.watchers {
+			c.cb.schedule(w, func() { w.onErr(err) })
+		}
+	}
+	// A Cluster response is the whole state: a subscribed Cluster it lacks has
+	// been removed. (ClusterLoadAssignment responses carry only changes.)
+	if t == ClusterType && len(problems) == 0 {
+		for name, rs := range c.resources[t] {
+			if _, ok := valid[name]; ok || rs.raw == nil {
+				continue
+			}
+			rs.raw, rs.value = nil, nil
+			err := fmt.Errorf("%w: Cluster %q", ErrResourceRemoved, name)
+			for w := range rs.watchers {
+				c.cb.schedule(w, func() { w.onErr(err) })
+			}
+		}
+	}
+	names := c.namesLocked(t)
+	c.mu.Unlock()
+
+	if updates > 0 {
+		c.m.updates.WithLabelValues(typeLabel(t)).Add(float64(updates))
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		detail := &statuspb.Status{
+			Code:    int32(codes.InvalidArgument),
+			Message: "fairway/xdsclient: rejected version " + resp.GetVersionInfo() + ": " + strings.Join(problems, "; "),
+		}
+		c.m.nacks.WithLabelValues(typeLabel(t)).Inc()
+		c.log.Warn("NACK", "type", t, "version", resp.GetVersionInfo(), "error", detail.Message)
+		return c.send(st, t, names, st.version[t], detail)
+	}
+	st.version[t] = resp.GetVersionInfo()
+	c.m.lastUpdate.SetToCurrentTime()
+	c.log.Debug("ACK", "type", t, "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()), "updates", updates)
+	return c.send(st, t, names, st.version[t], nil)
+}
+
