@@ -3,6 +3,7 @@ package xdsserver_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -66,7 +67,10 @@ type testServer struct {
 func startServer(t *testing.T, opts ...xdsserver.Option) *testServer {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	s := xdsserver.New(append([]xdsserver.Option{xdsserver.WithRegistry(reg), xdsserver.WithDebounce(time.Millisecond)}, opts...)...)
+	s := xdsserver.New(append([]xdsserver.Option{
+		xdsserver.WithRegistry(reg), xdsserver.WithDebounce(time.Millisecond),
+		xdsserver.WithLogger(slog.New(slog.NewTextHandler(t.Output(), nil))),
+	}, opts...)...)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -171,6 +175,7 @@ func TestServer_SotWSubscribesToOneServiceAmongMany(t *testing.T) {
 		svcs = append(svcs, service(fmt.Sprintf("svc%02d", i), fmt.Sprintf("10.0.0.%d", i+1)))
 	}
 	s.Update(topology.NewSnapshot(1, time.Now(), svcs))
+	eventually(ctx, t, "first push", s.Ready)
 
 	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
 	if err != nil {
