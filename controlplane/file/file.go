@@ -65,6 +65,7 @@ type Source struct {
 	// immutable after New
 	path     string
 	log      *slog.Logger
+	reg      prometheus.Registerer
 	problems *prometheus.CounterVec
 	onProb   func(convert.Problem)
 	debounce time.Duration
@@ -82,20 +83,7 @@ func WithLogger(l *slog.Logger) Option { return func(s *Source) { s.log = l } }
 // WithRegisterer registers the fairway_source_problems_total counter with r
 // (default: not registered). If r already holds the counter (registered by
 // another source), that one is used.
-func WithRegisterer(r prometheus.Registerer) Option {
-	return func(s *Source) {
-		if err := r.Register(s.problems); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-					s.problems = existing
-					return
-				}
-			}
-			s.log.Error("fairway/file: cannot register metrics", "error", err)
-		}
-	}
-}
+func WithRegisterer(r prometheus.Registerer) Option { return func(s *Source) { s.reg = r } }
 
 // WithProblemHandler calls f, from Run's goroutine, with every problem found
 // in a newly read file (after it is logged and counted). f must not block.
@@ -109,21 +97,32 @@ func WithDebounce(d time.Duration) Option { return func(s *Source) { s.debounce 
 // WithResync sets the period of the safety re-read (default DefaultResync).
 func WithResync(d time.Duration) Option { return func(s *Source) { s.resync = d } }
 
-// New returns a source reading path. Options are applied in order, so
-// WithLogger should come before WithRegisterer if the latter is to log with it.
+// New returns a source reading path.
 func New(path string, opts ...Option) *Source {
 	s := &Source{
 		path: path,
 		log:  slog.Default(),
 		problems: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fairway_source_problems_total",
-			Help: "Problems found in the source's input objects (each skipped or given its default), by source and reason.",
+			Help: "Invalid or surprising input objects reported by a source, by source and reason.",
 		}, []string{"source", "reason"}),
 		debounce: DefaultDebounce,
 		resync:   DefaultResync,
 	}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.reg != nil {
+		if err := s.reg.Register(s.problems); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+					s.problems = existing
+				}
+			} else {
+				s.log.Error("fairway/file: cannot register metrics", "error", err)
+			}
+		}
 	}
 	return s
 }

@@ -485,3 +485,38 @@ func problemCount(t *testing.T, reg *prometheus.Registry, reason string) float64
 	}
 	return 0
 }
+
+// TestSource_BusyFolder checks that a folder that never goes quiet (another
+// file rewritten every few milliseconds) delays a change by at most the
+// debounce cap.
+func TestSource_BusyFolder(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "world.yaml")
+	write(t, path, svcYAML("echo", "10.0.0.1"))
+	h := start(t, path)
+	checkWorld(t, h.next(t), map[string][]string{"echo.default:80": {"10.0.0.1:8080"}})
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				_ = os.WriteFile(filepath.Join(dir, "noise"), []byte(fmt.Sprint(i)), 0o644)
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	replaced := time.Now()
+	replace(t, path, svcYAML("echo", "10.0.0.2"))
+	s := h.next(t)
+	t.Logf("change in a busy folder served after %v", time.Since(replaced))
+	checkWorld(t, s, map[string][]string{"echo.default:80": {"10.0.0.2:8080"}})
+}
