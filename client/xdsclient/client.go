@@ -167,15 +167,15 @@ type Client struct {
 	m       *metrics
 
 	cancel context.CancelFunc
-	wg      sync.WaitGroup
-	subCh   chan struct{} // signals the stream goroutine that subscriptions changed
-	cb      *serializer
+	wg     sync.WaitGroup
+	subCh  chan struct{} // signals the stream goroutine that subscriptions changed
+	cb     *serializer
 
 	mu        sync.Mutex
 	resources map[string]map[string]*resourceState // type URL → name → state; guarded by mu
-	connected bool                                  // guarded by mu
-	downErr   error                                 // why the stream is down, once watchers were told; guarded by mu
-	closed    bool                                  // guarded by mu
+	connected bool                                 // guarded by mu
+	downErr   error                                // why the stream is down, once watchers were told; guarded by mu
+	closed    bool                                 // guarded by mu
 }
 
 type resourceState struct {

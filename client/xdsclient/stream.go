@@ -265,4 +265,3 @@ func (c *Client) handleResponse(st *streamState, resp *discoverypb.DiscoveryResp
 	c.log.Debug("ACK", "type", t, "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()), "updates", updates)
 	return c.send(st, t, names, st.version[t], nil)
 }
-
