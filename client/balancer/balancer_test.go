@@ -341,7 +341,6 @@ func TestParseConfigJSON_RejectsInvalidChain(t *testing.T) {
 	}
 }
 
-
 func TestBalancer_ResolverErrorKeepsLastPicker(t *testing.T) {
 	ctx := ctxT(t)
 	bs := startBackends(t, 2)

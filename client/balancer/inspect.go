@@ -109,8 +109,8 @@ func (b *fairwayBalancer) inspect() []EndpointState {
 			Health:          se.Info.Health,
 			Connectivity:    ep.state,
 			Ready:           ep.state == connectivity.Ready && se.Info.Health == endpointattr.Healthy,
-			InFlight:        se.InFlight.Load(),
-			Picks:           se.Picks.Load(),
+			InFlight:        se.InFlight(),
+			Picks:           se.Picks(),
 			Latency:         se.Latency(),
 			Ejections:       se.Ejections.Load(),
 			FirstSeen:       se.Added,
@@ -190,8 +190,8 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		for _, b := range bs {
 			b.mu.Lock()
 			for _, ep := range b.endpoints {
-				picks[key{ep.se.Addr, ep.se.Info.Zone}] += ep.se.Picks.Load()
-				inflight[ep.se.Addr] += ep.se.InFlight.Load()
+				picks[key{ep.se.Addr, ep.se.Info.Zone}] += ep.se.Picks()
+				inflight[ep.se.Addr] += ep.se.InFlight()
 				ejections += ep.se.Ejections.Load()
 			}
 			ejections += b.pastEjects

@@ -34,8 +34,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if err != nil {
 		return balancer.PickResult{}, mapErr(err)
 	}
-	e.InFlight.Add(1)
-	e.Picks.Add(1)
+	e.Picked()
 	return balancer.PickResult{SubConn: e.SubConn, Done: e.Done}, nil
 }
 
@@ -75,8 +74,9 @@ func init() {
 func (c *call) finish(di balancer.DoneInfo) {
 	d := c.p.clock.Since(c.start)
 	e := c.e
-	code := status.Code(di.Err)
+	code := codes.OK
 	if di.Err != nil {
+		code = status.Code(di.Err)
 		// A failure counts as at least penalty × the current estimate.
 		d = max(d, time.Duration(float64(e.Latency())*c.p.penalty))
 	}
@@ -91,8 +91,7 @@ func (p *timedPicker) Pick(info balancer.PickInfo) (balancer.PickResult, error) 
 	if err != nil {
 		return balancer.PickResult{}, mapErr(err)
 	}
-	e.InFlight.Add(1)
-	e.Picks.Add(1)
+	e.Picked()
 	c := callPool.Get().(*call)
 	c.p, c.e, c.start = p, e, p.clock.Now()
 	return balancer.PickResult{SubConn: e.SubConn, Done: c.done}, nil

@@ -43,11 +43,25 @@ var ErrNoEndpoint = errors.New("fairway/strategy: no endpoint available")
 
 // Endpoint is one backend address and its live state. The balancer creates
 // one per address and keeps it while the address stays in the resolver state,
-// so counters survive picker rebuilds. Counter fields are atomics updated on
-// the pick and done paths; the other fields are written only by the owner of
-// the Endpoint (the balancer) before the Endpoint is handed to Build or Tick,
-// and by Tick/Build of strategies for the fields documented so.
+// so counters survive picker rebuilds. Counters are atomics updated on the
+// pick and done paths; the other fields are written only by the owner of the
+// Endpoint (the balancer) before the Endpoint is handed to Build or Tick, and
+// by strategies' Tick/Build for the fields documented so.
+//
+// The hot fields come first, so that a pick touches one cache line of each
+// endpoint it considers.
 type Endpoint struct {
+	// SubConn and Done are the owner's handles, returned with each pick
+	// (set before the Endpoint reaches any Build).
+	SubConn balancer.SubConn
+	Done    func(balancer.DoneInfo)
+
+	// load packs picks (high 40 bits) and in-flight requests (low 24 bits)
+	// so that a pick is a single atomic add and a successful request's
+	// done another.
+	load    atomic.Uint64
+	latency atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
+
 	// Addr is the endpoint's address (immutable).
 	Addr string
 	// Info is what the resolver says of the endpoint. The balancer updates it
@@ -60,21 +74,19 @@ type Endpoint struct {
 	// set, else the balancer's clock at creation (immutable).
 	Added time.Time
 
-	// SubConn and Done are the owner's handles, returned with each pick
-	// (set before the Endpoint reaches any Build).
-	SubConn balancer.SubConn
-	Done    func(balancer.DoneInfo)
-
-	InFlight atomic.Int64  // requests picked and not yet done
-	Picks    atomic.Uint64 // requests picked in total
-	codes    [17]atomic.Uint64
-	latency  atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
+	failed [17]atomic.Uint64 // finished requests by code; OK is derived
 
 	// Written by strategies from Tick/Build, read by anyone.
 	EjectedUntil    atomic.Int64  // unix ns; 0 when not ejected (outlier)
 	Ejections       atomic.Uint64 // times ejected (outlier)
 	effectiveWeight atomic.Uint64 // float64 bits; 0 = unset (slow_start)
 }
+
+const (
+	inflightBits = 24
+	inflightMask = 1<<inflightBits - 1
+	onePick      = 1<<inflightBits | 1
+)
 
 // NewEndpoint returns an Endpoint for addr with info.
 func NewEndpoint(addr string, info endpointattr.Info, added time.Time) *Endpoint {
@@ -84,38 +96,62 @@ func NewEndpoint(addr string, info endpointattr.Info, added time.Time) *Endpoint
 	return &Endpoint{Addr: addr, Info: info, Added: added}
 }
 
+// Picked records that a request was sent to e: one atomic add. Every Picked
+// must be followed by one Finish.
+func (e *Endpoint) Picked() { e.load.Add(onePick) }
+
+// InFlight returns the requests picked and not yet finished.
+func (e *Endpoint) InFlight() int64 { return int64(e.load.Load() & inflightMask) }
+
+// Picks returns the requests picked in total (wraps at 2^40).
+func (e *Endpoint) Picks() uint64 { return e.load.Load() >> inflightBits }
+
 // Finish records the end of one request with its status code: it decrements
-// InFlight and counts the outcome. Safe for concurrent use; no locks.
+// the in-flight count and, for a code other than OK, counts it. Safe for
+// concurrent use; no locks; one atomic add for OK.
 func (e *Endpoint) Finish(c codes.Code) {
-	e.InFlight.Add(-1)
-	if uint32(c) >= uint32(len(e.codes)) {
+	e.load.Add(^uint64(0)) // -1: in-flight is >= 1 here
+	if c == codes.OK {
+		return
+	}
+	if uint32(c) >= uint32(len(e.failed)) {
 		c = codes.Unknown
 	}
-	e.codes[c].Add(1)
+	e.failed[c].Add(1)
 }
 
 // FinishErr is Finish with the code of err (nil is OK).
-func (e *Endpoint) FinishErr(err error) { e.Finish(status.Code(err)) }
+func (e *Endpoint) FinishErr(err error) {
+	if err == nil {
+		e.Finish(codes.OK)
+		return
+	}
+	e.Finish(status.Code(err))
+}
 
 // Outcomes returns how many requests ended with code c.
 func (e *Endpoint) Outcomes(c codes.Code) uint64 {
-	if uint32(c) >= uint32(len(e.codes)) {
+	if c == codes.OK {
+		total, notOK := e.Finished(^CodeMask(1))
+		return total - notOK
+	}
+	if uint32(c) >= uint32(len(e.failed)) {
 		return 0
 	}
-	return e.codes[c].Load()
+	return e.failed[c].Load()
 }
 
 // Finished returns how many requests have ended, and how many of them ended
-// with a code in mask (bit 1<<code set).
+// with a code in mask (bit 1<<code set; OK is never matched).
 func (e *Endpoint) Finished(mask CodeMask) (total, matching uint64) {
-	for c := range e.codes {
-		n := e.codes[c].Load()
-		total += n
+	l := e.load.Load()
+	total = l>>inflightBits - l&inflightMask
+	for c := 1; c < len(e.failed); c++ {
 		if mask.Has(codes.Code(c)) {
-			matching += n
+			matching += e.failed[c].Load()
 		}
 	}
-	return total, matching
+	return total, min(matching, total)
 }
 
 // ObserveLatency folds one request's latency into the peak-EWMA estimate:

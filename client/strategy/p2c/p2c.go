@@ -114,7 +114,7 @@ func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
 		b++
 	}
 	if !p.weighted && !p.latency {
-		if p.eps[b].InFlight.Load() < p.eps[a].InFlight.Load() {
+		if p.eps[b].InFlight() < p.eps[a].InFlight() {
 			return p.eps[b], nil
 		}
 		return p.eps[a], nil
@@ -127,7 +127,7 @@ func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
 
 func (p *picker) load(i int) float64 {
 	e := p.eps[i]
-	l := float64(e.InFlight.Load()+1) * p.invW[i]
+	l := float64(e.InFlight()+1) * p.invW[i]
 	if p.latency {
 		if lat := e.Latency(); lat > 0 {
 			l *= float64(lat)

@@ -15,8 +15,8 @@ import (
 
 func TestP2C_PrefersLessLoaded(t *testing.T) {
 	eps := strategytest.Endpoints(10, nil)
-	eps[0].InFlight.Store(50) // heavily loaded
-	eps[1].InFlight.Store(1)  // slightly loaded
+	strategytest.SetInFlight(eps[0], 50) // heavily loaded
+	strategytest.SetInFlight(eps[1], 1)  // slightly loaded
 	s, _ := strategytest.Chain(t, `[{"p2c":{}}]`, nil, 1)
 	p := s.Build(strategytest.Set(eps, "", strategytest.Start))
 	got := strategytest.Count(t, context.Background(), p, 10000)
@@ -36,8 +36,8 @@ func TestP2C_PrefersLessLoaded(t *testing.T) {
 
 func TestP2C_WeightDividesLoad(t *testing.T) {
 	eps := strategytest.Endpoints(2, func(i int) endpointattr.Info { return endpointattr.Info{Weight: uint32(1 + 3*i)} })
-	eps[0].InFlight.Store(3) // load 4/1
-	eps[1].InFlight.Store(9) // load 10/4: less
+	strategytest.SetInFlight(eps[0], 3) // load 4/1
+	strategytest.SetInFlight(eps[1], 9) // load 10/4: less
 	s, _ := strategytest.Chain(t, `[{"p2c":{}}]`, nil, 1)
 	got := strategytest.Count(t, context.Background(), s.Build(strategytest.Set(eps, "", strategytest.Start)), 100)
 	if diff := cmp.Diff(got, map[string]int{eps[1].Addr: 100}); diff != "" {
@@ -49,7 +49,7 @@ func TestP2C_LatencyAware(t *testing.T) {
 	eps := strategytest.Endpoints(2, nil)
 	eps[0].ObserveLatency(100*time.Millisecond, 0.1)
 	eps[1].ObserveLatency(10*time.Millisecond, 0.1)
-	eps[1].InFlight.Store(3) // 4 × 10ms < 1 × 100ms
+	strategytest.SetInFlight(eps[1], 3) // 4 × 10ms < 1 × 100ms
 	s, opts := strategytest.Chain(t, `[{"p2c":{"latency_aware":true}}]`, nil, 1)
 	if opts.Features.LatencyAlpha != 0.1 {
 		t.Errorf("Features.LatencyAlpha = %v, want 0.1", opts.Features.LatencyAlpha)

@@ -87,7 +87,17 @@ func Count(tb testing.TB, ctx context.Context, p strategy.Picker, n int) map[str
 // Record records n requests picked and finished on e with code c.
 func Record(e *strategy.Endpoint, n int, c codes.Code) {
 	for range n {
-		e.InFlight.Add(1)
+		e.Picked()
 		e.Finish(c)
+	}
+}
+
+// SetInFlight makes e's in-flight count n by picking or finishing (OK).
+func SetInFlight(e *strategy.Endpoint, n int64) {
+	for e.InFlight() < n {
+		e.Picked()
+	}
+	for e.InFlight() > n {
+		e.Finish(codes.OK)
 	}
 }

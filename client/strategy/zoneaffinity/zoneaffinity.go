@@ -177,7 +177,7 @@ func (z *zone) Tick(set strategy.Set) bool {
 func perEndpoint(cs []strategy.Candidate) float64 {
 	var sum int64
 	for _, c := range cs {
-		sum += c.E.InFlight.Load()
+		sum += c.E.InFlight()
 	}
 	return float64(sum) / float64(len(cs))
 }

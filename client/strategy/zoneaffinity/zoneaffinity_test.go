@@ -75,7 +75,7 @@ func (f *fixture) remoteShare() float64 {
 func (f *fixture) setInFlight(zone string, n int64) {
 	for _, e := range f.eps {
 		if e.Info.Zone == zone {
-			e.InFlight.Store(n)
+			strategytest.SetInFlight(e, n)
 		}
 	}
 }
