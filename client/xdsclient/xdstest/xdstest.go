@@ -193,3 +193,6 @@ func CLA(name string, eps ...Endpoint) *endpointpb.ClusterLoadAssignment {
 	}
 	return cla
 }
+
+// Request is a DiscoveryRequest as the server received it.
+type Request = discoverypb.DiscoveryRequest
