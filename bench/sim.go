@@ -341,8 +341,7 @@ func (s *sim) pick(ch *simChannel) (int, *strategy.Endpoint) {
 		if err != nil {
 			return -1, nil
 		}
-		e.InFlight.Add(1)
-		e.Picks.Add(1)
+		e.Picked()
 		return s.epPod[e], e
 	}
 }
