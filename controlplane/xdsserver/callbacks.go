@@ -86,7 +86,7 @@ type callbacks struct{ s *Server }
 func (c *callbacks) open(protocol string, id int64) error {
 	c.s.streamsMu.Lock()
 	defer c.s.streamsMu.Unlock()
-	c.s.streams[streamID{protocol, id}] = &streamState{types: map[string]bool{}, unknown: map[string]bool{}}
+	c.s.streams[streamID{protocol, id}] = newStreamState()
 	return nil
 }
 
@@ -112,7 +112,7 @@ func (c *callbacks) request(protocol string, id int64, node *corepb.Node, typeUR
 	s.streamsMu.Lock()
 	st, ok := s.streams[streamID{protocol, id}]
 	if !ok { // not seen opening (cannot happen with go-control-plane); track from here
-		st = &streamState{types: map[string]bool{}, unknown: map[string]bool{}}
+		st = newStreamState()
 		s.streams[streamID{protocol, id}] = st
 	}
 	if node.GetId() != "" {
@@ -132,12 +132,25 @@ func (c *callbacks) request(protocol string, id int64, node *corepb.Node, typeUR
 		}
 	}
 	nodeID := st.nodeID
+	firstNACK := false
+	if errDetail != "" && !st.nacked[typeURL+"/"+errDetail] {
+		st.nacked[typeURL+"/"+errDetail] = true
+		firstNACK = true
+	}
 	s.streamsMu.Unlock()
 
 	if errDetail != "" {
 		s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
-		s.log.Warn("xDS client rejected a response (NACK)", "node", nodeID, "stream", id, "protocol", protocol,
-			"type", typeLabel(typeURL), "names", names, "error", errDetail)
+		if firstNACK {
+			s.log.Warn("xDS client rejected a response (NACK)", "node", nodeID, "stream", id, "protocol", protocol,
+				"type", typeLabel(typeURL), "names", names, "error", errDetail)
+		} else {
+			s.log.Debug("xDS client rejected a response again (NACK)", "node", nodeID, "stream", id, "protocol", protocol,
+				"type", typeLabel(typeURL), "names", names, "error", errDetail)
+		}
+		// go-control-plane answers a NACK at once with the same resources,
+		// which the client NACKs again: slow that loop down on this stream.
+		s.throttleNACK()
 	}
 	for _, name := range unknown {
 		s.metrics.unknown.WithLabelValues(typeLabel(typeURL)).Inc()

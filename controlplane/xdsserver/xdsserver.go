@@ -22,8 +22,11 @@
 // nothing is sent for it), logged once per stream and name, and counted in
 // fairway_xds_unknown_resource_requests_total; the stream keeps serving its
 // other names. The check starts with the first push (before it every name is
-// unknown). A NACK (a request carrying error_detail) is logged at warn level
-// and counted in fairway_xds_nacks_total.
+// unknown). A NACK (a request carrying error_detail) is counted in
+// fairway_xds_nacks_total, logged at warn level the first time a stream
+// reports a given error for a type (at debug level after that), and delays
+// that stream's next answer by the NACK delay (WithNACKDelay), since
+// go-control-plane re-sends the rejected resources at once.
 package xdsserver
 
 import (
@@ -58,6 +61,10 @@ import (
 // DefaultDebounce is the default debounce window.
 const DefaultDebounce = 20 * time.Millisecond
 
+// DefaultNACKDelay is how long, by default, a stream waits after a NACK
+// before the server answers it again.
+const DefaultNACKDelay = 100 * time.Millisecond
+
 // The resource types the server serves, in the order a push updates them
 // (what a resource points to is in the caches before the resource).
 var typeURLs = []string{resourcev3.EndpointType, resourcev3.ClusterType, resourcev3.RouteType, resourcev3.ListenerType}
@@ -66,15 +73,23 @@ var typeURLs = []string{resourcev3.EndpointType, resourcev3.ClusterType, resourc
 type Option func(*options)
 
 type options struct {
-	debounce time.Duration
-	logger   *slog.Logger
-	registry *prometheus.Registry
-	clock    clock.WithDelayedExecution
+	debounce  time.Duration
+	nackDelay time.Duration
+	logger    *slog.Logger
+	registry  *prometheus.Registry
+	clock     clock.WithDelayedExecution
 }
 
 // WithDebounce sets the debounce window (default DefaultDebounce). Zero or
 // less pushes every Update at once.
 func WithDebounce(d time.Duration) Option { return func(o *options) { o.debounce = d } }
+
+// WithNACKDelay sets how long a stream waits after sending a NACK before
+// the server processes its next request (default DefaultNACKDelay; zero or
+// less: no wait). go-control-plane answers a NACK at once with the same
+// resources, so without a delay a client that rejects them loops as fast as
+// the network allows.
+func WithNACKDelay(d time.Duration) Option { return func(o *options) { o.nackDelay = d } }
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
@@ -93,17 +108,18 @@ func WithClock(c clock.WithDelayedExecution) Option { return func(o *options) { 
 // with Close.
 type Server struct {
 	// immutable
-	log      *slog.Logger
-	debounce time.Duration
-	clock    clock.WithDelayedExecution
-	registry *prometheus.Registry
-	metrics  *metrics
-	caches   map[string]*cachev3.LinearCache // by type URL
-	xds      serverv3.Server
-	ctx      context.Context
-	cancel   context.CancelFunc
-	kick     chan struct{} // buffered(1): a push is due
-	wg       sync.WaitGroup
+	log       *slog.Logger
+	debounce  time.Duration
+	nackDelay time.Duration
+	clock     clock.WithDelayedExecution
+	registry  *prometheus.Registry
+	metrics   *metrics
+	caches    map[string]*cachev3.LinearCache // by type URL
+	xds       serverv3.Server
+	ctx       context.Context
+	cancel    context.CancelFunc
+	kick      chan struct{} // buffered(1): a push is due
+	wg        sync.WaitGroup
 
 	// pushed is the last snapshot in the caches; nil before the first push.
 	// Written only by the push goroutine.
@@ -131,11 +147,30 @@ type streamState struct {
 	nodeID  string
 	types   map[string]bool // type URLs this stream has requested
 	unknown map[string]bool // "type/name" already reported as unknown
+	nacked  map[string]bool // "type/error" already logged as NACKed
+}
+
+func newStreamState() *streamState {
+	return &streamState{types: map[string]bool{}, unknown: map[string]bool{}, nacked: map[string]bool{}}
+}
+
+// throttleNACK delays the stream that sent a NACK by the NACK delay (or until
+// Close). It runs on that stream's goroutine.
+func (s *Server) throttleNACK() {
+	if s.nackDelay <= 0 {
+		return
+	}
+	t := time.NewTimer(s.nackDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.ctx.Done():
+	}
 }
 
 // New creates a Server and starts its push goroutine.
 func New(opts ...Option) *Server {
-	o := options{debounce: DefaultDebounce}
+	o := options{debounce: DefaultDebounce, nackDelay: DefaultNACKDelay}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -150,14 +185,15 @@ func New(opts ...Option) *Server {
 		o.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	s := &Server{
-		log:      o.logger.With("component", "xdsserver"),
-		debounce: o.debounce,
-		clock:    o.clock,
-		registry: o.registry,
-		metrics:  newMetrics(o.registry),
-		caches:   make(map[string]*cachev3.LinearCache, len(typeURLs)),
-		kick:     make(chan struct{}, 1),
-		streams:  make(map[streamID]*streamState),
+		log:       o.logger.With("component", "xdsserver"),
+		debounce:  o.debounce,
+		nackDelay: o.nackDelay,
+		clock:     o.clock,
+		registry:  o.registry,
+		metrics:   newMetrics(o.registry),
+		caches:    make(map[string]*cachev3.LinearCache, len(typeURLs)),
+		kick:      make(chan struct{}, 1),
+		streams:   make(map[streamID]*streamState),
 	}
 	mux := &cachev3.MuxCache{
 		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },

@@ -1,0 +1,192 @@
+package xdsserver_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/xds"
+
+	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/internal/testbackend"
+)
+
+// xdsClient dials target through grpc-go's own xDS resolver, bootstrapped to
+// the test's control plane.
+func xdsClient(t *testing.T, controlPlane, target string) testgrpc.TestServiceClient {
+	t.Helper()
+	bootstrap := fmt.Sprintf(`{
+		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}]}],
+		"node": {"id": "e2e-client", "locality": {"zone": "zone-a"}}
+	}`, controlPlane)
+	builder, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(builder), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return testgrpc.NewTestServiceClient(cc)
+}
+
+// call makes one RPC and returns the name of the backend that served it.
+func call(ctx context.Context, c testgrpc.TestServiceClient) (string, error) {
+	var hdr metadata.MD
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := c.EmptyCall(ctx, &testpb.Empty{}, grpc.Header(&hdr), grpc.WaitForReady(true)); err != nil {
+		return "", err
+	}
+	if v := hdr.Get(testbackend.HeaderName); len(v) == 1 {
+		return v[0], nil
+	}
+	return "", fmt.Errorf("response without %s header", testbackend.HeaderName)
+}
+
+func backendService(name string, zones []string, backends ...*testbackend.Backend) *topology.Service {
+	svc := &topology.Service{Key: key(name), Policy: topology.DefaultPolicy()}
+	for i, b := range backends {
+		svc.Endpoints = append(svc.Endpoints, topology.Endpoint{
+			Address: b.Addr().IP.String(), Port: int32(b.Addr().Port), Zone: zones[i], Hostname: b.Name(),
+			Ready: true, Serving: true, Weight: 1,
+		})
+	}
+	topology.SortEndpoints(svc.Endpoints)
+	return svc
+}
+
+func TestServer_GRPCXDSClientEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := startServer(t)
+
+	var backends []*testbackend.Backend
+	for i := 1; i <= 3; i++ {
+		b, err := testbackend.Start(fmt.Sprintf("127.0.0.%d:0", i), testbackend.WithName(fmt.Sprintf("echo-%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Stop)
+		backends = append(backends, b)
+	}
+	other, err := testbackend.Start("127.0.0.4:0", testbackend.WithName("other-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Stop)
+	zones := []string{"zone-a", "zone-b", "zone-c"}
+	echo := backendService("echo", zones, backends...)
+	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{echo, backendService("other", zones, other)})
+	s.Update(snap)
+
+	// All three backends get RPCs.
+	client := xdsClient(t, s.addr, "echo.default:8080")
+	seen := map[string]int{}
+	for i := 0; len(seen) < 3; i++ {
+		name, err := call(ctx, client)
+		if err != nil {
+			t.Fatalf("RPC %d through xds:///echo.default:8080: %v", i, err)
+		}
+		seen[name]++
+	}
+	t.Logf("first RPCs by backend: %v", seen)
+
+	// The FQDN name works, and so does a second service.
+	for _, target := range []string{"echo.default.svc.cluster.local:8080", "other.default:8080"} {
+		if _, err := call(ctx, xdsClient(t, s.addr, target)); err != nil {
+			t.Errorf("RPC through xds:///%s: %v", target, err)
+		}
+	}
+	if other.Count() != 1 {
+		t.Errorf("other-1 served %d RPCs, want 1", other.Count())
+	}
+
+	// Remove echo-3 (it keeps running): within 2 s no RPC reaches it.
+	removed := backends[2]
+	s.Update(snap.With(2, time.Now(), []*topology.Service{backendService("echo", zones[:2], backends[:2]...)}, nil))
+	start := time.Now()
+	var lastOnRemoved time.Duration = -1
+	after := 0
+	for time.Since(start) < 2500*time.Millisecond {
+		name, err := call(ctx, client)
+		if err != nil {
+			t.Fatalf("RPC after removing %s: %v", removed.Name(), err)
+		}
+		switch {
+		case name == removed.Name():
+			lastOnRemoved = time.Since(start)
+		case time.Since(start) > 2*time.Second:
+			after++
+		}
+	}
+	t.Logf("last RPC on the removed backend %v after the update (-1: none)", lastOnRemoved)
+	if lastOnRemoved >= 2*time.Second {
+		t.Errorf("the removed backend still got an RPC %v after the update, want none after 2s", lastOnRemoved)
+	}
+	if after == 0 {
+		t.Errorf("no RPC succeeded more than 2s after the update")
+	}
+	before := removed.Count()
+	for range 20 {
+		if _, err := call(ctx, client); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if removed.Count() != before {
+		t.Errorf("removed backend served %d more RPCs", removed.Count()-before)
+	}
+}
+
+// TestServer_GRPCXDSClientAcceptsEveryPolicy checks that grpc-go's xDS client
+// accepts (does not NACK) the Cluster of every balancing policy translate
+// produces, and routes RPCs with it.
+func TestServer_GRPCXDSClientAcceptsEveryPolicy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := startServer(t)
+	b, err := testbackend.Start("127.0.0.1:0", testbackend.WithName("backend"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Stop)
+	outlier := topology.DefaultOutlier()
+	slow := &topology.SlowStart{Window: 30 * time.Second, Aggression: 1.5, MinWeightPercent: 10}
+	policies := map[string]topology.Policy{
+		"default":   topology.DefaultPolicy(),
+		"lrslow":    {LB: topology.LeastRequest, ChoiceCount: 3, SlowStart: slow, Outlier: &outlier},
+		"rr":        {LB: topology.RoundRobin},
+		"rrslow":    {LB: topology.RoundRobin, SlowStart: slow},
+		"random":    {LB: topology.Random, Outlier: &outlier},
+		"strategy":  {LB: topology.LeastRequest, ChoiceCount: 2, Strategy: `[{"p2c":{}}]`},
+		"nooutlier": {LB: topology.LeastRequest, ChoiceCount: 2},
+	}
+	var svcs []*topology.Service
+	for name, p := range policies {
+		svc := backendService(name, []string{"zone-a"}, b)
+		svc.Policy = p
+		svcs = append(svcs, svc)
+	}
+	s.Update(topology.NewSnapshot(1, time.Now(), svcs))
+	for name := range policies {
+		t.Run(name, func(t *testing.T) {
+			before := b.Count()
+			if _, err := call(ctx, xdsClient(t, s.addr, name+".default:8080")); err != nil {
+				t.Fatalf("RPC through xds:///%s.default:8080: %v", name, err)
+			}
+			if b.Count() != before+1 {
+				t.Errorf("backend served %d RPCs, want 1", b.Count()-before)
+			}
+		})
+	}
+	if got := metric(t, s.reg, "fairway_xds_nacks_total", map[string]string{"type": "cluster"}); got != 0 {
+		t.Errorf("fairway_xds_nacks_total{cluster} = %v, want 0", got)
+	}
+}
