@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -465,4 +466,117 @@ func TestServer_AdminEndpoints(t *testing.T) {
 	if got := metric(t, s.reg, "fairway_xds_snapshot_version", nil); got != 7 {
 		t.Errorf("fairway_xds_snapshot_version = %v, want 7", got)
 	}
+}
+
+// deltaStream is a raw delta ADS stream that ACKs every response it reads.
+type deltaStream struct {
+	t      *testing.T
+	stream discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+}
+
+func newDeltaStream(ctx context.Context, t *testing.T, addr string) *deltaStream {
+	t.Helper()
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, addr)).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &deltaStream{t: t, stream: stream}
+}
+
+func (d *deltaStream) subscribe(typeURL string, names ...string) {
+	d.t.Helper()
+	if err := d.stream.Send(&discoverypb.DeltaDiscoveryRequest{Node: &corepb.Node{Id: "delta-client"}, TypeUrl: typeURL, ResourceNamesSubscribe: names}); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// recv reads one response, ACKs it and returns its type, the names of its
+// resources and the names it removes.
+func (d *deltaStream) recv() (typeURL string, names, removed []string) {
+	d.t.Helper()
+	resp, err := d.stream.Recv()
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	for _, r := range resp.GetResources() {
+		names = append(names, r.GetName())
+	}
+	slices.Sort(names)
+	removed = slices.Sorted(slices.Values(resp.GetRemovedResources()))
+	if err := d.stream.Send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+		d.t.Fatal(err)
+	}
+	return resp.GetTypeUrl(), names, removed
+}
+
+type deltaResp struct {
+	Type           string
+	Names, Removed []string
+}
+
+func TestServer_DeltaPolicyChangeAndRemoval(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	s := startServer(t)
+	a, b := service("a", "10.0.0.1"), service("b", "10.0.0.2")
+	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{a, b})
+	s.Update(snap)
+	eventually(ctx, t, "first push", s.Ready)
+
+	d := newDeltaStream(ctx, t, s.addr)
+	d.subscribe(resourcev3.ClusterType, "a.default:8080", "b.default:8080")
+	d.subscribe(resourcev3.EndpointType, "a.default:8080", "b.default:8080", "gone.default:8080")
+	var got []deltaResp
+	for range 2 {
+		typ, names, removed := d.recv()
+		got = append(got, deltaResp{typeLabelOf(typ), names, removed})
+	}
+	slices.SortFunc(got, func(x, y deltaResp) int { return strings.Compare(x.Type, y.Type) })
+	want := []deltaResp{
+		{"cluster", []string{"a.default:8080", "b.default:8080"}, nil},
+		{"endpoint", []string{"a.default:8080", "b.default:8080"}, nil},
+	}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Fatalf("initial responses (-got +want):\n%s", diff)
+	}
+
+	// A policy change re-sends a's Cluster only; then removing b removes
+	// its Cluster and its ClusterLoadAssignment.
+	a2 := &topology.Service{Key: a.Key, Policy: topology.Policy{LB: topology.RoundRobin}, Endpoints: a.Endpoints}
+	snap = snap.With(2, time.Now(), []*topology.Service{a2}, nil)
+	s.Update(snap)
+	typ, names, removed := d.recv()
+	if diff := cmp.Diff(deltaResp{typeLabelOf(typ), names, removed}, deltaResp{"cluster", []string{"a.default:8080"}, nil}); diff != "" {
+		t.Errorf("response to a policy change (-got +want):\n%s", diff)
+	}
+	s.Update(snap.With(3, time.Now(), nil, []topology.ServiceKey{b.Key}))
+	got = nil
+	for range 2 {
+		typ, names, removed := d.recv()
+		got = append(got, deltaResp{typeLabelOf(typ), names, removed})
+	}
+	slices.SortFunc(got, func(x, y deltaResp) int { return strings.Compare(x.Type, y.Type) })
+	want = []deltaResp{
+		{"cluster", nil, []string{"b.default:8080"}},
+		{"endpoint", nil, []string{"b.default:8080"}},
+	}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("responses to removing b (-got +want):\n%s", diff)
+	}
+	if got := metric(t, s.reg, "fairway_xds_unknown_resource_requests_total", map[string]string{"type": "endpoint"}); got != 1 {
+		t.Errorf("fairway_xds_unknown_resource_requests_total{endpoint} = %v, want 1", got)
+	}
+	if got := metric(t, s.reg, "fairway_xds_resources", map[string]string{"type": "listener"}); got != 2 {
+		t.Errorf("fairway_xds_resources{listener} = %v, want 2", got)
+	}
+}
+
+func typeLabelOf(typeURL string) string {
+	switch typeURL {
+	case resourcev3.ClusterType:
+		return "cluster"
+	case resourcev3.EndpointType:
+		return "endpoint"
+	}
+	return typeURL
 }
