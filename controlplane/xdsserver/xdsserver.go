@@ -38,11 +38,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	clusterservicepb "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
-	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
-	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	endpointservicepb "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservicepb "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservicepb "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -345,10 +345,10 @@ func (s *Server) Ready() bool { return s.pushed.Load() != nil }
 // and RDS discovery services on gs. The caller serves and stops gs.
 func (s *Server) RegisterGRPC(gs *grpc.Server) {
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(gs, s.xds)
-	clusterservice.RegisterClusterDiscoveryServiceServer(gs, s.xds)
-	endpointservice.RegisterEndpointDiscoveryServiceServer(gs, s.xds)
-	listenerservice.RegisterListenerDiscoveryServiceServer(gs, s.xds)
-	routeservice.RegisterRouteDiscoveryServiceServer(gs, s.xds)
+	clusterservicepb.RegisterClusterDiscoveryServiceServer(gs, s.xds)
+	endpointservicepb.RegisterEndpointDiscoveryServiceServer(gs, s.xds)
+	listenerservicepb.RegisterListenerDiscoveryServiceServer(gs, s.xds)
+	routeservicepb.RegisterRouteDiscoveryServiceServer(gs, s.xds)
 }
 
 // Serve serves xDS on lis with a gRPC server of its own until Close. It
