@@ -170,8 +170,9 @@ type fairwayBalancer struct {
 	localZone   string
 	seenFirst   bool
 	resolverErr error
-	published   bool   // a READY picker was published
-	pastEjects  uint64 // ejections of endpoints since removed
+	published   bool         // a READY picker was published
+	pastEjects  uint64       // ejections of endpoints since removed
+	scratch     strategy.Set // slices reused by tick
 }
 
 func (b *fairwayBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
@@ -342,15 +343,25 @@ func (b *fairwayBalancer) tick() {
 	if b.closed || b.chain == nil {
 		return
 	}
-	set := b.setLocked(b.opts.clock.Now())
+	now := b.opts.clock.Now()
+	// Tick must not retain the set, so its slices are reused; a rebuild
+	// gets fresh ones, which pickers may keep.
+	set := b.fillSetLocked(now, b.scratch.All[:0], b.scratch.Cands[:0])
+	b.scratch = set
 	if b.chain.Tick(set) {
-		b.publishLocked(set, "tick")
+		b.publishLocked(b.setLocked(now), "tick")
 	}
 }
 
-// setLocked returns the current candidate set (b.mu held).
+// setLocked returns the current candidate set in new slices (b.mu held).
 func (b *fairwayBalancer) setLocked(now time.Time) strategy.Set {
-	s := strategy.Set{LocalZone: b.localZone, Now: now, All: make([]*strategy.Endpoint, 0, len(b.order))}
+	return b.fillSetLocked(now, make([]*strategy.Endpoint, 0, len(b.order)), nil)
+}
+
+// fillSetLocked returns the current candidate set, appending to all and
+// cands (b.mu held).
+func (b *fairwayBalancer) fillSetLocked(now time.Time, all []*strategy.Endpoint, cands []strategy.Candidate) strategy.Set {
+	s := strategy.Set{LocalZone: b.localZone, Now: now, All: all, Cands: cands}
 	for _, a := range b.order {
 		ep := b.endpoints[a]
 		if ep == nil {

@@ -281,9 +281,10 @@ func (f PickerFunc) Pick(ctx context.Context) (*Endpoint, error) { return f(ctx)
 type Strategy interface {
 	// Build returns a picker over s.Cands.
 	Build(s Set) Picker
-	// Tick runs periodically (every BuildOptions.TickInterval or so) with the
-	// current set; it updates time-dependent tables and returns true when the
-	// picker must be rebuilt.
+	// Tick runs periodically (every 100 ms by default) with the current set;
+	// it updates time-dependent tables and returns true when the picker must
+	// be rebuilt. The set's slices are reused after Tick returns: do not
+	// keep them.
 	Tick(s Set) bool
 }
 

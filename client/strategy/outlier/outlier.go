@@ -126,7 +126,7 @@ type epState struct {
 	consecutive           uint64
 	// ejections is the backoff multiplier.
 	ejections int
-	seen      bool
+	gen       uint64 // o.gen when last seen in set.All
 }
 
 type outlier struct {
@@ -134,6 +134,15 @@ type outlier struct {
 	inner    strategy.Strategy
 	state    map[*strategy.Endpoint]*epState // guarded by the balancer's serialization of Tick
 	lastEval time.Time
+	gen      uint64
+	rates    []rate               // reused by Tick
+	consec   []*strategy.Endpoint // reused by Tick
+}
+
+type rate struct {
+	e      *strategy.Endpoint
+	total  uint64
+	failed uint64
 }
 
 func (o *outlier) Build(set strategy.Set) strategy.Picker {
@@ -155,13 +164,16 @@ func (o *outlier) Tick(set strategy.Set) bool {
 		o.lastEval = now
 	}
 
-	// Forget endpoints that are gone; re-admit expired ejections.
-	present := make(map[*strategy.Endpoint]bool, len(set.All))
+	// Forget endpoints that are gone (without allocating: Tick runs every
+	// few hundred milliseconds); re-admit expired ejections.
+	o.gen++
 	for _, e := range set.All {
-		present[e] = true
+		if st := o.state[e]; st != nil {
+			st.gen = o.gen
+		}
 	}
-	for e := range o.state {
-		if !present[e] {
+	for e, st := range o.state {
+		if st.gen != o.gen {
 			delete(o.state, e)
 		}
 	}
@@ -179,20 +191,16 @@ func (o *outlier) Tick(set strategy.Set) bool {
 		ejected++
 	}
 
-	type rate struct {
-		e      *strategy.Endpoint
-		total  uint64
-		failed uint64
-	}
-	var rates []rate
+	rates := o.rates[:0]
 	var sumRate float64
-	var consecutive []*strategy.Endpoint
+	consecutive := o.consec[:0]
+	defer func() { o.rates, o.consec = rates[:0], consecutive[:0] }()
 	for _, c := range set.Cands {
 		e := c.E
 		st := o.state[e]
 		total, failed := e.Finished(o.cfg.mask)
 		if st == nil {
-			st = &epState{intervalTotal: total, intervalFailed: failed, tickTotal: total, tickFailed: failed}
+			st = &epState{intervalTotal: total, intervalFailed: failed, tickTotal: total, tickFailed: failed, gen: o.gen}
 			o.state[e] = st
 		}
 		dt, df := total-st.tickTotal, failed-st.tickFailed

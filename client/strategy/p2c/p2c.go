@@ -74,18 +74,16 @@ func (s *p2c) Build(set strategy.Set) strategy.Picker {
 	}
 	p := &picker{
 		rand:    s.rand,
-		eps:     make([]*strategy.Endpoint, n),
-		invW:    make([]float64, n),
+		eps:     make([]entry, n),
 		latency: s.cfg.LatencyAware,
 	}
 	w0 := set.Cands[0].Weight
 	for i, c := range set.Cands {
-		p.eps[i] = c.E
 		w := c.Weight
 		if w <= 0 {
 			w = math.SmallestNonzeroFloat64
 		}
-		p.invW[i] = 1 / w
+		p.eps[i] = entry{e: c.E, invW: 1 / w}
 		if w != w0 {
 			p.weighted = true
 		}
@@ -93,11 +91,15 @@ func (s *p2c) Build(set strategy.Set) strategy.Picker {
 	return p
 }
 
-// picker is immutable; eps and invW are parallel.
+type entry struct {
+	e    *strategy.Endpoint
+	invW float64 // 1 / weight
+}
+
+// picker is immutable.
 type picker struct {
 	rand     func() uint64
-	eps      []*strategy.Endpoint
-	invW     []float64
+	eps      []entry
 	weighted bool
 	latency  bool
 }
@@ -105,7 +107,7 @@ type picker struct {
 func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
 	n := len(p.eps)
 	if n == 1 {
-		return p.eps[0], nil
+		return p.eps[0].e, nil
 	}
 	r := p.rand()
 	a := strategy.Index32(uint32(r), n)
@@ -113,21 +115,22 @@ func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
 	if b >= a {
 		b++
 	}
+	ea, eb := &p.eps[a], &p.eps[b]
 	if !p.weighted && !p.latency {
-		if p.eps[b].InFlight() < p.eps[a].InFlight() {
-			return p.eps[b], nil
+		if eb.e.InFlight() < ea.e.InFlight() {
+			return eb.e, nil
 		}
-		return p.eps[a], nil
+		return ea.e, nil
 	}
-	if p.load(b) < p.load(a) {
-		return p.eps[b], nil
+	if p.load(eb) < p.load(ea) {
+		return eb.e, nil
 	}
-	return p.eps[a], nil
+	return ea.e, nil
 }
 
-func (p *picker) load(i int) float64 {
-	e := p.eps[i]
-	l := float64(e.InFlight()+1) * p.invW[i]
+func (p *picker) load(en *entry) float64 {
+	e := en.e
+	l := float64(e.InFlight()+1) * en.invW
 	if p.latency {
 		if lat := e.Latency(); lat > 0 {
 			l *= float64(lat)

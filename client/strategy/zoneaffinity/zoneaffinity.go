@@ -135,18 +135,29 @@ func (z *zone) Tick(set strategy.Set) bool {
 		return rebuild
 	}
 	before := z.spill()
-	local, remote := split(set)
+	// Count without allocating: Tick runs every few hundred milliseconds.
+	var nLocal, nRemote int
+	var loadLocal, loadRemote int64
+	for _, c := range set.Cands {
+		if c.E.Info.Zone == set.LocalZone {
+			nLocal++
+			loadLocal += c.E.InFlight()
+		} else {
+			nRemote++
+			loadRemote += c.E.InFlight()
+		}
+	}
 	localAll := 0
 	for _, e := range set.All {
 		if e.Info.Zone == set.LocalZone {
 			localAll++
 		}
 	}
-	if len(local) == 0 || len(remote) == 0 {
+	if nLocal == 0 || nRemote == 0 {
 		// Nothing to balance between; Build routes to whichever side exists.
 		z.overload = 0
 		z.health = 0
-		if len(local) == 0 && len(remote) > 0 {
+		if nLocal == 0 && nRemote > 0 {
 			z.health = 1
 		}
 		z.stats.SetSpillFraction(z.spill())
@@ -155,13 +166,13 @@ func (z *zone) Tick(set strategy.Set) bool {
 
 	// Health: target 1 − healthy/MinHealthyFraction below the threshold.
 	target := 0.0
-	if hf := float64(len(local)) / float64(max(localAll, 1)); hf < z.cfg.MinHealthyFraction {
+	if hf := float64(nLocal) / float64(max(localAll, 1)); hf < z.cfg.MinHealthyFraction {
 		target = 1 - hf/z.cfg.MinHealthyFraction
 	}
 	z.health = approach(z.health, target, z.cfg.SpillStep)
 
 	// Overload, with hysteresis.
-	lload, rload := perEndpoint(local), perEndpoint(remote)
+	lload, rload := float64(loadLocal)/float64(nLocal), float64(loadRemote)/float64(nRemote)
 	switch {
 	case lload >= z.cfg.MinLoad && lload > rload*(1+z.cfg.SpillMargin):
 		z.overload = min(z.overload+z.cfg.SpillStep, z.cfg.MaxSpill)
@@ -172,14 +183,6 @@ func (z *zone) Tick(set strategy.Set) bool {
 	z.health = round(z.health)
 	z.stats.SetSpillFraction(z.spill())
 	return rebuild || z.spill() != before
-}
-
-func perEndpoint(cs []strategy.Candidate) float64 {
-	var sum int64
-	for _, c := range cs {
-		sum += c.E.InFlight()
-	}
-	return float64(sum) / float64(len(cs))
 }
 
 func approach(cur, target, step float64) float64 {
