@@ -29,7 +29,8 @@
 // its control-plane addresses on each failure, and on every new stream
 // re-subscribes to every watched name. While it is disconnected it keeps its
 // last good resources: watchers never see an empty endpoint list because the
-// control plane is away, only an error wrapping ErrDisconnected.
+// control plane is away, only an error wrapping ErrDisconnected, sent once when
+// an established stream breaks or when every address has failed in a row.
 //
 // # Metrics
 //
@@ -329,14 +330,14 @@ func (c *Client) setConnected() {
 	}
 }
 
-// setDisconnected records a failed stream or connection attempt and, the first
-// time in a row, tells every watcher.
-func (c *Client) setDisconnected(cause error) {
+// setDisconnected records a failed stream or connection attempt and, when
+// notify is set and watchers were not told yet, tells every watcher.
+func (c *Client) setDisconnected(cause error, notify bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.connected = false
 	c.m.connected.Set(0)
-	if c.downErr != nil || c.closed {
+	if !notify || c.downErr != nil || c.closed {
 		return
 	}
 	err := fmt.Errorf("%w: %w", ErrDisconnected, cause)

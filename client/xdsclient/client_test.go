@@ -331,10 +331,41 @@ func TestClient_FailsOverToSecondAddress(t *testing.T) {
 	if diff := cmp.Diff(addrs(recv(t, r.endpoints, "endpoints via the second address")), []string{"10.0.0.1:80"}); diff != "" {
 		t.Errorf("endpoints (-got +want):\n%s", diff)
 	}
-	err = recvErr(t, r.errs, ErrDisconnected)
-	if !strings.Contains(err.Error(), dead) {
-		t.Errorf("disconnection error %q does not name the failed address %s", err, dead)
+	// Failover succeeded: watchers were not told of the first failure.
+	select {
+	case err := <-r.errs:
+		t.Errorf("error while failover succeeded: %v", err)
+	default:
 	}
+}
+
+func TestClient_AllAddressesDownIsReported(t *testing.T) {
+	var dead []string
+	for range 2 {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dead = append(dead, lis.Addr().String())
+		lis.Close()
+	}
+	c := newTestClient(t, dead)
+	r := newRecorder()
+	defer c.WatchEndpoints("echo.default:8080", r)()
+	err := recvErr(t, r.errs, ErrDisconnected)
+	if !strings.Contains(err.Error(), dead[1]) {
+		t.Errorf("error %q does not name the last address tried %s", err, dead[1])
+	}
+	// Told once, not at every retry.
+	select {
+	case err := <-r.errs:
+		t.Errorf("second error: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// A new watcher of a name with no data learns it at once.
+	r2 := newRecorder()
+	defer c.WatchCluster("other.default:8080", r2)()
+	recvErr(t, r2.errs, ErrDisconnected)
 }
 
 func TestClient_RemovedClusterIsReported(t *testing.T) {

@@ -22,6 +22,7 @@ var subscriptionTypes = []string{ClusterType, EndpointsType}
 // servers, and waits with backoff between failures. It returns when ctx is done.
 func (c *Client) run(ctx context.Context) {
 	retries := 0
+	failed := 0 // attempts failed in a row
 	for idx := 0; ; idx = (idx + 1) % len(c.servers) {
 		// Open no stream while nothing is watched.
 		if !c.waitForSubscriptions(ctx) {
@@ -33,10 +34,13 @@ func (c *Client) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		c.setDisconnected(fmt.Errorf("%s: %w", addr, err))
 		if worked {
-			retries = 0
+			retries, failed = 0, 0
 		}
+		failed++
+		// Watchers hear of it when a working stream breaks or when every
+		// address has failed in a row, not while failover may still succeed.
+		c.setDisconnected(fmt.Errorf("%s: %w", addr, err), worked || failed >= len(c.servers))
 		d := c.opts.backoff(retries)
 		retries++
 		c.log.Debug("ADS stream failed", "server", addr, "err", err, "retry_in", d)

@@ -42,6 +42,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	requests []*discoverypb.DiscoveryRequest // guarded by mu
+	streams  int                             // streams opened; guarded by mu
 	changed  chan struct{}
 }
 
@@ -68,7 +69,12 @@ func Start(t testing.TB, addr string) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	cb := serverv3.CallbackFuncs{StreamRequestFunc: func(_ int64, r *discoverypb.DiscoveryRequest) error {
+	cb := serverv3.CallbackFuncs{StreamOpenFunc: func(context.Context, int64, string) error {
+		s.mu.Lock()
+		s.streams++
+		s.mu.Unlock()
+		return nil
+	}, StreamRequestFunc: func(_ int64, r *discoverypb.DiscoveryRequest) error {
 		s.mu.Lock()
 		s.requests = append(s.requests, proto.Clone(r).(*discoverypb.DiscoveryRequest))
 		s.mu.Unlock()
@@ -112,6 +118,13 @@ func (s *Server) WaitRequest(t testing.TB, what string, ok func(*discoverypb.Dis
 			t.Fatalf("xdstest: no request %s", what)
 		}
 	}
+}
+
+// Streams is the number of ADS streams opened so far.
+func (s *Server) Streams() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.streams
 }
 
 // Requests returns the requests received so far for typeURL.
@@ -194,5 +207,6 @@ func CLA(name string, eps ...Endpoint) *endpointpb.ClusterLoadAssignment {
 	return cla
 }
 
-// Request is a DiscoveryRequest as the server received it.
+// Request is a DiscoveryRequest as the server received it (the server fills
+// in the stream's node on every request).
 type Request = discoverypb.DiscoveryRequest
