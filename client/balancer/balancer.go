@@ -258,7 +258,7 @@ func (b *fairwayBalancer) addLocked(addr resolver.Address, info endpointattr.Inf
 	}
 	ep.sc = sc
 	se.SubConn = sc
-	se.Done = func(di balancer.DoneInfo) { se.FinishErr(di.Err) }
+	se.Done = se.FinishDone
 	b.endpoints[addr.Addr] = ep
 	sc.Connect()
 	return nil

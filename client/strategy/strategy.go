@@ -129,6 +129,10 @@ func (e *Endpoint) FinishErr(err error) {
 	e.Finish(status.Code(err))
 }
 
+// FinishDone is FinishErr shaped as a PickResult.Done; its method value,
+// made once per endpoint, serves every request.
+func (e *Endpoint) FinishDone(di balancer.DoneInfo) { e.FinishErr(di.Err) }
+
 // Outcomes returns how many requests ended with code c.
 func (e *Endpoint) Outcomes(c codes.Code) uint64 {
 	if c == codes.OK {
