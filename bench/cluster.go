@@ -28,7 +28,7 @@ type cluster struct {
 	port int
 
 	mu       sync.Mutex
-	live     []bool                 // guarded by mu
+	live     []bool                  // guarded by mu
 	watchers []func(addrs []podAddr) // guarded by mu
 }
 

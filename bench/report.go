@@ -51,11 +51,11 @@ type Result struct {
 	// PodRequests counts the requests that reached each pod; Shares are their
 	// fractions (summing to 1); ShareOverTime[t][p] is pod p's fraction of
 	// the requests of time bucket t.
-	PodRequests   []int64          `json:"-"`
-	Attributed    []int64          `json:"-"` // responses the client saw from each pod
-	Shares        []float64        `json:"-"`
-	ShareOverTime [][]float64      `json:"-"`
-	Latency       *hist.Histogram  `json:"-"` // every request, failed ones included
+	PodRequests   []int64         `json:"-"`
+	Attributed    []int64         `json:"-"` // responses the client saw from each pod
+	Shares        []float64       `json:"-"`
+	ShareOverTime [][]float64     `json:"-"`
+	Latency       *hist.Histogram `json:"-"` // every request, failed ones included
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

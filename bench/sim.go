@@ -108,6 +108,8 @@ type simChannel struct {
 	strat  strategy.Strategy
 	opts   strategy.BuildOptions
 	picker strategy.Picker
+	cands  []strategy.Candidate // current endpoints, rebuilt on membership changes
+	all    []*strategy.Endpoint
 	// connection
 	pinned int
 	// round_robin
@@ -133,6 +135,7 @@ type sim struct {
 	chain    *strategy.Chain
 	failures map[codes.Code]error
 	epPod    map[*strategy.Endpoint]int
+	live     []int // serving pods, recomputed on join and crash
 }
 
 func simulate(cfg Config, strat string, sched []arrival, zones []string, run time.Duration) (*Result, error) {
@@ -181,6 +184,7 @@ func simulate(cfg Config, strat string, sched []arrival, zones []string, run tim
 			s.push(event{at: time.Duration(p.CrashAt * float64(run)), kind: evCrash, pod: i})
 		}
 	}
+	s.updateLive()
 	for i, z := range zones {
 		ch := &simChannel{zone: z, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)), pinned: -1}
 		ch.rr = ch.rng.IntN(max(len(cfg.Pods), 1))
@@ -275,28 +279,31 @@ func (s *sim) newEndpoint(p int, initial bool) *strategy.Endpoint {
 // rebuild gives a channel's chain the current endpoint set, as the balancer
 // does on every resolver update.
 func (s *sim) rebuild(ch *simChannel) {
+	ch.cands, ch.all = nil, nil
+	for _, e := range ch.eps {
+		if e != nil {
+			ch.all = append(ch.all, e)
+			ch.cands = append(ch.cands, strategy.Candidate{E: e, Weight: float64(e.Info.Weight)})
+		}
+	}
 	ch.picker = ch.strat.Build(s.set(ch))
 }
 
+// set is the channel's current endpoint set; Build may keep its slices,
+// which are replaced (never modified) on the next membership change.
 func (s *sim) set(ch *simChannel) strategy.Set {
-	set := strategy.Set{LocalZone: ch.zone, Now: s.epoch.Add(s.now)}
-	for _, e := range ch.eps {
-		if e != nil {
-			set.All = append(set.All, e)
-			set.Cands = append(set.Cands, strategy.Candidate{E: e, Weight: float64(e.Info.Weight)})
-		}
-	}
-	return set
+	return strategy.Set{Cands: ch.cands, All: ch.all, LocalZone: ch.zone, Now: s.epoch.Add(s.now)}
 }
 
-func (s *sim) livePods() []int {
-	var out []int
+func (s *sim) livePods() []int { return s.live }
+
+func (s *sim) updateLive() {
+	s.live = s.live[:0:0]
 	for i, p := range s.pods {
 		if p.live {
-			out = append(out, i)
+			s.live = append(s.live, i)
 		}
 	}
-	return out
 }
 
 // pick chooses the pod for a request of channel ch; -1 when none.
@@ -449,6 +456,7 @@ func (s *sim) tick() {
 func (s *sim) join(p int) {
 	pod := s.pods[p]
 	pod.live, pod.started = true, s.now
+	s.updateLive()
 	if s.chain == nil {
 		return
 	}
@@ -461,6 +469,7 @@ func (s *sim) join(p int) {
 func (s *sim) crash(p int) {
 	pod := s.pods[p]
 	pod.live = false
+	s.updateLive()
 	pod.busy = 0
 	q := pod.queue
 	pod.queue = nil

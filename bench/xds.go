@@ -9,11 +9,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/xds"
 
+	"github.com/fairway-lb/fairway/client"
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/controlplane/xdsserver"
 )
@@ -111,4 +113,39 @@ func (d *lrDialer) close() { d.cp.close() }
 
 func init() {
 	newDialer[GRPCLeastRequest] = newLeastRequestDialer
+	newDialer[FairwayP2C] = newFairwayDialer(strategyChains[FairwayP2C])
+	newDialer[Fairway] = newFairwayDialer(strategyChains[Fairway])
 }
+
+// fairwayDialer is the Fairway client (fairway:///) through the control
+// plane, with the strategy chain override chain ("" = the client's default
+// composition), each channel in its own zone.
+type fairwayDialer struct {
+	cp    *controlPlane
+	chain string
+}
+
+func newFairwayDialer(chain string) func(ctx context.Context, _ Config, c *cluster) (dialer, error) {
+	return func(ctx context.Context, _ Config, c *cluster) (dialer, error) {
+		cp, err := startControlPlane(ctx, c, topology.DefaultPolicy())
+		if err != nil {
+			return nil, err
+		}
+		return &fairwayDialer{cp: cp, chain: chain}, nil
+	}
+}
+
+func (d *fairwayDialer) dial(_ int, zone string) (*grpc.ClientConn, error) {
+	opts := []client.Option{
+		client.WithXDSServers(d.cp.addr), client.WithZone(zone),
+		client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
+		client.WithRegistry(prometheus.NewRegistry()),
+	}
+	if d.chain != "" {
+		opts = append(opts, client.WithStrategy(d.chain))
+	}
+	return grpc.NewClient("fairway:///"+benchService.ResourceName(),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), client.WithFairway(opts...), fastBackoff)
+}
+
+func (d *fairwayDialer) close() { d.cp.close() }

@@ -232,4 +232,6 @@ func Call(ctx context.Context, cc grpc.ClientConnInterface, opts ...grpc.CallOpt
 }
 
 // ErrInjected reports whether err is the pod's injected failure.
-func ErrInjected(err error) bool { return errors.Is(err, errInjected) || status.Convert(err).Message() == status.Convert(errInjected).Message() }
+func ErrInjected(err error) bool {
+	return errors.Is(err, errInjected) || status.Convert(err).Message() == status.Convert(errInjected).Message()
+}
