@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/fairway-lb/fairway/client/balancer"
 	"github.com/fairway-lb/fairway/client/xdsclient"
 	"github.com/fairway-lb/fairway/client/xdsclient/xdstest"
 )
@@ -74,9 +75,33 @@ func TestWithFairway_RPCReachesBackend(t *testing.T) {
 	if got := first.GetNode().GetLocality().GetZone(); got != "zone-z" {
 		t.Errorf("node zone = %q, want zone-z", got)
 	}
+	mfs, err := balancer.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = true
+	}
+	for _, want := range []string{"fairway_client_xds_connected", "fairway_client_xds_last_update_timestamp_seconds", "fairway_client_xds_updates_total"} {
+		if !got[want] {
+			t.Errorf("metric %s missing from the client registry", want)
+		}
+	}
 	cc.Close()
 	if n := shared.len(); n != 0 {
 		t.Errorf("%d shared xDS clients left after the channel closed, want 0", n)
+	}
+}
+
+func TestWithFairway_BadTargetFailsRPCsClearly(t *testing.T) {
+	cc := dial(t, "fairway:///echo:8080", WithFairway(WithXDSServers("127.0.0.1:1")))
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), xdstest.Timeout)
+	defer cancel()
+	_, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil || !strings.Contains(err.Error(), "NAME.NAMESPACE:PORT") {
+		t.Errorf("RPC error = %v, want one naming the expected target form", err)
 	}
 }
 
