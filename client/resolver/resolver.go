@@ -34,6 +34,7 @@ import (
 
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
 	"k8s.io/utils/clock"
 
 	"github.com/fairway-lb/fairway/client/endpointattr"
@@ -149,13 +150,15 @@ type fairwayResolver struct {
 	release func()
 
 	mu              sync.Mutex
-	cancelCluster   func()               // guarded by mu
-	cancelEndpoints func()               // guarded by mu
-	cluster         *xdsclient.Cluster   // last Cluster; guarded by mu
-	endpoints       *xdsclient.Endpoints // last assignment; guarded by mu
-	firstSeen       map[string]time.Time // address → first sight; guarded by mu
-	pushed          bool                 // a state was pushed; guarded by mu
-	closed          bool                 // guarded by mu
+	cancelCluster   func()                     // guarded by mu
+	cancelEndpoints func()                     // guarded by mu
+	cluster         *xdsclient.Cluster         // last Cluster; guarded by mu
+	endpoints       *xdsclient.Endpoints       // last assignment; guarded by mu
+	firstSeen       map[string]time.Time       // address → first sight; guarded by mu
+	scChain         string                     // chain of sc; guarded by mu
+	sc              *serviceconfig.ParseResult // parsed once per chain; guarded by mu
+	pushed          bool                       // a state was pushed; guarded by mu
+	closed          bool                       // guarded by mu
 }
 
 // OnCluster implements xdsclient.ClusterWatcher.
@@ -235,9 +238,15 @@ func (r *fairwayResolver) stateLocked() resolver.State {
 	if len(chain) == 0 {
 		chain = r.cluster.Strategy
 	}
+	if r.sc == nil || r.scChain != string(chain) {
+		r.sc, r.scChain = r.cc.ParseServiceConfig(ServiceConfigJSON(chain)), string(chain)
+		if r.sc.Err != nil {
+			r.log.Warn("service config rejected", "strategy", string(chain), "err", r.sc.Err)
+		}
+	}
 	return resolver.State{
 		Endpoints:     eps,
-		ServiceConfig: r.cc.ParseServiceConfig(ServiceConfigJSON(chain)),
+		ServiceConfig: r.sc,
 		Attributes:    endpointattr.SetLocalZone(nil, r.opts.zone),
 	}
 }
