@@ -20,7 +20,8 @@
 //
 // Targets are fairway:///NAME.NAMESPACE:PORT or
 // fairway:///NAME.NAMESPACE.svc.cluster.local:PORT, PORT being the Service
-// port. The environment is read when a channel first resolves, not at init.
+// port. The environment is read each time a channel's resolver is built (when
+// the channel first leaves idle), never at init, so tests may set it first.
 //
 // Importing the package registers the "fairway" resolver scheme
 // (client/resolver) and the "fairway" balancer with its strategies
