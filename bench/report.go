@@ -46,8 +46,11 @@ type Result struct {
 	ErrorsByCode map[string]int64 `json:"-"`
 	TargetRate   float64          `json:"-"` // requests/s asked for
 	AchievedRate float64          `json:"-"` // requests/s issued
-	Wall         time.Duration    `json:"-"` // traffic time including the drain
-	CPU          time.Duration    `json:"-"` // harness CPU (whole process) over Wall
+	// LateMean and LateMax are how late requests were sent against the
+	// schedule: the harness's own lag (0 in the simulation).
+	LateMean, LateMax time.Duration `json:"-"`
+	Wall              time.Duration `json:"-"` // traffic time including the drain
+	CPU               time.Duration `json:"-"` // harness CPU (whole process) over Wall
 	// PodRequests counts the requests that reached each pod; Shares are their
 	// fractions (summing to 1); ShareOverTime[t][p] is pod p's fraction of
 	// the requests of time bucket t.
@@ -135,15 +138,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "scenario %s: %d pods, %d client channels, %.0f req/s target, %v per strategy, %s\n",
 		r.Scenario, len(c.Pods), c.Clients, c.Rate, c.PhaseDuration().Round(time.Millisecond), mode)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "strategy\trequests\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\terrors\tshare max/mean\tshare CV\tcross-zone\treq/s\tharness CPU\t")
+	fmt.Fprintln(tw, "strategy\trequests\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\terrors\tshare max/mean\tshare CV\tcross-zone\treq/s sent/target\tsend lag mean/max ms\tharness CPU\t")
 	for _, x := range r.Results {
 		cpu := "-"
 		if x.Wall > 0 && x.CPU > 0 {
 			cpu = fmt.Sprintf("%.2f cores", x.CPU.Seconds()/x.Wall.Seconds())
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f%%\t%.3f\t%.3f\t%.1f%%\t%.0f/%.0f\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f%%\t%.3f\t%.3f\t%.1f%%\t%.0f/%.0f\t%.2f/%.1f\t%s\t\n",
 			x.Strategy, x.Requests, x.P50ms, x.P90ms, x.P99ms, x.P999ms, 100*x.ErrorRate,
-			x.ShareMaxOverMean, x.ShareCV, 100*x.CrossZoneFraction, x.AchievedRate, x.TargetRate, cpu)
+			x.ShareMaxOverMean, x.ShareCV, 100*x.CrossZoneFraction, x.AchievedRate, x.TargetRate,
+			ms(x.LateMean), ms(x.LateMax), cpu)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

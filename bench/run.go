@@ -169,10 +169,11 @@ func runReal(ctx context.Context, cfg Config, strategy string, sched []arrival, 
 
 	var reqWG sync.WaitGroup
 	issued := 0
-	var lastIssue time.Time
+	var lateSum, lateMax time.Duration
 	nextProg := epoch
 	for _, a := range sched {
-		if wait := time.Until(epoch.Add(a.at)); wait > 0 {
+		due := epoch.Add(a.at)
+		if wait := time.Until(due); wait > 0 {
 			select {
 			case <-time.After(wait):
 			case <-ctx.Done():
@@ -193,13 +194,16 @@ func runReal(ctx context.Context, cfg Config, strategy string, sched []arrival, 
 			rec.record(lat, err, pod, cross)
 		})
 		issued++
-		if now := time.Now(); now.After(nextProg) {
-			lastIssue = now
+		now := time.Now()
+		late := now.Sub(due)
+		lateSum += late
+		lateMax = max(lateMax, late)
+		if now.After(nextProg) {
 			prog.update(issued, now.Sub(epoch), run)
 			nextProg = now.Add(100 * time.Millisecond)
 		}
 	}
-	lastIssue = time.Now()
+	lastIssue := time.Now()
 	prog.update(issued, run, run)
 	reqWG.Wait()
 	cancel()
@@ -213,7 +217,8 @@ func runReal(ctx context.Context, cfg Config, strategy string, sched []arrival, 
 	res := &Result{
 		Strategy:     strategy,
 		TargetRate:   cfg.Rate,
-		AchievedRate: float64(issued) / math.Max(lastIssue.Sub(epoch).Seconds(), 1e-9),
+		AchievedRate: float64(issued) / math.Max(lastIssue.Sub(epoch).Seconds(), run.Seconds()),
+		LateMax:      lateMax,
 		Wall:         wall,
 		CPU:          cpu,
 	}
@@ -224,6 +229,9 @@ func runReal(ctx context.Context, cfg Config, strategy string, sched []arrival, 
 		buckets[i] = p.Buckets()
 	}
 	res.fill(rec, received, buckets, int64(issued))
+	if issued > 0 {
+		res.LateMean = lateSum / time.Duration(issued)
+	}
 	return res, nil
 }
 

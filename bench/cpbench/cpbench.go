@@ -61,7 +61,6 @@
 package cpbench
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"

@@ -156,18 +156,18 @@ func (cp *controlPlane) logTail() string {
 	return "control plane log (" + cp.logPath + "):\n" + string(b)
 }
 
-// procMem is a process's resident memory from /proc/PID/status.
-type procMem struct {
+// Mem is a process's resident memory from /proc/PID/status.
+type Mem struct {
 	RSS  uint64 // VmRSS, bytes
 	Peak uint64 // VmHWM, bytes
 }
 
-func readMem(pid int) (procMem, error) {
+func readMem(pid int) (Mem, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return procMem{}, fmt.Errorf("fairway/cpbench: %w", err)
+		return Mem{}, fmt.Errorf("fairway/cpbench: %w", err)
 	}
-	var m procMem
+	var m Mem
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")
@@ -185,7 +185,7 @@ func readMem(pid int) (procMem, error) {
 		}
 		kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 		if err != nil {
-			return procMem{}, fmt.Errorf("fairway/cpbench: parse %s %q: %w", k, v, err)
+			return Mem{}, fmt.Errorf("fairway/cpbench: parse %s %q: %w", k, v, err)
 		}
 		*dst = kb << 10
 	}
