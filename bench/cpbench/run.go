@@ -107,7 +107,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Result, error) {
 	}
 
 	// The streams, up to every subscription answered.
-	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x6661697277617921))
+	rng := newRand(cfg.Seed)
 	streams := layout(cfg, rng)
 	subscribers := make([][]*stream, cfg.Services)
 	for _, s := range streams {
@@ -309,6 +309,9 @@ func runChanges(ctx context.Context, cfg Config, c *cluster, tr *tracker, subscr
 		}
 	}
 }
+
+// newRand is the benchmark's random source for seed.
+func newRand(seed int64) *rand.Rand { return rand.New(rand.NewPCG(uint64(seed), 0x6661697277617921)) }
 
 func randDuration(rng *rand.Rand, d time.Duration) time.Duration {
 	if d <= 0 {
