@@ -1,0 +1,12 @@
+//go:build linux
+
+package testenv
+
+import "syscall"
+
+// sysProcAttr puts the child in its own process group (so a terminal's
+// Ctrl-C reaches only the parent, which then stops it in order) and kills it
+// if the parent dies.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
