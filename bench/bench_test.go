@@ -314,3 +314,48 @@ func TestSchedule_SameSeedSameArrivals(t *testing.T) {
 		t.Errorf("channelZones = %v", got)
 	}
 }
+
+func TestCommand_SimWritesJSONAndPlots(t *testing.T) {
+	dir := t.TempDir()
+	jsonPath := filepath.Join(dir, "out.json")
+	var stdout, stderr bytes.Buffer
+	err := Command(context.Background(), []string{"--scenario", "scale-up", "--sim", "--duration", "10s", "--no-progress",
+		"--json", jsonPath, "--plot", filepath.Join(dir, "png")}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("Command: %v\n%s", err, stderr.String())
+	}
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Scenario  string  `json:"scenario"`
+		DurationS float64 `json:"duration_s"`
+		Results   []struct {
+			Strategy string `json:"strategy"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Scenario != "scale-up" || got.DurationS != 10 || len(got.Results) != len(AllStrategies) {
+		t.Errorf("JSON = %s", raw)
+	}
+	pngs, _ := filepath.Glob(filepath.Join(dir, "png", "*.png"))
+	if len(pngs) != 3 {
+		t.Errorf("plots = %v, want 3", pngs)
+	}
+	if !bytes.Contains(stdout.Bytes(), []byte("scenario scale-up")) {
+		t.Errorf("stdout has no table:\n%s", stdout.String())
+	}
+
+	err = Command(context.Background(), []string{"capacity", "--sim", "--no-progress", "--strategies", "connection,fairway", "--trial", "3s", "--json", jsonPath}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("Command capacity: %v", err)
+	}
+	raw, _ = os.ReadFile(jsonPath)
+	var capRep CapacityReport
+	if err := json.Unmarshal(raw, &capRep); err != nil || len(capRep.Results) != 2 {
+		t.Errorf("capacity JSON = %s (%v)", raw, err)
+	}
+}

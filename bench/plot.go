@@ -89,17 +89,22 @@ func (r *Report) cdfPlot() (*plot.Plot, error) {
 
 func (r *Report) sharePlot() (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = r.Scenario + ": share of requests per pod (fair share = 1)"
+	p.Title.Text = r.Scenario + ": each pod's share of requests over its fair share (capacity × time serving)"
 	p.X.Label.Text = "pod"
-	p.Y.Label.Text = "share × number of pods"
+	p.Y.Label.Text = "share / fair share"
 	p.Legend.Top = true
 	n := len(r.Config.Pods)
+	fair := fairWeights(r.Config.Pods)
+	var fsum float64
+	for _, f := range fair {
+		fsum += f
+	}
 	w := vg.Points(math.Max(2, 40/float64(len(r.Results))*12/math.Max(float64(n), 12)))
 	for i, res := range r.Results {
 		vals := make(plotter.Values, n)
 		for j := range vals {
-			if j < len(res.Shares) {
-				vals[j] = res.Shares[j] * float64(n)
+			if j < len(res.Shares) && fair[j] > 0 {
+				vals[j] = res.Shares[j] / (fair[j] / fsum)
 			}
 		}
 		b, err := plotter.NewBarChart(vals, w)
@@ -112,13 +117,13 @@ func (r *Report) sharePlot() (*plot.Plot, error) {
 		p.Add(b)
 		p.Legend.Add(res.Strategy, b)
 	}
-	fair, err := plotter.NewLine(plotter.XYs{{X: -0.5, Y: 1}, {X: float64(n) - 0.5, Y: 1}})
+	one, err := plotter.NewLine(plotter.XYs{{X: -0.5, Y: 1}, {X: float64(n) - 0.5, Y: 1}})
 	if err != nil {
 		return nil, err
 	}
-	fair.Color = color.Gray{Y: 100}
-	fair.Dashes = []vg.Length{vg.Points(3), vg.Points(3)}
-	p.Add(fair)
+	one.Color = color.Gray{Y: 100}
+	one.Dashes = []vg.Length{vg.Points(3), vg.Points(3)}
+	p.Add(one)
 	names := make([]string, n)
 	for j := range names {
 		names[j] = fmt.Sprint(j)

@@ -53,7 +53,8 @@ type Result struct {
 	CPU               time.Duration `json:"-"` // harness CPU (whole process) over Wall
 	// PodRequests counts the requests that reached each pod; Shares are their
 	// fractions (summing to 1); ShareOverTime[t][p] is pod p's fraction of
-	// the requests of time bucket t.
+	// the requests of time bucket t. ShareMaxOverMean and ShareCV compare each
+	// pod's share with its fair share, capacity × time serving (see shares).
 	PodRequests   []int64         `json:"-"`
 	Attributed    []int64         `json:"-"` // responses the client saw from each pod
 	Shares        []float64       `json:"-"`
@@ -65,7 +66,8 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // fill computes the result's statistics from the client recorder and the
 // pods' counters (received[p], buckets[p][t]).
-func (r *Result) fill(rec *recorder, received []int64, buckets [][]int64, issued int64) {
+// fair[p] is pod p's fair weight (capacity × fraction of the run serving).
+func (r *Result) fill(rec *recorder, received []int64, buckets [][]int64, issued int64, fair []float64) {
 	r.Latency = &rec.lat
 	r.Requests = issued
 	r.OK, r.Errors = rec.ok.Load(), rec.errs.Load()
@@ -85,7 +87,7 @@ func (r *Result) fill(rec *recorder, received []int64, buckets [][]int64, issued
 		r.Attributed[i] = rec.byPod[i].Load()
 	}
 	r.PodRequests = received
-	r.Shares, r.ShareMaxOverMean, r.ShareCV = shares(received)
+	r.Shares, r.ShareMaxOverMean, r.ShareCV = shares(received, fair)
 	if len(buckets) > 0 {
 		nb := len(buckets[0])
 		for t := range nb {
@@ -93,16 +95,22 @@ func (r *Result) fill(rec *recorder, received []int64, buckets [][]int64, issued
 			for p := range buckets {
 				col[p] = buckets[p][t]
 			}
-			s, _, _ := shares(col)
+			s, _, _ := shares(col, nil)
 			r.ShareOverTime = append(r.ShareOverTime, s)
 		}
 	}
 }
 
-// shares returns each count's fraction of the total, the largest fraction over
-// the mean, and the coefficient of variation (population standard deviation
-// over mean). All zero when the total is zero.
-func shares(counts []int64) (fr []float64, maxOverMean, cv float64) {
+// shares returns each count's fraction of the total, and how far the
+// fractions stray from the fair ones: fair[i] is pod i's relative weight
+// (nil = all equal), its fair fraction fair[i]/Σfair, and each pod's ratio
+// fraction/fair fraction (1 when perfectly fair). maxOverMean is the largest
+// ratio (the mean ratio over pods with weight is 1 when weighted by fair
+// fraction); cv is the coefficient of variation of the ratios (population
+// standard deviation over mean). With equal weights these are the plain
+// "largest share over mean share" and CV of the shares. Pods with zero fair
+// weight (never serving) are left out. All zero when the total is zero.
+func shares(counts []int64, fair []float64) (fr []float64, maxOverMean, cv float64) {
 	fr = make([]float64, len(counts))
 	var total int64
 	for _, c := range counts {
@@ -111,14 +119,47 @@ func shares(counts []int64) (fr []float64, maxOverMean, cv float64) {
 	if total == 0 || len(counts) == 0 {
 		return fr, 0, 0
 	}
-	mean := 1 / float64(len(counts))
-	var sq, mx float64
+	if fair == nil {
+		fair = make([]float64, len(counts))
+		for i := range fair {
+			fair[i] = 1
+		}
+	}
+	var fsum float64
+	for _, w := range fair {
+		fsum += w
+	}
+	var ratios []float64
 	for i, c := range counts {
 		fr[i] = float64(c) / float64(total)
-		mx = math.Max(mx, fr[i])
-		sq += (fr[i] - mean) * (fr[i] - mean)
+		if fair[i] > 0 {
+			ratios = append(ratios, fr[i]/(fair[i]/fsum))
+		}
 	}
-	return fr, mx / mean, math.Sqrt(sq/float64(len(counts))) / mean
+	var sum, mx float64
+	for _, x := range ratios {
+		sum += x
+		mx = math.Max(mx, x)
+	}
+	mean := sum / float64(len(ratios))
+	var sq float64
+	for _, x := range ratios {
+		sq += (x - mean) * (x - mean)
+	}
+	return fr, mx / mean, math.Sqrt(sq/float64(len(ratios))) / mean
+}
+
+// fairWeights is each pod's capacity × the fraction of the run it serves.
+func fairWeights(pods []Pod) []float64 {
+	out := make([]float64, len(pods))
+	for i, p := range pods {
+		end := 1.0
+		if p.CrashAt > 0 {
+			end = p.CrashAt
+		}
+		out[i] = float64(max(p.Capacity, 1)) * math.Max(end-p.JoinAt, 0)
+	}
+	return out
 }
 
 // WriteJSON writes the report in its JSON form.

@@ -228,7 +228,7 @@ func runReal(ctx context.Context, cfg Config, strategy string, sched []arrival, 
 		received[i] = p.Received()
 		buckets[i] = p.Buckets()
 	}
-	res.fill(rec, received, buckets, int64(issued))
+	res.fill(rec, received, buckets, int64(issued), fairWeights(cfg.Pods))
 	if issued > 0 {
 		res.LateMean = lateSum / time.Duration(issued)
 	}

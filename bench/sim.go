@@ -247,7 +247,7 @@ func simulate(cfg Config, strat string, sched []arrival, zones []string, run tim
 	for i, p := range s.pods {
 		received[i], buckets[i] = p.received, p.buckets
 	}
-	res.fill(s.rec, received, buckets, int64(len(sched)))
+	res.fill(s.rec, received, buckets, int64(len(sched)), fairWeights(cfg.Pods))
 	return res, nil
 }
 
