@@ -15,8 +15,10 @@
 //     approached one step per tick (at once to 1 when no local endpoint is
 //     usable).
 //
-// Without a local zone, or when only one side has endpoints, it behaves like
-// the inner strategy.
+// Endpoints ejected by an inner outlier strategy count as unusable. When the
+// chosen side has nothing to offer, the other side answers. Without a local
+// zone, or when only one side has endpoints, it behaves like the inner
+// strategy.
 package zoneaffinity
 
 import (
@@ -122,11 +124,7 @@ func (z *zone) Build(set strategy.Set) strategy.Picker {
 	z.stats.SetSpillFraction(f)
 	ls, rs := set, set
 	ls.Cands, rs.Cands = local, remote
-	lp := z.inner.Build(ls)
-	if f == 0 {
-		return lp
-	}
-	return &picker{rand: z.rand, threshold: strategy.Threshold(f), local: lp, remote: z.inner.Build(rs)}
+	return &picker{rand: z.rand, threshold: strategy.Threshold(f), local: z.inner.Build(ls), remote: z.inner.Build(rs)}
 }
 
 func (z *zone) Tick(set strategy.Set) bool {
@@ -139,6 +137,9 @@ func (z *zone) Tick(set strategy.Set) bool {
 	var nLocal, nRemote int
 	var loadLocal, loadRemote int64
 	for _, c := range set.Cands {
+		if c.E.Ejected(set.Now) {
+			continue // an inner outlier keeps it out: not usable
+		}
 		if c.E.Info.Zone == set.LocalZone {
 			nLocal++
 			loadLocal += c.E.InFlight()
@@ -205,9 +206,15 @@ type picker struct {
 	local, remote strategy.Picker
 }
 
+// Pick draws a random number only while spilling; when the chosen side has
+// nothing to offer (say, an inner outlier ejected it all), the other answers.
 func (p *picker) Pick(ctx context.Context) (*strategy.Endpoint, error) {
-	if p.rand() < p.threshold {
-		return p.remote.Pick(ctx)
+	first, second := p.local, p.remote
+	if p.threshold != 0 && p.rand() < p.threshold {
+		first, second = p.remote, p.local
 	}
-	return p.local.Pick(ctx)
+	if e, err := first.Pick(ctx); err == nil {
+		return e, nil
+	}
+	return second.Pick(ctx)
 }

@@ -160,3 +160,23 @@ func TestZoneAffinity_NoZoneBehavesLikeInner(t *testing.T) {
 		}
 	}
 }
+
+func TestZoneAffinity_EjectedLocalEndpointsCountAsUnhealthy(t *testing.T) {
+	s, opts := strategytest.Chain(t, `[{"zone_affinity":{"spill_step":1}},{"outlier":{}},{"round_robin":{}}]`, nil, 3)
+	eps := zoned()
+	now := strategytest.Start
+	for _, e := range eps[:4] {
+		e.EjectedUntil.Store(now.Add(time.Hour).UnixNano()) // all local endpoints ejected
+	}
+	set := strategytest.Set(eps, "a", now)
+	s.Tick(set)
+	if got := opts.Stats.SpillFraction(); got != 1 {
+		t.Errorf("spill fraction with all local endpoints ejected = %v, want 1", got)
+	}
+	got := strategytest.Count(t, context.Background(), s.Build(set), 400)
+	for _, e := range eps[:4] {
+		if got[e.Addr] != 0 {
+			t.Errorf("ejected local %s got %d picks", e.Addr, got[e.Addr])
+		}
+	}
+}
