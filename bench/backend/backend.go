@@ -64,6 +64,7 @@ type Backend struct {
 
 	mu      sync.Mutex
 	srv     *grpc.Server // guarded by mu
+	addr    string       // guarded by mu
 	started time.Time    // guarded by mu
 	done    chan struct{}
 }
@@ -97,8 +98,8 @@ func (b *Backend) SetEpoch(t time.Time) { b.epoch.Store(t.UnixNano()) }
 // Spec returns the pod's description.
 func (b *Backend) Spec() Spec { return b.spec }
 
-// Start listens on IP:port and serves until Stop. It fails if the address is
-// taken.
+// Start listens on IP:port (0 = any free port, see Addr) and serves until
+// Stop. It fails if the address is taken.
 func (b *Backend) Start(port int) error {
 	lis, err := net.Listen("tcp", net.JoinHostPort(b.spec.IP, strconv.Itoa(port)))
 	if err != nil {
@@ -108,6 +109,7 @@ func (b *Backend) Start(port int) error {
 	srv.RegisterService(&serviceDesc, b)
 	b.mu.Lock()
 	b.srv = srv
+	b.addr = lis.Addr().String()
 	b.started = time.Now()
 	b.done = make(chan struct{})
 	done := b.done
@@ -131,6 +133,13 @@ func (b *Backend) Stop() {
 		srv.Stop()
 		<-done
 	}
+}
+
+// Addr is the address the pod last listened on ("" before Start).
+func (b *Backend) Addr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.addr
 }
 
 // Received is the number of requests that reached the pod.
