@@ -12,12 +12,14 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	grpcbalancer "google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
+	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/fairway-lb/fairway/client/balancer"
 	"github.com/fairway-lb/fairway/client/endpointattr"
@@ -350,5 +352,36 @@ func TestBalancer_ResolverErrorKeepsLastPicker(t *testing.T) {
 	r.CC().ReportError(fmt.Errorf("control plane away"))
 	if failed := send(t, ctx, c, 50); failed != 0 {
 		t.Errorf("%d calls failed after a resolver error, want 0 (last picker kept)", failed)
+	}
+}
+
+func TestBalancer_SlowStartRampsOnInjectedClock(t *testing.T) {
+	clk := testingclock.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	grpcbalancer.Register(balancer.NewBuilder(balancer.WithClock(clk)))
+	defer grpcbalancer.Register(balancer.NewBuilder())
+
+	ctx := ctxT(t)
+	bs := startBackends(t, 3)
+	r, c := dial(t, "ramp.default:8080")
+	chain := `[{"slow_start":{"window":"10s","min_weight_percent":10}},{"weighted":{}}]`
+	r.UpdateState(state(t, r, chain, ep{b: bs[0]}, ep{b: bs[1]}))
+	send(t, ctx, c, 10)
+	r.UpdateState(state(t, r, chain, ep{b: bs[0]}, ep{b: bs[1]}, ep{b: bs[2]}))
+
+	weightOf := func(addr string) float64 {
+		eps, _ := balancer.Inspect("ramp.default:8080")
+		for _, e := range eps {
+			if e.Address == addr && e.Ready {
+				return e.EffectiveWeight
+			}
+		}
+		return -1
+	}
+	for _, want := range []float64{0.1, 0.5, 1} {
+		waitFor(t, ctx, fmt.Sprintf("effective weight %v", want), func() bool { return weightOf(bs[2].addr) == want })
+		if got := weightOf(bs[0].addr); got != 1 {
+			t.Errorf("initial endpoint's effective weight = %v, want 1 (not ramped)", got)
+		}
+		clk.Step(5 * time.Second) // the tick after it rebuilds the picker
 	}
 }
