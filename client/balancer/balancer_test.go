@@ -172,11 +172,27 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 	}
 }
 
+// waitReady waits until n endpoints of target are candidates.
+func waitReady(t *testing.T, ctx context.Context, target string, n int) {
+	t.Helper()
+	waitFor(t, ctx, fmt.Sprintf("%d ready endpoints", n), func() bool {
+		eps, _ := balancer.Inspect(target)
+		ready := 0
+		for _, e := range eps {
+			if e.Ready {
+				ready++
+			}
+		}
+		return ready == n
+	})
+}
+
 func TestBalancer_TrafficReachesAllAndRemovedGetsNothing(t *testing.T) {
 	ctx := ctxT(t)
 	bs := startBackends(t, 3)
 	r, c := dial(t, "reach.default:8080")
 	r.UpdateState(state(t, r, "", ep{b: bs[0]}, ep{b: bs[1]}, ep{b: bs[2]}))
+	waitReady(t, ctx, "reach.default:8080", 3)
 	send(t, ctx, c, 300)
 	for i, n := range calls(bs) {
 		if n == 0 {
@@ -249,16 +265,7 @@ func TestBalancer_TestOnlyStrategyByRegistration(t *testing.T) {
 	bs := startBackends(t, 3)
 	r, c := dial(t, "first.default:8080")
 	r.UpdateState(state(t, r, `[{"first_healthy":{}}]`, ep{b: bs[0]}, ep{b: bs[1]}, ep{b: bs[2]}))
-	waitFor(t, ctx, "all endpoints ready", func() bool {
-		eps, _ := balancer.Inspect("first.default:8080")
-		ready := 0
-		for _, e := range eps {
-			if e.Ready {
-				ready++
-			}
-		}
-		return ready == 3
-	})
+	waitReady(t, ctx, "first.default:8080", 3)
 	send(t, ctx, c, 50)
 	if got := calls(bs); got[0] != 50 {
 		t.Errorf("calls = %v, want all 50 on the first endpoint", got)
@@ -287,6 +294,7 @@ func TestBalancer_MetricsAndTargets(t *testing.T) {
 	bs := startBackends(t, 2)
 	r, c := dial(t, "metrics.default:8080")
 	r.UpdateState(state(t, r, "", ep{b: bs[0]}, ep{b: bs[1], zone: "b"}))
+	waitReady(t, ctx, "metrics.default:8080", 2)
 	send(t, ctx, c, 20)
 	found := false
 	for _, tg := range balancer.Targets() {
