@@ -13,6 +13,10 @@ import (
 	"github.com/fairway-lb/fairway/bench/hist"
 )
 
+// LateWarning is the mean send lag above which the table warns that the
+// harness itself was starved of CPU.
+const LateWarning = 5 * time.Millisecond
+
 // Report is the outcome of one run. Its JSON form is exactly
 //
 //	{"scenario": "...", "duration_s": N, "results": [{"strategy": "...", "requests": N,
@@ -201,6 +205,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 				parts = append(parts, fmt.Sprintf("%s %d", k, x.ErrorsByCode[k]))
 			}
 			notes = append(notes, fmt.Sprintf("  %s errors: %s", x.Strategy, strings.Join(parts, ", ")))
+		}
+	}
+	for _, x := range r.Results {
+		if x.LateMean > LateWarning {
+			notes = append(notes, fmt.Sprintf("  warning: %s: requests left %.1f ms late on average (max %.0f ms): the harness did not get the CPU it needed, its latencies are inflated; rerun on a quieter machine or with a lower --rate",
+				x.Strategy, ms(x.LateMean), ms(x.LateMax)))
 		}
 	}
 	for _, n := range notes {
