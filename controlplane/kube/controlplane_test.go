@@ -1,0 +1,200 @@
+package kube_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+
+	"github.com/fairway-lb/fairway/controlplane/kube"
+	"github.com/fairway-lb/fairway/internal/testenv"
+)
+
+func TestControlPlane_ServesEndpointSlicesOverADS(t *testing.T) {
+	env := sharedEnv(t)
+	cs := newClient(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	ns := newNamespace(ctx, t, cs)
+	addr, _ := controlPlane(t, cs, kube.WithNamespaces(ns))
+	name := key(ns, "echo").ResourceName()
+	ads := watchEDS(ctx, t, addr, name)
+
+	if _, err := cs.CoreV1().Services(ns).Create(ctx, service(ns, "echo", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sliceA, err := cs.DiscoveryV1().EndpointSlices(ns).Create(ctx,
+		slice(ns, "echo", "echo-a", ready("198.51.100.1", "zone-a"), ready("198.51.100.2", "zone-b")), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ads.waitEndpoints(ctx, t, name, map[string]string{
+		addrPort("198.51.100.1"): healthy, addrPort("198.51.100.2"): healthy,
+	})
+
+	// ready → false: UNHEALTHY; terminating but serving: DRAINING.
+	sliceA.Endpoints[0].Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(false), Terminating: ptr.To(false)}
+	sliceA.Endpoints[1].Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(true), Terminating: ptr.To(true)}
+	if _, err := cs.DiscoveryV1().EndpointSlices(ns).Update(ctx, sliceA, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ads.waitEndpoints(ctx, t, name, map[string]string{
+		addrPort("198.51.100.1"): unhealthy, addrPort("198.51.100.2"): draining,
+	})
+
+	// A second slice is merged.
+	if _, err := cs.DiscoveryV1().EndpointSlices(ns).Create(ctx,
+		slice(ns, "echo", "echo-b", ready("203.0.113.5", "zone-a")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ads.waitEndpoints(ctx, t, name, map[string]string{
+		addrPort("198.51.100.1"): unhealthy, addrPort("198.51.100.2"): draining, addrPort("203.0.113.5"): healthy,
+	})
+
+	// Deleting a slice takes its endpoints away.
+	if err := cs.DiscoveryV1().EndpointSlices(ns).Delete(ctx, "echo-a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ads.waitEndpoints(ctx, t, name, map[string]string{addrPort("203.0.113.5"): healthy})
+}
+
+func TestControlPlane_RecoversFromAPIServerRestart(t *testing.T) {
+	// Its own environment: this test stops the apiserver. With open watches
+	// kube-apiserver drains for up to --request-timeout (default 60s) after
+	// SIGTERM; a short one keeps the restart quick.
+	env := testenv.Start(t, testenv.WithAPIServerArgs("--request-timeout=3s"))
+	cs := newClient(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	defer cancel()
+	ns := newNamespace(ctx, t, cs)
+	if _, err := cs.CoreV1().Services(ns).Create(ctx, service(ns, "echo", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, sl := range []*discoveryv1.EndpointSlice{
+		slice(ns, "echo", "echo-a", ready("198.51.100.1", "zone-a")),
+		slice(ns, "echo", "echo-b", ready("198.51.100.2", "zone-b")),
+	} {
+		if _, err := cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, sl, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr, src := controlPlane(t, cs)
+	name := key(ns, "echo").ResourceName()
+	ads := watchEDS(ctx, t, addr, name)
+	both := map[string]string{addrPort("198.51.100.1"): healthy, addrPort("198.51.100.2"): healthy}
+	ads.waitEndpoints(ctx, t, name, both)
+
+	// While the apiserver is away the last known endpoints stay served.
+	if err := env.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	outage, outageCancel := context.WithTimeout(ctx, 3*time.Second)
+	<-outage.Done()
+	outageCancel()
+	if got := ads.current(name); len(got) != 2 {
+		t.Fatalf("during the outage %s serves %v, want the last known %v", name, got, both)
+	}
+	if !src.Synced() {
+		t.Error("Synced() = false during the outage")
+	}
+	if err := env.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	t.Logf("apiserver down for %v", restarted.Sub(stopped).Round(time.Millisecond))
+
+	// A change made right after the restart arrives, and nothing stale is
+	// served: the deleted slice's endpoint goes, the new slice's comes.
+	if err := cs.DiscoveryV1().EndpointSlices(ns).Delete(ctx, "echo-a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.DiscoveryV1().EndpointSlices(ns).Create(ctx,
+		slice(ns, "echo", "echo-c", ready("203.0.113.9", "zone-a")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, waitTimeout)
+	defer wcancel()
+	ads.waitEndpoints(wctx, t, name, map[string]string{addrPort("198.51.100.2"): healthy, addrPort("203.0.113.9"): healthy})
+	t.Logf("change after the restart served %v after the apiserver was ready", time.Since(restarted).Round(time.Millisecond))
+}
+
+// deployRBAC applies the ServiceAccount and its RBAC from deploy/ as they
+// are (the manifests kustomize builds from).
+func deployRBAC(ctx context.Context, t *testing.T, cs kubernetes.Interface) {
+	t.Helper()
+	for _, f := range []string{"namespace.yaml", "serviceaccount.yaml", "clusterrole.yaml", "clusterrolebinding.yaml"} {
+		data, err := os.ReadFile(filepath.Join("..", "..", "deploy", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(data, nil, nil)
+		if err != nil {
+			t.Fatalf("decode deploy/%s: %v", f, err)
+		}
+		switch o := obj.(type) {
+		case *corev1.Namespace:
+			_, err = cs.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
+		case *corev1.ServiceAccount:
+			_, err = cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		default:
+			t.Fatalf("deploy/%s: unexpected %T", f, obj)
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("apply deploy/%s: %v", f, err)
+		}
+	}
+}
+
+func TestControlPlane_RunsWithTheDeployServiceAccount(t *testing.T) {
+	env := sharedEnv(t)
+	admin := newClient(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	deployRBAC(ctx, t, admin)
+	ns := newNamespace(ctx, t, admin)
+	sa, err := kube.NewClientForConfig(env.ImpersonatedConfig("system:serviceaccount:fairway-system:fairway-controlplane"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Exactly those permissions: it may not write Services nor read Secrets.
+	if _, err := sa.CoreV1().Services(ns).Create(ctx, service(ns, "nope", nil), metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("the ServiceAccount creating a Service: got %v, want Forbidden", err)
+	}
+	if _, err := sa.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("the ServiceAccount listing Secrets: got %v, want Forbidden", err)
+	}
+
+	// Watching every namespace, serving, and recording Events all work.
+	addr, _ := controlPlane(t, sa)
+	name := key(ns, "echo").ResourceName()
+	ads := watchEDS(ctx, t, addr, name)
+	svc := service(ns, "echo", map[string]string{"fairway.io/choice-count": "one"})
+	if _, err := admin.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.DiscoveryV1().EndpointSlices(ns).Create(ctx,
+		slice(ns, "echo", "echo-a", ready("198.51.100.40", "zone-a")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ads.waitEndpoints(ctx, t, name, map[string]string{addrPort("198.51.100.40"): healthy})
+	ev := waitEvent(ctx, t, admin, ns, "echo", "InvalidAnnotation")
+	if ev.Source.Component != kube.Component {
+		t.Errorf("event source = %q, want %q", ev.Source.Component, kube.Component)
+	}
+}
