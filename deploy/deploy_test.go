@@ -2,9 +2,6 @@ package deploy_test
 
 import (
 	"context"
-	"io/fs"
-	"os"
-	"path"
 	"testing"
 	"time"
 
@@ -14,117 +11,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/restmapper"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 
+	"github.com/fairway-lb/fairway/deploy"
 	"github.com/fairway-lb/fairway/internal/testenv"
 )
 
-const (
-	namespace      = "fairway-system"
-	serviceAccount = "system:serviceaccount:fairway-system:fairway-controlplane"
-	fieldManager   = "fairway-deploy-test"
-)
+const namespace = deploy.Namespace
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// render builds kustomization dir (relative to an in-memory copy of this
-// folder mounted at /deploy) the way "kubectl kustomize" does.
-func render(t *testing.T, fsys filesys.FileSystem, dir string) []*unstructured.Unstructured {
-	t.Helper()
-	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, dir)
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
-	}
-	var objs []*unstructured.Unstructured
-	for _, r := range m.Resources() {
-		obj, err := r.Map()
-		if err != nil {
-			t.Fatalf("kustomize build %s: %v", dir, err)
-		}
-		objs = append(objs, &unstructured.Unstructured{Object: obj})
-	}
-	return objs
-}
-
-// manifestFS copies this folder's YAML files into an in-memory file system
-// under /deploy and adds /overlay-watch-pods, an overlay that uses the
-// watch-pods component as a user would.
-func manifestFS(t *testing.T) filesys.FileSystem {
-	t.Helper()
-	mem := filesys.MakeFsInMemory()
-	err := fs.WalkDir(os.DirFS("."), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || path.Ext(p) != ".yaml" {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		if err := mem.MkdirAll(path.Join("/deploy", path.Dir(p))); err != nil {
-			return err
-		}
-		return mem.WriteFile(path.Join("/deploy", p), b)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	overlay := "resources: [../deploy]\ncomponents: [../deploy/components/watch-pods]\n"
-	if err := mem.MkdirAll("/overlay-watch-pods"); err != nil {
-		t.Fatal(err)
-	}
-	if err := mem.WriteFile("/overlay-watch-pods/kustomization.yaml", []byte(overlay)); err != nil {
-		t.Fatal(err)
-	}
-	return mem
-}
-
-// apply server-side applies objs in order, so the apiserver validates each.
-func apply(ctx context.Context, t *testing.T, env *testenv.Env, objs []*unstructured.Unstructured) {
-	t.Helper()
-	dc, err := discovery.NewDiscoveryClientForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	groups, err := restmapper.GetAPIGroupResources(dc)
-	if err != nil {
-		t.Fatalf("discovery: %v", err)
-	}
-	mapper := restmapper.NewDiscoveryRESTMapper(groups)
-	dyn, err := dynamic.NewForConfig(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, obj := range objs {
-		gvk := obj.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			t.Fatalf("%s %s: %v", gvk, obj.GetName(), err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if ns := obj.GetNamespace(); ns != "" {
-			ri = dyn.Resource(mapping.Resource).Namespace(ns)
-		}
-		opts := metav1.ApplyOptions{FieldManager: fieldManager, Force: true}
-		// A dry run first: the apiserver rejects unknown or misspelled
-		// fields in strict mode instead of dropping them.
-		opts.DryRun = []string{metav1.DryRunAll}
-		if _, err := ri.Apply(ctx, obj.GetName(), obj, opts); err != nil {
-			t.Fatalf("apply (dry run) %s %s: %v", gvk.Kind, obj.GetName(), err)
-		}
-		opts.DryRun = nil
-		if _, err := ri.Apply(ctx, obj.GetName(), obj, opts); err != nil {
-			t.Fatalf("apply %s %s: %v", gvk.Kind, obj.GetName(), err)
-		}
-	}
 }
 
 type access struct {
@@ -203,8 +100,10 @@ func TestManifests_ApplyAndRBAC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	mem := manifestFS(t)
-	base := render(t, mem, "/deploy")
+	base, err := deploy.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var kinds []string
 	for _, o := range base {
 		kinds = append(kinds, o.GetKind()+"/"+o.GetName())
@@ -220,13 +119,15 @@ func TestManifests_ApplyAndRBAC(t *testing.T) {
 	if diff := cmp.Diff(kinds, wantKinds); diff != "" {
 		t.Errorf("rendered objects (-got +want):\n%s", diff)
 	}
-	apply(ctx, t, env, base)
+	if err := env.Apply(ctx, base...); err != nil {
+		t.Fatal(err)
+	}
 
 	admin, err := kubernetes.NewForConfig(env.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sa, err := kubernetes.NewForConfig(env.ImpersonatedConfig(serviceAccount))
+	sa, err := kubernetes.NewForConfig(env.ImpersonatedConfig(deploy.ServiceAccountUser))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,8 +227,13 @@ func TestManifests_ApplyAndRBAC(t *testing.T) {
 	})
 
 	t.Run("WatchPodsComponent", func(t *testing.T) {
-		overlay := render(t, mem, "/overlay-watch-pods")
-		apply(ctx, t, env, overlay)
+		overlay, err := deploy.Render(deploy.ComponentWatchPods)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Apply(ctx, overlay...); err != nil {
+			t.Fatal(err)
+		}
 		checkAccess(ctx, t, sa, true)
 		if _, err := sa.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); err != nil {
 			t.Errorf("ServiceAccount with watch-pods lists pods: %v", err)
@@ -341,4 +247,10 @@ func TestManifests_ApplyAndRBAC(t *testing.T) {
 			t.Errorf("args with watch-pods (-got +want):\n%s", diff)
 		}
 	})
+}
+
+func TestRender_UnknownComponent(t *testing.T) {
+	if _, err := deploy.Render("no-such-component"); err == nil {
+		t.Fatal("Render with an unknown component succeeded, want an error")
+	}
 }

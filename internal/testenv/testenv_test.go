@@ -14,6 +14,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
@@ -134,7 +135,7 @@ func TestEnv_ObjectsSurviveAPIServerRestart(t *testing.T) {
 	}
 }
 
-func TestEnv_KubeconfigAndImpersonation(t *testing.T) {
+func TestEnv_KubeconfigImpersonationAndApply(t *testing.T) {
 	env := testenv.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -164,5 +165,27 @@ func TestEnv_KubeconfigAndImpersonation(t *testing.T) {
 	_, err = nobody.CoreV1().Services("default").List(ctx, metav1.ListOptions{})
 	if !apierrors.IsForbidden(err) {
 		t.Errorf("impersonated ServiceAccount without RBAC lists services: got %v, want Forbidden", err)
+	}
+
+	cm := func(field string) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1",
+			"kind":       "ConfigMap",
+			"metadata":   map[string]any{"name": "settings", "namespace": "default"},
+			field:        map[string]any{"mode": "p2c"},
+		}}
+	}
+	if err := env.Apply(ctx, cm("datta")); err == nil {
+		t.Errorf("Apply of a ConfigMap with a misspelled field succeeded, want an error")
+	}
+	if err := env.Apply(ctx, cm("data")); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	got, err := admin.CoreV1().ConfigMaps("default").Get(ctx, "settings", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(got.Data, map[string]string{"mode": "p2c"}); diff != "" {
+		t.Errorf("applied ConfigMap data (-got +want):\n%s", diff)
 	}
 }
