@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/fairway-lb/fairway/controlplane/file"
+	"github.com/fairway-lb/fairway/controlplane/kube"
+	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/controlplane/xdsserver"
+)
+
+// controlPlaneFlags are the flags of `fairway controlplane`.
+type controlPlaneFlags struct {
+	file       string
+	kubeconfig string
+	namespaces stringList
+	selector   string
+	watchPods  bool
+	xdsAddr    string
+	adminAddr  string
+	debounce   time.Duration
+	logLevel   string
+}
+
+func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) error {
+	var f controlPlaneFlags
+	fs := flag.NewFlagSet("fairway controlplane", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.file, "file", "", "serve the Services and EndpointSlices of this YAML file (watched) instead of a cluster")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to watch (default: $KUBECONFIG, then in-cluster config)")
+	fs.Var(&f.namespaces, "namespace", "namespace to watch (repeatable or comma-separated; default: all)")
+	fs.StringVar(&f.selector, "selector", "", "label selector on Services (default: every Service)")
+	fs.BoolVar(&f.watchPods, "watch-pods", false, "also watch Pods, for pod labels (e.g. shard) and the fairway.io/weight pod annotation")
+	fs.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", "address of the xDS (ADS) gRPC server")
+	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9090", "address of the admin HTTP server (/healthz, /readyz, /metrics); empty disables it")
+	fs.DurationVar(&f.debounce, "debounce", xdsserver.DefaultDebounce, "coalesce changes within this window before pushing")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	log, err := newLogger(stderr, f.logLevel)
+	if err != nil {
+		return err
+	}
+	if f.debounce < 0 {
+		return fmt.Errorf("--debounce must not be negative, got %v", f.debounce)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	src, err := newSource(f, log, reg)
+	if err != nil {
+		return err
+	}
+
+	xds := xdsserver.New(xdsserver.WithDebounce(f.debounce), xdsserver.WithLogger(log), xdsserver.WithRegistry(reg))
+	defer xds.Close()
+	return serveControlPlane(ctx, log, src, xds, f.xdsAddr, f.adminAddr)
+}
+
+// newSource builds the file source when --file is given, else the Kubernetes
+// source.
+func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer) (topology.Source, error) {
+	if f.file != "" {
+		if f.kubeconfig != "" || len(f.namespaces) > 0 || f.selector != "" || f.watchPods {
+			return nil, errors.New("--file cannot be combined with --kubeconfig, --namespace, --selector or --watch-pods")
+		}
+		return file.New(f.file, file.WithLogger(log), file.WithRegisterer(reg)), nil
+	}
+	kubeconfig := f.kubeconfig
+	if kubeconfig == "" {
+		kubeconfig = os.Getenv("KUBECONFIG")
+	}
+	client, err := kube.NewClient(kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("no cluster to watch (give --file PATH to serve a YAML file instead): %w", err)
+	}
+	opts := []kube.Option{kube.WithLogger(log), kube.WithRegistry(reg), kube.WithPods(f.watchPods)}
+	if len(f.namespaces) > 0 {
+		opts = append(opts, kube.WithNamespaces(f.namespaces...))
+	}
+	if f.selector != "" {
+		sel, err := kube.ParseSelector(f.selector)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, kube.WithSelector(sel))
+	}
+	return kube.New(client, opts...), nil
+}
+
+// serveControlPlane runs the source, the xDS server and the admin server
+// until ctx is done or one of them fails, then stops all three.
+func serveControlPlane(ctx context.Context, log *slog.Logger, src topology.Source, xds *xdsserver.Server, xdsAddr, adminAddr string) error {
+	lis, err := net.Listen("tcp", xdsAddr)
+	if err != nil {
+		return fmt.Errorf("xds listener: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	go func() { errc <- xds.Serve(lis) }()
+	log.Info("serving xDS", "addr", lis.Addr().String())
+
+	var admin *http.Server
+	if adminAddr != "" {
+		alis, err := net.Listen("tcp", adminAddr)
+		if err != nil {
+			xds.Close()
+			<-errc
+			return fmt.Errorf("admin listener: %w", err)
+		}
+		admin = &http.Server{Handler: xds.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := admin.Serve(alis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("admin server: %w", err)
+			}
+		}()
+		log.Info("serving admin", "addr", alis.Addr().String())
+	}
+	srcDone := make(chan error, 1)
+	go func() { srcDone <- src.Run(ctx, xds) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-srcDone:
+		srcDone <- err
+		if err != nil && ctx.Err() == nil {
+			runErr = fmt.Errorf("source: %w", err)
+		}
+	case err := <-errc:
+		runErr = err
+	}
+	cancel()
+	if err := <-srcDone; err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
+		runErr = fmt.Errorf("source: %w", err)
+	}
+	if admin != nil {
+		shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = admin.Shutdown(shutdownCtx)
+		done()
+	}
+	xds.Close()
+	return runErr
+}

@@ -1,0 +1,350 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	grpcxds "google.golang.org/grpc/xds"
+
+	"github.com/fairway-lb/fairway/internal/testbackend"
+)
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitLog waits until the log holds a line containing every one of parts.
+func waitLog(t *testing.T, log *syncBuffer, parts ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(log.String(), "\n") {
+			all := true
+			for _, p := range parts {
+				all = all && strings.Contains(line, p)
+			}
+			if all {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no log line contains all of %q; log:\n%s", parts, log.String())
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startBackends starts one named backend per IP, all on the same port.
+func startBackends(t *testing.T, ips ...string) []*testbackend.Backend {
+	t.Helper()
+	for attempt := 0; attempt < 20; attempt++ {
+		first, err := testbackend.Start(ips[0]+":0", testbackend.WithName("pod-"+ips[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := first.Addr().Port
+		bs := []*testbackend.Backend{first}
+		for _, ip := range ips[1:] {
+			b, err := testbackend.Start(fmt.Sprintf("%s:%d", ip, port), testbackend.WithName("pod-"+ip))
+			if err != nil {
+				break
+			}
+			bs = append(bs, b)
+		}
+		if len(bs) == len(ips) {
+			for _, b := range bs {
+				t.Cleanup(b.Stop)
+			}
+			return bs
+		}
+		for _, b := range bs {
+			b.Stop()
+		}
+	}
+	t.Fatalf("no port free on all of %v", ips)
+	return nil
+}
+
+const e2eService = `apiVersion: v1
+kind: Service
+metadata:
+  name: %[1]s
+  namespace: default
+  annotations:
+    fairway.io/choice-count: "%[3]s"
+spec:
+  ports:
+  - name: grpc
+    port: 8080
+    targetPort: %[2]d
+`
+
+const e2eSlice = `apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: %[1]s-abc
+  namespace: default
+  labels:
+    kubernetes.io/service-name: %[1]s
+addressType: IPv4
+ports:
+- name: grpc
+  port: %[2]d
+endpoints:
+%[3]s`
+
+func e2eEndpoints(ips ...string) string {
+	var b strings.Builder
+	for i, ip := range ips {
+		fmt.Fprintf(&b, "- addresses: [%q]\n  conditions: {ready: true}\n  zone: zone-%c\n", ip, 'a'+i)
+	}
+	return b.String()
+}
+
+func writeFile(t *testing.T, path string, docs ...string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strings.Join(docs, "\n---\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func xdsClient(t *testing.T, controlPlane, target string) testgrpc.TestServiceClient {
+	t.Helper()
+	bootstrap := fmt.Sprintf(`{"xds_servers":[{"server_uri":%q,"channel_creds":[{"type":"insecure"}]}],"node":{"id":"e2e","locality":{"zone":"zone-a"}}}`, controlPlane)
+	builder, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(builder), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return testgrpc.NewTestServiceClient(cc)
+}
+
+func callBackend(ctx context.Context, c testgrpc.TestServiceClient) (string, error) {
+	var hdr metadata.MD
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := c.EmptyCall(ctx, &testpb.Empty{}, grpc.Header(&hdr), grpc.WaitForReady(true)); err != nil {
+		return "", err
+	}
+	if v := hdr.Get(testbackend.HeaderName); len(v) == 1 {
+		return v[0], nil
+	}
+	return "", fmt.Errorf("response without %s header", testbackend.HeaderName)
+}
+
+// TestControlPlane_FileEndToEnd runs `fairway controlplane --file` and drives
+// it with grpc-go's own xDS client and a raw ADS stream.
+func TestControlPlane_FileEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	bs := startBackends(t, "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
+	port := bs[0].Addr().Port
+	dir := t.TempDir()
+	path := filepath.Join(dir, "world.yaml")
+	orphan := fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: stray, namespace: default}
+addressType: IPv4
+ports: [{name: grpc, port: %d}]
+endpoints: [{addresses: ["127.0.0.9"]}]`, port)
+	good := []string{
+		fmt.Sprintf(e2eService, "echo", port, "banana"),
+		fmt.Sprintf(e2eSlice, "echo", port, e2eEndpoints("127.0.0.1", "127.0.0.2", "127.0.0.3")),
+		fmt.Sprintf(e2eService, "other", port, "2"),
+		fmt.Sprintf(e2eSlice, "other", port, e2eEndpoints("127.0.0.4")),
+		orphan,
+	}
+	writeFile(t, path, good...)
+
+	xdsAddr, adminAddr := freeAddr(t), freeAddr(t)
+	log := &syncBuffer{}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	go func() {
+		done <- run(runCtx, []string{"controlplane", "--file", path, "--xds-addr", xdsAddr, "--admin-addr", adminAddr, "--debounce", "10ms"}, &bytes.Buffer{}, log)
+	}()
+	defer func() {
+		stop()
+	}()
+
+	// Ready once the first snapshot is served.
+	for {
+		resp, err := http.Get("http://" + adminAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("control plane never became ready; log:\n%s", log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// Bad input is reported, the rest is served.
+	waitLog(t, log, "fairway.io/choice-count", "banana")
+	waitLog(t, log, "stray", "kubernetes.io/service-name")
+
+	// grpc-go's xDS client reaches all three pods of echo, also by FQDN.
+	for _, target := range []string{"echo.default:8080", "echo.default.svc.cluster.local:8080"} {
+		c := xdsClient(t, xdsAddr, target)
+		seen := map[string]bool{}
+		for i := 0; i < 300 && len(seen) < 3; i++ {
+			name, err := callBackend(ctx, c)
+			if err != nil {
+				t.Fatalf("%s: %v", target, err)
+			}
+			seen[name] = true
+		}
+		if len(seen) != 3 || seen["pod-127.0.0.4"] {
+			t.Fatalf("%s: reached %v, want the three pods of echo", target, seen)
+		}
+	}
+
+	// One raw ADS stream carries both services; an unknown name is logged
+	// and does not disturb the others.
+	cc, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ads, err := discoverypb.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ads.Send(&discoverypb.DiscoveryRequest{
+		Node:          &corepb.Node{Id: "raw"},
+		TypeUrl:       resource.EndpointType,
+		ResourceNames: []string{"echo.default:8080", "other.default:8080", "nosuch.default:8080"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for len(got) < 2 {
+		resp, err := ads.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range resp.GetResources() {
+			var cla endpointpb.ClusterLoadAssignment
+			if err := a.UnmarshalTo(&cla); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, l := range cla.GetEndpoints() {
+				n += len(l.GetLbEndpoints())
+			}
+			got[cla.GetClusterName()] = n
+		}
+	}
+	if got["echo.default:8080"] != 3 || got["other.default:8080"] != 1 || len(got) != 2 {
+		t.Fatalf("one ADS stream got %v, want echo with 3 endpoints and other with 1", got)
+	}
+	waitLog(t, log, "nosuch.default:8080")
+
+	// A malformed file is reported and the last good state keeps serving.
+	writeFile(t, path, append(good[:len(good):len(good)], "kind: [unclosed")...)
+	waitLog(t, log, "level=ERROR", "rejecting the file", "document 6")
+	c := xdsClient(t, xdsAddr, "echo.default:8080")
+	if _, err := callBackend(ctx, c); err != nil {
+		t.Fatalf("after a malformed file: %v", err)
+	}
+
+	// Removing a pod from the file: within 2 s no RPC reaches it.
+	good[1] = fmt.Sprintf(e2eSlice, "echo", port, e2eEndpoints("127.0.0.1", "127.0.0.2"))
+	writeFile(t, path, good...)
+	removed := time.Now()
+	var last int64 = -1
+	for time.Since(removed) < 3*time.Second {
+		if _, err := callBackend(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		if time.Since(removed) > 2*time.Second {
+			if last < 0 {
+				last = bs[2].Count()
+			} else if n := bs[2].Count(); n != last {
+				t.Fatalf("removed pod still got RPCs %v after the file changed", time.Since(removed))
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	// The bad input shows in the metrics too.
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`fairway_source_problems_total{reason="InvalidAnnotation",source="file"}`,
+		`fairway_source_problems_total{reason="MissingServiceLabel",source="file"}`,
+		`fairway_source_problems_total{reason="MalformedFile",source="file"} 1`,
+		`fairway_xds_unknown_resource_requests_total{type="endpoint"} 1`,
+	} {
+		if !bytes.Contains(metrics, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	// SIGINT-like shutdown: run returns 0.
+	stop()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("controlplane exited %d; log:\n%s", code, log.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("controlplane did not stop")
+	}
+}
