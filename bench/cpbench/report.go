@@ -40,6 +40,12 @@ type Result struct {
 	// First is the latency from the write returning to the first subscriber
 	// seeing the change, Last to the last subscriber (observed changes only).
 	First, Last Latency
+	// LastFromStart is the latency from the Update call starting to the
+	// last subscriber: an upper bound that early observations cannot
+	// flatter.
+	LastFromStart Latency
+	// Write is how long the EndpointSlice Update calls took (all changes).
+	Write Latency
 
 	RSSReady      Mem // after the first full snapshot
 	RSSSubscribed Mem // after every stream was answered
@@ -84,7 +90,7 @@ type Traffic struct {
 func (r *Result) summarize(changes []*change, streams []*stream) {
 	r.Changes = len(changes)
 	perService := map[string]int{}
-	var first, last []time.Duration
+	var first, last, lastFromStart, writes []time.Duration
 	subsOf := map[string][2]int{} // resource name → (sotw, delta) subscribers
 	for _, s := range streams {
 		for _, n := range s.names {
@@ -99,6 +105,7 @@ func (r *Result) summarize(changes []*change, streams []*stream) {
 	}
 	for _, ch := range changes {
 		perService[ch.name]++
+		writes = append(writes, ch.returned.Sub(ch.started))
 		v := subsOf[ch.name]
 		r.SotW.Subscriptions += v[0]
 		r.Delta.Subscriptions += v[1]
@@ -107,8 +114,9 @@ func (r *Result) summarize(changes []*change, streams []*stream) {
 			continue
 		}
 		r.Observed++
-		var lo, hi time.Duration
+		var lo, hi, hiStart time.Duration
 		for i, o := range slices.Collect(maps.Values(ch.obs)) {
+			hiStart = max(hiStart, o.at.Sub(ch.started))
 			d := o.at.Sub(ch.returned)
 			if d < 0 {
 				r.Early++
@@ -123,9 +131,12 @@ func (r *Result) summarize(changes []*change, streams []*stream) {
 		}
 		first = append(first, lo)
 		last = append(last, hi)
+		lastFromStart = append(lastFromStart, hiStart)
 	}
 	r.First = summarizeLatency(first)
 	r.Last = summarizeLatency(last)
+	r.Write = summarizeLatency(writes)
+	r.LastFromStart = summarizeLatency(lastFromStart)
 
 	r.DeltaExact = true
 	for _, s := range streams {
@@ -209,8 +220,10 @@ func (r *Result) WriteReport(w io.Writer) {
 	p("| control plane start → first full snapshot (/readyz) | %v | |\n", r.ReadyTime.Round(time.Millisecond))
 	p("| %d streams opened → every subscription answered | %v | |\n", c.Streams, r.SubscribeTime.Round(time.Millisecond))
 	p("| changes seen by every subscriber | %d / %d (%d missed) | all |\n", r.Observed, r.Changes, r.Missed)
+	p("| EndpointSlice Update call p50 / p99 / max | %v / %v / %v | |\n", ms(r.Write.P50), ms(r.Write.P99), ms(r.Write.Max))
 	p("| write → first subscriber p50 / p99 / max | %v / %v / %v | |\n", ms(r.First.P50), ms(r.First.P99), ms(r.First.Max))
 	p("| write → last subscriber p50 / p99 / max | %v / %v / %v | p99 ≤ %v %s |\n", ms(r.Last.P50), ms(r.Last.P99), ms(r.Last.Max), TargetP99, verdict(r.Last.P99 <= TargetP99 && r.Missed == 0))
+	p("| write start → last subscriber p50 / p99 / max | %v / %v / %v | |\n", ms(r.LastFromStart.P50), ms(r.LastFromStart.P99), ms(r.LastFromStart.Max))
 	p("| control plane RSS after snapshot / after subscribe / end | %s / %s / %s | |\n", mib(r.RSSReady.RSS), mib(r.RSSSubscribed.RSS), mib(r.RSSEnd.RSS))
 	p("| control plane peak RSS (VmHWM) | %s | ≤ %s %s |\n", mib(r.RSSEnd.Peak), mib(TargetRSS), verdict(r.RSSEnd.Peak <= TargetRSS))
 	p("| control plane CPU during the change phase (%v) | %.2f s (%.0f%% of one core) | |\n", r.ChangePhase.Round(time.Millisecond), r.CPUChanges.Seconds(), 100*r.CPUChanges.Seconds()/r.ChangePhase.Seconds())

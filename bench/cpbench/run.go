@@ -283,8 +283,8 @@ func runChanges(ctx context.Context, cfg Config, c *cluster, tr *tracker, subscr
 			}
 		}
 		ch.addr = ep.Addresses[0]
-		tr.register(ch)
 		ch.started = time.Now()
+		tr.register(ch)
 		if err := c.write(ctx, svc, slice); err != nil {
 			return nil, err
 		}
