@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +136,28 @@ func TestSummarizeLatency_NearestRank(t *testing.T) {
 	want := Latency{N: 200, P50: 100 * time.Millisecond, P99: 198 * time.Millisecond, Max: 200 * time.Millisecond}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("summarizeLatency (-got +want):\n%s", diff)
+	}
+}
+
+func TestReadMemAndCPU_OwnProcess(t *testing.T) {
+	pid := os.Getpid()
+	m, err := readMem(pid)
+	if err != nil {
+		t.Fatalf("readMem: %v", err)
+	}
+	if m.RSS == 0 || m.Peak < m.RSS {
+		t.Errorf("readMem = %+v, want RSS > 0 and Peak ≥ RSS", m)
+	}
+	// Burn a little CPU so that utime+stime moves past zero ticks.
+	deadline := time.Now().Add(50 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = x * x
+	}
+	cpu, err := readCPU(pid)
+	if err != nil {
+		t.Fatalf("readCPU: %v", err)
+	}
+	if cpu <= 0 || cpu > time.Hour {
+		t.Errorf("readCPU = %v, want a small positive duration", cpu)
 	}
 }
