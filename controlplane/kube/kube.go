@@ -69,6 +69,10 @@ const (
 	serviceIndex = "fairway.io/service"
 )
 
+// convertService is convert.Service; tests replace it to make a conversion
+// fail.
+var convertService = convert.Service
+
 // Option configures a Source.
 type Option func(*Source)
 
@@ -556,7 +560,7 @@ func (s *Source) sync(key string) (c change, err error) {
 			return p.Labels, p.Annotations, true
 		}
 	}
-	svcs, problems := convert.Service(svc, sls, opts)
+	svcs, problems := convertService(svc, sls, opts)
 	s.report(key, svc, problems)
 	return s.diff(key, svcs), nil
 }
