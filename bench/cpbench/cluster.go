@@ -79,7 +79,7 @@ func (c *cluster) setup(ctx context.Context, services, endpoints, parallelism in
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: c.ns, Labels: map[string]string{"app.kubernetes.io/part-of": "fairway-bench"}}}
 	if _, err := c.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("fairway/cpbench: namespace %q exists; delete it or pick another with --namespace", c.ns)
+			return fmt.Errorf("fairway/cpbench: namespace %q exists (or is still terminating); delete it or pick another with --namespace", c.ns)
 		}
 		return fmt.Errorf("fairway/cpbench: create namespace: %w", err)
 	}
@@ -156,11 +156,33 @@ func (c *cluster) write(ctx context.Context, i int, s *discoveryv1.EndpointSlice
 	return nil
 }
 
-// deleteNamespace removes the benchmark's objects from an external cluster.
-func (c *cluster) deleteNamespace(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+// cleanup removes the benchmark's objects from an external cluster: the
+// EndpointSlices and Services first (a cluster without a namespace
+// controller never finishes deleting a namespace's contents), then the
+// namespace.
+func (c *cluster) cleanup(ctx context.Context, parallelism int) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	err := c.client.CoreV1().Namespaces().Delete(ctx, c.ns, metav1.DeleteOptions{})
+	err := c.client.DiscoveryV1().EndpointSlices(c.ns).DeleteCollection(ctx, metav1.DeleteOptions{},
+		metav1.ListOptions{LabelSelector: discoveryv1.LabelManagedBy + "=fairway-cpbench"})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("fairway/cpbench: delete endpointslices: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallelism)
+	for i := range c.slices {
+		g.Go(func() error {
+			err := c.client.CoreV1().Services(c.ns).Delete(gctx, serviceName(i), metav1.DeleteOptions{})
+			if err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("fairway/cpbench: delete service %s: %w", serviceName(i), err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	err = c.client.CoreV1().Namespaces().Delete(ctx, c.ns, metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("fairway/cpbench: delete namespace %s: %w", c.ns, err)
 	}

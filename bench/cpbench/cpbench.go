@@ -82,8 +82,8 @@ type Config struct {
 	// build cmd/fairway with `go build`.
 	FairwayBin string
 	// Namespace holds the benchmark's Services and EndpointSlices. Run
-	// creates it and refuses to use one that exists; it deletes it at the
-	// end when it uses an external cluster.
+	// creates it and refuses to use one that exists; with an external
+	// cluster it deletes the objects and the namespace at the end.
 	Namespace string
 
 	Services  int // Services, one port each

@@ -78,7 +78,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Result, error) {
 	createStart := time.Now()
 	if cfg.Kubeconfig != "" {
 		defer func() {
-			if err := c.deleteNamespace(context.WithoutCancel(ctx)); err != nil {
+			if c.slices == nil {
+				return // the namespace was not ours
+			}
+			if err := c.cleanup(context.WithoutCancel(ctx), cfg.Parallelism); err != nil {
 				log.Warn("cleanup", "err", err)
 			}
 		}()
