@@ -65,7 +65,7 @@ var leakOptions = []goleak.Option{
 
 // sharedEnv returns the package's shared test environment, starting it on
 // first use.
-func sharedEnv(t *testing.T) *testenv.Env {
+func sharedEnv(t testing.TB) *testenv.Env {
 	t.Helper()
 	shared.once.Do(func() {
 		shared.dir, shared.err = os.MkdirTemp("", "fairway-kube-test-")
@@ -82,7 +82,7 @@ func sharedEnv(t *testing.T) *testenv.Env {
 	return shared.env
 }
 
-func newClient(t *testing.T, env *testenv.Env) kubernetes.Interface {
+func newClient(t testing.TB, env *testenv.Env) kubernetes.Interface {
 	t.Helper()
 	cs, err := kubernetes.NewForConfig(env.Config)
 	if err != nil {
@@ -94,7 +94,7 @@ func newClient(t *testing.T, env *testenv.Env) kubernetes.Interface {
 var nsCounter atomic.Int64
 
 // newNamespace creates a namespace with a name unique to the test.
-func newNamespace(ctx context.Context, t *testing.T, cs kubernetes.Interface) string {
+func newNamespace(ctx context.Context, t testing.TB, cs kubernetes.Interface) string {
 	t.Helper()
 	name := fmt.Sprintf("%s-%d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), nsCounter.Add(1))
 	if len(name) > 63 {
@@ -146,7 +146,7 @@ func (r *recordingSink) latest() *topology.Snapshot {
 
 // waitFor waits until cond holds for the latest snapshot; on timeout it fails
 // the test with what cond last said.
-func (r *recordingSink) waitFor(ctx context.Context, t *testing.T, what string, cond func(*topology.Snapshot) string) *topology.Snapshot {
+func (r *recordingSink) waitFor(ctx context.Context, t testing.TB, what string, cond func(*topology.Snapshot) string) *topology.Snapshot {
 	t.Helper()
 	last := "no snapshot yet"
 	for {
@@ -187,7 +187,7 @@ func endpointsAre(key topology.ServiceKey, want []topology.Endpoint) func(*topol
 
 // runSource runs a source until the test ends and checks that Run returns
 // nil.
-func runSource(t *testing.T, src *kube.Source, sink topology.Sink) {
+func runSource(t testing.TB, src *kube.Source, sink topology.Sink) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
