@@ -185,14 +185,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "strategy\trequests\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\terrors\tshare max/mean\tshare CV\tcross-zone\treq/s sent/target\tsend lag mean/max ms\tharness CPU\t")
 	for _, x := range r.Results {
-		cpu := "-"
-		if x.Wall > 0 && x.CPU > 0 {
+		cpu, lag := "-", fmt.Sprintf("%.2f/%.1f", ms(x.LateMean), ms(x.LateMax))
+		switch {
+		case c.Sim:
+			cpu, lag = fmt.Sprintf("%.2f s", x.CPU.Seconds()), "-"
+		case x.Wall > 0 && x.CPU > 0:
 			cpu = fmt.Sprintf("%.2f cores", x.CPU.Seconds()/x.Wall.Seconds())
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f%%\t%.3f\t%.3f\t%.1f%%\t%.0f/%.0f\t%.2f/%.1f\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.2f%%\t%.3f\t%.3f\t%.1f%%\t%.0f/%.0f\t%s\t%s\t\n",
 			x.Strategy, x.Requests, x.P50ms, x.P90ms, x.P99ms, x.P999ms, 100*x.ErrorRate,
 			x.ShareMaxOverMean, x.ShareCV, 100*x.CrossZoneFraction, x.AchievedRate, x.TargetRate,
-			ms(x.LateMean), ms(x.LateMax), cpu)
+			lag, cpu)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
