@@ -180,5 +180,8 @@ const (
 
 func addrPort(addr string) string { return fmt.Sprintf("%s:%d", addr, targetPort) }
 
-// waitTimeout bounds each wait for a change to reach the subscriber.
-const waitTimeout = 30 * time.Second
+// recoveryTimeout bounds how long after an apiserver restart a change may
+// take to reach a subscriber: client-go's reflectors retry with jittered
+// exponential backoff (0.8 s doubling, up to 30 s), so a few seconds of
+// outage can cost several seconds, rarely tens, of reconnect delay.
+const recoveryTimeout = 45 * time.Second

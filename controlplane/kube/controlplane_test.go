@@ -123,7 +123,7 @@ func TestControlPlane_RecoversFromAPIServerRestart(t *testing.T) {
 		slice(ns, "echo", "echo-c", ready("203.0.113.9", "zone-a")), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	wctx, wcancel := context.WithTimeout(ctx, waitTimeout)
+	wctx, wcancel := context.WithTimeout(ctx, recoveryTimeout)
 	defer wcancel()
 	ads.waitEndpoints(wctx, t, name, map[string]string{addrPort("198.51.100.2"): healthy, addrPort("203.0.113.9"): healthy})
 	t.Logf("change after the restart served %v after the apiserver was ready", time.Since(restarted).Round(time.Millisecond))
