@@ -13,6 +13,29 @@
 // their inner strategy sees; terminals (p2c, round_robin, weighted) choose.
 // Time-dependent work happens in Tick, off the pick path; Pick never locks,
 // allocates or reads the clock.
+//
+// Adding a strategy takes one package and nothing else:
+//
+//	package firsthealthy
+//
+//	const Name = "first_healthy"
+//
+//	type Config struct{}
+//
+//	func init() { strategy.Register(builder{}) }
+//
+//	type builder struct{}
+//
+//	func (builder) Name() string                { return Name }
+//	func (builder) Position() strategy.Position { return strategy.Terminal }
+//	func (builder) ParseConfig(raw json.RawMessage) (any, error) {
+//		cfg := &Config{}
+//		return cfg, strategy.DecodeConfig(Name, raw, cfg)
+//	}
+//	func (builder) Build(any, strategy.Strategy, strategy.BuildOptions) strategy.Strategy { ... }
+//
+// An application imports it (import _ ".../firsthealthy") and names it in a
+// chain; client/balancer's tests register such a strategy from a test file.
 package strategy
 
 import (

@@ -3,7 +3,12 @@
 // lower load. Load is in-flight requests (plus one) divided by the
 // candidate's weight; with "latency_aware" it is also multiplied by the
 // endpoint's peak-EWMA latency, and failed requests count as slow ones (a
-// failure penalty) so that fast errors do not look attractive.
+// failure penalty) so that fast errors do not look attractive. An endpoint
+// with no latency sample yet is compared on in-flight requests alone, which
+// makes it look fast until its first request completes.
+//
+// A pick is one random draw (two indexes from one 64-bit value) and two
+// atomic loads; it never locks, allocates or reads the clock.
 package p2c
 
 import (
