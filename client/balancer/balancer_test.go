@@ -258,6 +258,29 @@ func TestBalancer_OutlierDrainsFailingBackend(t *testing.T) {
 	if got := calls(bs)[1] - before[1]; got != 0 {
 		t.Errorf("ejected backend got %d new calls, want 0", got)
 	}
+	eps, _ := balancer.Inspect("outlier.default:8080")
+	for _, e := range eps {
+		if e.Address != bs[1].addr {
+			continue
+		}
+		if e.Failures == 0 || e.Codes["Unavailable"] != e.Failures || e.Ejections != 1 {
+			t.Errorf("Inspect of the failing endpoint: failures %d, codes %v, ejections %d; want only UNAVAILABLE failures and one ejection", e.Failures, e.Codes, e.Ejections)
+		}
+	}
+}
+
+func TestBalancer_ZeroEndpointsFailWithClearError(t *testing.T) {
+	ctx := ctxT(t)
+	bs := startBackends(t, 1)
+	r, c := dial(t, "zero.default:8080")
+	r.UpdateState(state(t, r, "", ep{b: bs[0]}))
+	send(t, ctx, c, 5)
+	r.UpdateState(state(t, r, ""))
+	var last error
+	waitFor(t, ctx, "a failing RPC", func() bool {
+		_, last = c.EmptyCall(ctx, &testgrpc.Empty{})
+		return status.Code(last) == codes.Unavailable && strings.Contains(last.Error(), "fairway/balancer: no endpoints")
+	})
 }
 
 func TestBalancer_TestOnlyStrategyByRegistration(t *testing.T) {
