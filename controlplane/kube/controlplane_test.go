@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/fairway-lb/fairway/controlplane/kube"
+	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/internal/testenv"
 )
 
@@ -196,5 +197,56 @@ func TestControlPlane_RunsWithTheDeployServiceAccount(t *testing.T) {
 	ev := waitEvent(ctx, t, admin, ns, "echo", "InvalidAnnotation")
 	if ev.Source.Component != kube.Component {
 		t.Errorf("event source = %q, want %q", ev.Source.Component, kube.Component)
+	}
+}
+
+func TestSource_NothingBeforeTheInformersSync(t *testing.T) {
+	env := sharedEnv(t)
+	admin := newClient(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	deployRBAC(ctx, t, admin)
+	ns := newNamespace(ctx, t, admin)
+	if _, err := admin.CoreV1().Services(ns).Create(ctx, service(ns, "echo", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.DiscoveryV1().EndpointSlices(ns).Create(ctx,
+		slice(ns, "echo", "echo-a", ready("198.51.100.60", "zone-a")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A user that may not list anything yet: the informers cannot sync.
+	user := "fairway-late-" + ns
+	cs, err := kube.NewClientForConfig(env.ImpersonatedConfig(user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := kube.New(cs, kube.WithNamespaces(ns))
+	sink := newRecordingSink()
+	runSource(t, src, sink)
+	wait, waitCancel := context.WithTimeout(ctx, 2*time.Second)
+	<-wait.Done()
+	waitCancel()
+	if n := len(sink.snapshots()); n != 0 || src.Synced() {
+		t.Fatalf("before the informers could sync: %d snapshots, Synced() = %v; want none, false", n, src.Synced())
+	}
+
+	// Granting the deploy ClusterRole lets them sync; the first snapshot
+	// then holds the whole world.
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "fairway-controlplane"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+	}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sink.waitFor(ctx, t, "the first snapshot", func(*topology.Snapshot) string { return "" })
+	first := sink.snapshots()[0]
+	if msg := endpointsAre(key(ns, "echo"), wants(ready("198.51.100.60", "zone-a")))(first); msg != "" {
+		t.Errorf("first snapshot: %s", msg)
+	}
+	if !src.Synced() {
+		t.Error("Synced() = false after the first snapshot")
 	}
 }
