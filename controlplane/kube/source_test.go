@@ -365,3 +365,74 @@ func (s *syncWriter) String() string {
 	defer s.mu.Unlock()
 	return s.w.String()
 }
+
+func TestSource_ReportsEachProblemAsAnEvent(t *testing.T) {
+	env := sharedEnv(t)
+	cs := newClient(t, env)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ns := newNamespace(ctx, t, cs)
+	sink := newRecordingSink()
+	runSource(t, kube.New(cs, kube.WithNamespaces(ns)), sink)
+
+	good := ready("198.51.100.70", "zone-a")
+	tests := []struct {
+		name        string
+		annotations map[string]string
+		slices      func(svc string) []*discoveryv1.EndpointSlice
+		reason      string
+		want        []topology.Endpoint // still served
+	}{{
+		name:        "bad-policy",
+		annotations: map[string]string{"fairway.io/outlier-failure-percentage": "150"},
+		slices: func(svc string) []*discoveryv1.EndpointSlice {
+			return []*discoveryv1.EndpointSlice{slice(ns, svc, svc+"-a", good)}
+		},
+		reason: "InvalidAnnotation",
+		want:   wants(good),
+	}, {
+		name: "bad-weight",
+		slices: func(svc string) []*discoveryv1.EndpointSlice {
+			sl := slice(ns, svc, svc+"-a", good)
+			sl.Annotations = map[string]string{"fairway.io/weight": "heavy"}
+			return []*discoveryv1.EndpointSlice{sl}
+		},
+		reason: "InvalidAnnotation",
+		want:   wants(good),
+	}, {
+		name: "unmatched-port",
+		slices: func(svc string) []*discoveryv1.EndpointSlice {
+			sl := slice(ns, svc, svc+"-b", ready("198.51.100.71", "zone-a"))
+			sl.Ports[0].Name = ptr.To("metrics")
+			return []*discoveryv1.EndpointSlice{slice(ns, svc, svc+"-a", good), sl}
+		},
+		reason: "UnmatchedPort",
+		want:   wants(good),
+	}, {
+		name: "conflicting",
+		slices: func(svc string) []*discoveryv1.EndpointSlice {
+			return []*discoveryv1.EndpointSlice{
+				slice(ns, svc, svc+"-a", good),
+				slice(ns, svc, svc+"-b", ep{addr: good.addr, zone: good.zone}),
+			}
+		},
+		reason: "ConflictingEndpoint",
+		want:   wants(good), // ready wins
+	}}
+	for _, tc := range tests {
+		if _, err := cs.CoreV1().Services(ns).Create(ctx, service(ns, tc.name, tc.annotations), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for _, sl := range tc.slices(tc.name) {
+			if _, err := cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, sl, metav1.CreateOptions{}); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+		}
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sink.waitFor(ctx, t, "served despite the problem", endpointsAre(key(ns, tc.name), tc.want))
+			waitEvent(ctx, t, cs, ns, tc.name, tc.reason)
+		})
+	}
+}
