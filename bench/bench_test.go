@@ -286,6 +286,7 @@ func TestConfig_Validate(t *testing.T) {
 		{"no pods", func(c *Config) { c.Pods = nil }},
 		{"zero rate", func(c *Config) { c.Rate = 0 }},
 		{"zone weights", func(c *Config) { c.ZoneW = []float64{1} }},
+		{"bad chain", func(c *Config) { c.FairwayChain = `[{"nope":{}}]` }},
 	} {
 		c := good
 		tc.mutate(&c)

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/fairway-lb/fairway/client/strategy"
 )
 
 // Strategy names, in the order a run compares them.
@@ -58,6 +61,9 @@ type Config struct {
 	Bucket      time.Duration // width of the share-over-time buckets (0 = run/20)
 	Progress    bool          // draw a progress bar on the output writer
 	Sim         bool          // discrete-event simulation instead of real servers
+	// FairwayChain replaces the `fairway` strategy's chain (JSON, as in
+	// docs/design.md); "" is the client's default composition.
+	FairwayChain string
 }
 
 // PhaseDuration is the traffic time each strategy gets.
@@ -102,6 +108,11 @@ func (c Config) Validate() error {
 	}
 	if c.Median <= 0 || c.Deadline <= 0 {
 		errs = append(errs, errors.New("median service time and deadline must be positive"))
+	}
+	if c.FairwayChain != "" {
+		if _, err := strategy.ParseChain(json.RawMessage(c.FairwayChain)); err != nil {
+			errs = append(errs, fmt.Errorf("fairway chain: %w", err))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("fairway/bench: %w", err)
@@ -249,6 +260,7 @@ type Flags struct {
 	Seed       uint64
 	NoProgress bool
 	Sim        bool
+	Chain      string
 	JSON       string // file for the JSON report ("" = none, "-" = the output)
 	Plot       string // directory for PNG charts ("" = none)
 }
@@ -269,6 +281,7 @@ func RegisterFlags(fs *flag.FlagSet) (*Flags, func() (Config, error)) {
 	fs.DurationVar(&f.Deadline, "deadline", 0, "per-request deadline (0 = the scenario's)")
 	fs.Uint64Var(&f.Seed, "seed", 1, "seed of the arrival schedule")
 	fs.BoolVar(&f.NoProgress, "no-progress", false, "no progress bar (it is off anyway when the output is not a terminal)")
+	fs.StringVar(&f.Chain, "fairway-chain", "", "strategy chain JSON for the fairway strategy (default: the client's default composition)")
 	fs.BoolVar(&f.Sim, "sim", false, "discrete-event simulation instead of real gRPC servers (for hundreds of pods)")
 	fs.StringVar(&f.JSON, "json", "", "write the JSON report to this file")
 	fs.StringVar(&f.Plot, "plot", "", "write PNG charts to this directory")
@@ -296,6 +309,7 @@ func RegisterFlags(fs *flag.FlagSet) (*Flags, func() (Config, error)) {
 		}
 		c.Seed = f.Seed
 		c.Sim = f.Sim
+		c.FairwayChain = f.Chain
 		c.Progress = !f.NoProgress && isTerminal(os.Stderr)
 		return c, c.Validate()
 	}

@@ -45,6 +45,16 @@ var strategyChains = map[string]string{
 	Fairway:    "", // the default composition
 }
 
+// chainFor is the chain strategy s runs with under cfg; ok is false for the
+// strategies that are not Fairway chains.
+func chainFor(cfg Config, s string) (chain string, ok bool) {
+	chain, ok = strategyChains[s]
+	if s == Fairway && cfg.FairwayChain != "" {
+		chain = cfg.FairwayChain
+	}
+	return chain, ok
+}
+
 type evKind uint8
 
 const (
@@ -151,7 +161,7 @@ func simulate(cfg Config, strat string, sched []arrival, zones []string, run tim
 		},
 	}
 	s.clock = testingclock.NewFakeClock(s.epoch)
-	if chain, ok := strategyChains[strat]; ok {
+	if chain, ok := chainFor(cfg, strat); ok {
 		var raw json.RawMessage
 		if chain != "" {
 			raw = json.RawMessage(chain)

@@ -113,8 +113,8 @@ func (d *lrDialer) close() { d.cp.close() }
 
 func init() {
 	newDialer[GRPCLeastRequest] = newLeastRequestDialer
-	newDialer[FairwayP2C] = newFairwayDialer(strategyChains[FairwayP2C])
-	newDialer[Fairway] = newFairwayDialer(strategyChains[Fairway])
+	newDialer[FairwayP2C] = newFairwayDialer(FairwayP2C)
+	newDialer[Fairway] = newFairwayDialer(Fairway)
 }
 
 // fairwayDialer is the Fairway client (fairway:///) through the control
@@ -125,8 +125,9 @@ type fairwayDialer struct {
 	chain string
 }
 
-func newFairwayDialer(chain string) func(ctx context.Context, _ Config, c *cluster) (dialer, error) {
-	return func(ctx context.Context, _ Config, c *cluster) (dialer, error) {
+func newFairwayDialer(strategy string) func(ctx context.Context, cfg Config, c *cluster) (dialer, error) {
+	return func(ctx context.Context, cfg Config, c *cluster) (dialer, error) {
+		chain, _ := chainFor(cfg, strategy)
 		cp, err := startControlPlane(ctx, c, topology.DefaultPolicy())
 		if err != nil {
 			return nil, err
