@@ -153,7 +153,13 @@ func (e *Endpoint) FinishErr(err error) {
 
 // FinishDone is FinishErr shaped as a PickResult.Done; its method value,
 // made once per endpoint, serves every request.
-func (e *Endpoint) FinishDone(di balancer.DoneInfo) { e.FinishErr(di.Err) }
+func (e *Endpoint) FinishDone(di balancer.DoneInfo) {
+	if di.Err == nil {
+		e.load.Add(^uint64(0)) // the common case, in one call
+		return
+	}
+	e.Finish(status.Code(di.Err))
+}
 
 // Outcomes returns how many requests ended with code c.
 func (e *Endpoint) Outcomes(c codes.Code) uint64 {

@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/fairway-lb/fairway/client/strategy"
 )
@@ -124,7 +125,21 @@ func (z *zone) Build(set strategy.Set) strategy.Picker {
 	z.stats.SetSpillFraction(f)
 	ls, rs := set, set
 	ls.Cands, rs.Cands = local, remote
-	return &picker{rand: z.rand, threshold: strategy.Threshold(f), local: z.inner.Build(ls), remote: z.inner.Build(rs)}
+	lp := z.inner.Build(ls)
+	if f == 0 && anyUsable(local, set.Now) {
+		return lp // no spill, and the local side can answer: no layer at all
+	}
+	return &picker{rand: z.rand, threshold: strategy.Threshold(f), local: lp, remote: z.inner.Build(rs)}
+}
+
+// anyUsable reports whether some candidate is not ejected at now.
+func anyUsable(cs []strategy.Candidate, now time.Time) bool {
+	for _, c := range cs {
+		if !c.E.Ejected(now) {
+			return true
+		}
+	}
+	return false
 }
 
 func (z *zone) Tick(set strategy.Set) bool {
