@@ -54,8 +54,8 @@ func (s *rr) Build(set strategy.Set) strategy.Picker {
 }
 
 type picker struct {
-	eps []*strategy.Endpoint
-	_   [40]byte // keep the counter's writes off the line of eps
+	eps  []*strategy.Endpoint
+	_    [40]byte // keep the counter's writes off the line of eps
 	next atomic.Uint64
 }
 
