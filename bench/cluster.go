@@ -20,13 +20,15 @@ import (
 )
 
 // cluster is one strategy's set of real pods on loopback addresses
-// 127.77.X.Y, all on one port. The run's goroutine calls start, join, crash
-// and stop one at a time; watchers hear of every change from that goroutine.
+// 127.77.X.Y, all on one port. The run calls start and stop from its
+// goroutine and join and crash from per-event goroutines; watchers are called
+// one at a time (see notify). Lock order: notifyMu before mu.
 type cluster struct {
 	pods []*backend.Backend
 	ips  []string
 	port int
 
+	notifyMu sync.Mutex
 	mu       sync.Mutex
 	live     []bool                  // guarded by mu
 	watchers []func(addrs []podAddr) // guarded by mu
@@ -123,7 +125,13 @@ func (c *cluster) watch(fn func([]podAddr)) {
 	c.watchers = append(c.watchers, fn)
 }
 
+// notify tells every watcher the serving set. Joins and crashes run on
+// timers of their own, so notifyMu makes the calls one at a time, each with
+// the set as it is then: the last call always carries the latest state and a
+// topology.Sink sees versions that only grow.
 func (c *cluster) notify() {
+	c.notifyMu.Lock()
+	defer c.notifyMu.Unlock()
 	c.mu.Lock()
 	live := c.servingLocked()
 	ws := append([]func([]podAddr){}, c.watchers...)
@@ -164,23 +172,26 @@ func (c *cluster) stop() {
 }
 
 // dialer makes the client channels of one strategy over a cluster. The run's
-// goroutine calls dial, then close; update runs on the cluster's watcher
-// calls.
+// goroutine calls dial for every channel, then close after closing them.
+// Dialers that follow membership register a watcher on the cluster.
 type dialer interface {
 	dial(ch int, zone string) (*grpc.ClientConn, error)
 	close()
 }
 
-// newDialer returns the dialer of a strategy.
+// newDialer makes the dialer of each strategy.
 var newDialer = map[string]func(ctx context.Context, cfg Config, c *cluster) (dialer, error){
 	Connection: func(_ context.Context, cfg Config, c *cluster) (dialer, error) {
-		return &connDialer{c: c, rng: rand.New(rand.NewPCG(cfg.Seed, 0xc0)), watched: false}, nil
+		return &connDialer{c: c, rng: rand.New(rand.NewPCG(cfg.Seed, 0xc0))}, nil
 	},
 	RoundRobin: func(_ context.Context, _ Config, c *cluster) (dialer, error) {
 		d := &rrDialer{c: c}
 		c.watch(d.update)
 		return d, nil
 	},
+	GRPCLeastRequest: newLeastRequestDialer,
+	FairwayP2C:       newFairwayDialer(FairwayP2C),
+	Fairway:          newFairwayDialer(Fairway),
 }
 
 var fastBackoff = grpc.WithConnectParams(grpc.ConnectParams{
@@ -191,10 +202,9 @@ var fastBackoff = grpc.WithConnectParams(grpc.ConnectParams{
 // connDialer is kube-proxy behind a ClusterIP: every new connection goes to a
 // serving pod chosen at random, and stays there.
 type connDialer struct {
-	c       *cluster
-	mu      sync.Mutex
-	rng     *rand.Rand // guarded by mu
-	watched bool
+	c   *cluster
+	mu  sync.Mutex
+	rng *rand.Rand // guarded by mu
 }
 
 func (d *connDialer) pick() (string, error) {

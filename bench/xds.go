@@ -111,12 +111,6 @@ func (d *lrDialer) dial(ch int, zone string) (*grpc.ClientConn, error) {
 
 func (d *lrDialer) close() { d.cp.close() }
 
-func init() {
-	newDialer[GRPCLeastRequest] = newLeastRequestDialer
-	newDialer[FairwayP2C] = newFairwayDialer(FairwayP2C)
-	newDialer[Fairway] = newFairwayDialer(Fairway)
-}
-
 // fairwayDialer is the Fairway client (fairway:///) through the control
 // plane, with the strategy chain override chain ("" = the client's default
 // composition), each channel in its own zone.
