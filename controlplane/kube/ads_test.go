@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http/httptest"
 	"sort"
 	"sync"
 	"testing"
@@ -26,7 +27,24 @@ import (
 // on a loopback port; everything stops when the test ends.
 func controlPlane(t *testing.T, cs kubernetes.Interface, opts ...kube.Option) (addr string, src *kube.Source) {
 	t.Helper()
+	cp := startControlPlane(t, cs, opts...)
+	return cp.addr, cp.src
+}
+
+// runningControlPlane is what startControlPlane started.
+type runningControlPlane struct {
+	addr     string // ADS on loopback
+	adminURL string // the xDS server's admin handler (/healthz, /readyz, /metrics)
+	src      *kube.Source
+}
+
+// startControlPlane is controlPlane that also serves the xDS server's admin
+// handler on loopback.
+func startControlPlane(t *testing.T, cs kubernetes.Interface, opts ...kube.Option) runningControlPlane {
+	t.Helper()
 	srv := xdsserver.New()
+	admin := httptest.NewServer(srv.AdminHandler())
+	t.Cleanup(admin.Close)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -39,18 +57,26 @@ func controlPlane(t *testing.T, cs kubernetes.Interface, opts ...kube.Option) (a
 			t.Errorf("xdsserver Serve: %v", err)
 		}
 	})
-	src = kube.New(cs, opts...)
+	src := kube.New(cs, opts...)
 	runSource(t, src, srv) // cleanups run LIFO: the source stops first
-	return lis.Addr().String(), src
+	return runningControlPlane{addr: lis.Addr().String(), adminURL: admin.URL, src: src}
 }
 
 // adsWatch is a raw ADS stream subscribed to ClusterLoadAssignments by name;
 // it ACKs every response and keeps the latest assignment of each name.
 type adsWatch struct {
-	mu     sync.Mutex
-	cla    map[string]*endpointpb.ClusterLoadAssignment // guarded by mu
-	err    error                                        // guarded by mu
-	notify chan struct{}
+	mu      sync.Mutex
+	cla     map[string]*endpointpb.ClusterLoadAssignment // guarded by mu
+	history []servedAssignment                           // every assignment received, in order; guarded by mu
+	err     error                                        // guarded by mu
+	notify  chan struct{}
+}
+
+// servedAssignment is one ClusterLoadAssignment as received.
+type servedAssignment struct {
+	at     time.Time
+	name   string
+	health map[string]string // healthByAddress
 }
 
 func watchEDS(ctx context.Context, t *testing.T, addr string, names ...string) *adsWatch {
@@ -89,6 +115,7 @@ func watchEDS(ctx context.Context, t *testing.T, addr string, names ...string) *
 					continue
 				}
 				w.cla[cla.GetClusterName()] = cla
+				w.history = append(w.history, servedAssignment{at: time.Now(), name: cla.GetClusterName(), health: healthByAddress(cla)})
 			}
 			w.mu.Unlock()
 			w.signal()
@@ -161,6 +188,20 @@ func (w *adsWatch) current(name string) map[string]string {
 		return healthByAddress(cla)
 	}
 	return nil
+}
+
+// receivedSince returns, in order, the summaries of name received at or
+// after since.
+func (w *adsWatch) receivedSince(name string, since time.Time) []map[string]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []map[string]string
+	for _, a := range w.history {
+		if a.name == name && !a.at.Before(since) {
+			out = append(out, a.health)
+		}
+	}
+	return out
 }
 
 func keys(m map[string]string) []string {

@@ -2,11 +2,13 @@ package kube_test
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -75,7 +77,7 @@ func TestControlPlane_RecoversFromAPIServerRestart(t *testing.T) {
 	// SIGTERM; a short one keeps the restart quick.
 	env := testenv.Start(t, testenv.WithAPIServerArgs("--request-timeout=3s"))
 	cs := newClient(t, env)
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
 	ns := newNamespace(ctx, t, cs)
 	if _, err := cs.CoreV1().Services(ns).Create(ctx, service(ns, "echo", nil), metav1.CreateOptions{}); err != nil {
@@ -83,51 +85,143 @@ func TestControlPlane_RecoversFromAPIServerRestart(t *testing.T) {
 	}
 	for _, sl := range []*discoveryv1.EndpointSlice{
 		slice(ns, "echo", "echo-a", ready("198.51.100.1", "zone-a")),
-		slice(ns, "echo", "echo-b", ready("198.51.100.2", "zone-b")),
+		slice(ns, "echo", "echo-b", ready("198.51.100.2", "zone-b"), ready("198.51.100.3", "zone-b")),
 	} {
 		if _, err := cs.DiscoveryV1().EndpointSlices(ns).Create(ctx, sl, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	addr, src := controlPlane(t, cs)
-	name := key(ns, "echo").ResourceName()
-	ads := watchEDS(ctx, t, addr, name)
-	both := map[string]string{addrPort("198.51.100.1"): healthy, addrPort("198.51.100.2"): healthy}
-	ads.waitEndpoints(ctx, t, name, both)
+	// A second apiserver on the same etcd, which the control plane does not
+	// talk to: the world changes through it while the control plane's own
+	// apiserver is away.
+	otherCfg, _ := env.StartSecondAPIServer(t)
+	other, err := kubernetes.NewForConfig(otherCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 
-	// While the apiserver is away the last known endpoints stay served.
+	cp := startControlPlane(t, cs)
+	name := key(ns, "echo").ResourceName()
+	ads := watchEDS(ctx, t, cp.addr, name)
+	before := map[string]string{
+		addrPort("198.51.100.1"): healthy, addrPort("198.51.100.2"): healthy, addrPort("198.51.100.3"): healthy,
+	}
+	ads.waitEndpoints(ctx, t, name, before)
+
 	if err := env.StopAPIServer(); err != nil {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
-	outage, outageCancel := context.WithTimeout(ctx, 3*time.Second)
-	<-outage.Done()
-	outageCancel()
-	if got := ads.current(name); len(got) != 2 {
-		t.Fatalf("during the outage %s serves %v, want the last known %v", name, got, both)
+
+	// Meanwhile, through the other apiserver: a slice goes, an endpoint of
+	// another turns not ready, a new slice comes.
+	if err := other.DiscoveryV1().EndpointSlices(ns).Delete(ctx, "echo-a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
 	}
-	if !src.Synced() {
+	sliceB, err := other.DiscoveryV1().EndpointSlices(ns).Get(ctx, "echo-b", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range sliceB.Endpoints {
+		if sliceB.Endpoints[i].Addresses[0] == "198.51.100.2" {
+			sliceB.Endpoints[i].Conditions = discoveryv1.EndpointConditions{Ready: ptr.To(false), Serving: ptr.To(false), Terminating: ptr.To(false)}
+		}
+	}
+	if _, err := other.DiscoveryV1().EndpointSlices(ns).Update(ctx, sliceB, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.DiscoveryV1().EndpointSlices(ns).Create(ctx,
+		slice(ns, "echo", "echo-c", ready("203.0.113.9", "zone-a")), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	after := map[string]string{
+		addrPort("198.51.100.2"): unhealthy, addrPort("198.51.100.3"): healthy, addrPort("203.0.113.9"): healthy,
+	}
+
+	// While its apiserver is away the control plane stays ready and keeps
+	// serving the last known endpoints, to old and new subscribers alike.
+	outage, outageCancel := context.WithTimeout(ctx, 3*time.Second)
+	tick := time.NewTicker(500 * time.Millisecond)
+	readyzOK := 0
+	for outage.Err() == nil {
+		msg := readyz(outage, cp.adminURL)
+		switch {
+		case msg == "":
+			readyzOK++
+		case outage.Err() == nil: // not just the window closing mid-request
+			t.Errorf("during the outage /readyz: %s", msg)
+		}
+		select {
+		case <-outage.Done():
+		case <-tick.C:
+		}
+	}
+	tick.Stop()
+	outageCancel()
+	if readyzOK < 3 {
+		t.Errorf("/readyz answered 200 %d times during the outage, want at least 3", readyzOK)
+	}
+	late := watchEDS(ctx, t, cp.addr, name)
+	lctx, lcancel := context.WithTimeout(ctx, 10*time.Second)
+	late.waitEndpoints(lctx, t, name, before)
+	lcancel()
+	if d := cmp.Diff(ads.current(name), before); d != "" {
+		t.Errorf("during the outage %s serves (-got +want):\n%s", name, d)
+	}
+	for i, got := range ads.receivedSince(name, stopped) {
+		if d := cmp.Diff(got, before); d != "" {
+			t.Errorf("during the outage, assignment %d of %s changed (-got +want):\n%s", i, name, d)
+		}
+	}
+	if !cp.src.Synced() {
 		t.Error("Synced() = false during the outage")
 	}
+
 	if err := env.StartAPIServer(); err != nil {
 		t.Fatal(err)
 	}
 	restarted := time.Now()
 	t.Logf("apiserver down for %v", restarted.Sub(stopped).Round(time.Millisecond))
 
-	// A change made right after the restart arrives, and nothing stale is
-	// served: the deleted slice's endpoint goes, the new slice's comes.
-	if err := cs.DiscoveryV1().EndpointSlices(ns).Delete(ctx, "echo-a", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cs.DiscoveryV1().EndpointSlices(ns).Create(ctx,
-		slice(ns, "echo", "echo-c", ready("203.0.113.9", "zone-a")), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// What changed while it was away is served exactly: the deleted slice's
+	// endpoint gone, the flipped one UNHEALTHY, the new slice's present.
 	wctx, wcancel := context.WithTimeout(ctx, recoveryTimeout)
 	defer wcancel()
-	ads.waitEndpoints(wctx, t, name, map[string]string{addrPort("198.51.100.2"): healthy, addrPort("203.0.113.9"): healthy})
+	ads.waitEndpoints(wctx, t, name, after)
+	recovered := time.Now()
+	t.Logf("changes made during the outage served %v after the apiserver was ready again", recovered.Sub(restarted).Round(time.Millisecond))
+	late.waitEndpoints(wctx, t, name, after)
+
+	// The watches are live again: a change made through the restarted
+	// apiserver arrives too, and nothing stale comes back on the way.
+	if err := cs.DiscoveryV1().EndpointSlices(ns).Delete(ctx, "echo-c", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	final := map[string]string{addrPort("198.51.100.2"): unhealthy, addrPort("198.51.100.3"): healthy}
+	ads.waitEndpoints(wctx, t, name, final)
 	t.Logf("change after the restart served %v after the apiserver was ready", time.Since(restarted).Round(time.Millisecond))
+	for i, got := range ads.receivedSince(name, recovered) {
+		if cmp.Diff(got, after) != "" && cmp.Diff(got, final) != "" {
+			t.Errorf("after recovery, assignment %d of %s = %v, want %v then %v", i, name, got, keys(after), keys(final))
+		}
+	}
+}
+
+// readyz returns "" if url/readyz answers 200, else what it answered.
+func readyz(ctx context.Context, url string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/readyz", nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return resp.Status
+	}
+	return ""
 }
 
 // deployRBAC applies the ServiceAccount and its RBAC from deploy/ as they

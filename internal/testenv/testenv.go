@@ -34,6 +34,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,8 +94,9 @@ func WithAPIServerArgs(args ...string) Option {
 
 // Env is a running etcd + kube-apiserver pair.
 //
-// Its methods may be called from any goroutine; StopAPIServer, StartAPIServer
-// and Stop are serialized.
+// Its methods may be called from any goroutine; StopAPIServer, StartAPIServer,
+// StartSecondAPIServer (and the stop function it returns) and Stop are
+// serialized.
 type Env struct {
 	// Config authenticates as the admin user (group system:masters).
 	// Callers must copy it (rest.CopyConfig) before changing it.
@@ -116,9 +118,11 @@ type Env struct {
 	apiArgs  []string
 	logPaths []string
 
-	mu        sync.Mutex // serializes start/stop of the processes below
-	etcd      *process   // guarded by mu
-	apiserver *process   // guarded by mu
+	mu        sync.Mutex            // serializes start/stop of the processes below
+	etcd      *process              // guarded by mu
+	apiserver *process              // guarded by mu
+	seconds   map[*process]struct{} // further apiservers; guarded by mu
+	nSeconds  int                   // how many were ever started; guarded by mu
 }
 
 // Start starts an environment in a temporary folder of t and stops it when
@@ -140,7 +144,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 			t.Errorf("%v", err)
 		}
 		if t.Failed() {
-			dumpLogs(t, dir, env.logPaths)
+			dumpLogs(t, dir, env.logs())
 		}
 	})
 	return env
@@ -291,6 +295,10 @@ func (e *Env) Stop() error {
 // stopLocked stops both processes; e.mu must be held.
 func (e *Env) stopLocked() error {
 	var errs []error
+	for p := range e.seconds {
+		errs = append(errs, p.stop(e.opts.stopTimeout))
+		delete(e.seconds, p)
+	}
 	if e.apiserver != nil {
 		errs = append(errs, e.apiserver.stop(e.opts.stopTimeout))
 		e.apiserver = nil
@@ -305,30 +313,128 @@ func (e *Env) stopLocked() error {
 // startAPIServerLocked starts kube-apiserver and waits for /readyz; e.mu
 // must be held.
 func (e *Env) startAPIServerLocked(ctx context.Context) error {
-	p := &process{
-		name:    "kube-apiserver",
-		path:    filepath.Join(e.opts.binDir, "kube-apiserver"),
-		args:    e.apiArgs,
-		logPath: filepath.Join(e.Dir, "kube-apiserver.log"),
-	}
-	if err := p.start(); err != nil {
-		return err
-	}
-	// The serving certificate is self-signed and written by the apiserver
-	// into --cert-dir on its first start; until it is known, probe without
-	// verification (loopback only), then pin it.
-	tlsConfig := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // loopback readiness probe before the CA exists
-	if e.caPool != nil {
-		tlsConfig = &tls.Config{RootCAs: e.caPool}
-	}
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}
-	defer client.CloseIdleConnections()
-	if err := waitReady(ctx, e.opts.startTimeout, p, client, e.Host()+"/readyz", e.AdminToken); err != nil {
-		_ = p.stop(e.opts.stopTimeout)
+	p, err := e.runAPIServer(ctx, "kube-apiserver", e.apiArgs, filepath.Join(e.Dir, "kube-apiserver.log"), e.Host(), e.caPool)
+	if err != nil {
 		return err
 	}
 	e.apiserver = p
 	return nil
+}
+
+// runAPIServer starts a kube-apiserver process with args and waits until
+// host answers /readyz. caPool verifies the serving certificate; nil probes
+// without verification (loopback only) because the apiserver writes its
+// self-signed certificate on its first start.
+func (e *Env) runAPIServer(ctx context.Context, name string, args []string, logPath, host string, caPool *x509.CertPool) (*process, error) {
+	p := &process{
+		name:    name,
+		path:    filepath.Join(e.opts.binDir, "kube-apiserver"),
+		args:    args,
+		logPath: logPath,
+	}
+	if err := p.start(); err != nil {
+		return nil, err
+	}
+	tlsConfig := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // loopback readiness probe before the CA exists
+	if caPool != nil {
+		tlsConfig = &tls.Config{RootCAs: caPool}
+	}
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConfig}}
+	defer client.CloseIdleConnections()
+	if err := waitReady(ctx, e.opts.startTimeout, p, client, host+"/readyz", e.AdminToken); err != nil {
+		_ = p.stop(e.opts.stopTimeout)
+		return nil, err
+	}
+	return p, nil
+}
+
+// StartSecondAPIServer starts another kube-apiserver process on the same
+// etcd, with the same flags as the primary one (including those given with
+// WithAPIServerArgs), the same service-account key and token file, but its
+// own free port and certificate folder, and waits for its /readyz. It returns
+// an admin config for it and a function that stops it (safe to call more
+// than once; also called when the test ends, and by Stop).
+//
+// Clients of the primary apiserver do not see the second one: a test may
+// stop the primary and change objects through the second, as another
+// replica of a highly available control plane would.
+func (e *Env) StartSecondAPIServer(t testing.TB) (*rest.Config, func()) {
+	t.Helper()
+	cfg, p, err := e.startSecondAPIServer()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	stop := func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if _, ok := e.seconds[p]; !ok {
+			return // already stopped, by this function or by Stop
+		}
+		delete(e.seconds, p)
+		if err := p.stop(e.opts.stopTimeout); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return cfg, stop
+}
+
+// startSecondAPIServer starts a further apiserver and records it in
+// e.seconds.
+func (e *Env) startSecondAPIServer() (*rest.Config, *process, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.etcd == nil {
+		return nil, nil, errors.New("fairway/testenv: environment stopped")
+	}
+	e.nSeconds++
+	n := e.nSeconds
+	certDir := filepath.Join(e.Dir, fmt.Sprintf("pki-apiserver-%d", n+1))
+	if err := os.MkdirAll(certDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("fairway/testenv: %w", err)
+	}
+	ports, err := freePorts(1)
+	if err != nil {
+		return nil, nil, err
+	}
+	host := "https://127.0.0.1:" + strconv.Itoa(ports[0])
+	args := make([]string, 0, len(e.apiArgs)+2)
+	for _, a := range e.apiArgs {
+		if strings.HasPrefix(a, "--secure-port=") || strings.HasPrefix(a, "--cert-dir=") {
+			continue
+		}
+		args = append(args, a)
+	}
+	args = append(args, "--secure-port="+strconv.Itoa(ports[0]), "--cert-dir="+certDir)
+	name := fmt.Sprintf("kube-apiserver-%d", n+1)
+	logPath := filepath.Join(e.Dir, name+".log")
+	e.logPaths = append(e.logPaths, logPath)
+	ctx, cancel := context.WithTimeout(context.Background(), e.opts.startTimeout)
+	defer cancel()
+	p, err := e.runAPIServer(ctx, name, args, logPath, host, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	caPEM, err := os.ReadFile(filepath.Join(certDir, "apiserver.crt"))
+	if err != nil {
+		_ = p.stop(e.opts.stopTimeout)
+		return nil, nil, fmt.Errorf("fairway/testenv: read serving certificate of %s: %w", name, err)
+	}
+	if e.seconds == nil {
+		e.seconds = make(map[*process]struct{})
+	}
+	e.seconds[p] = struct{}{}
+	cfg := rest.CopyConfig(e.Config)
+	cfg.Host = host
+	cfg.TLSClientConfig = rest.TLSClientConfig{CAData: caPEM}
+	return cfg, p, nil
+}
+
+// logs returns the paths of the processes' logs.
+func (e *Env) logs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.logPaths...)
 }
 
 // writeCredentials generates the service-account signing key and the admin

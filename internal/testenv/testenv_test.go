@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -187,5 +188,68 @@ func TestEnv_KubeconfigImpersonationAndApply(t *testing.T) {
 	}
 	if diff := cmp.Diff(got.Data, map[string]string{"mode": "p2c"}); diff != "" {
 		t.Errorf("applied ConfigMap data (-got +want):\n%s", diff)
+	}
+}
+
+func TestEnv_SecondAPIServerSharesEtcdAndFlags(t *testing.T) {
+	// A flag given with WithAPIServerArgs reaches the second apiserver too:
+	// Services it creates get ClusterIPs from this range.
+	env := testenv.Start(t, testenv.WithAPIServerArgs("--service-cluster-ip-range=10.97.0.0/16", "--request-timeout=3s"))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	primary, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	cfg, stop := env.StartSecondAPIServer(t)
+	t.Logf("second kube-apiserver ready in %v", time.Since(start))
+	if cfg.Host == env.Config.Host {
+		t.Fatalf("second apiserver has the primary's address %s", cfg.Host)
+	}
+	second, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Written through the primary, read through the second: one etcd, one
+	// token file.
+	if _, err := primary.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.CoreV1().Namespaces().Get(ctx, "shop", metav1.GetOptions{}); err != nil {
+		t.Fatalf("second apiserver: get namespace written through the primary: %v", err)
+	}
+
+	// With the primary away, the second still serves, and what it writes the
+	// primary sees once it is back.
+	if err := env.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := second.CoreV1().Services("shop").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "cart"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "grpc", Port: 50051, Protocol: corev1.ProtocolTCP}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("second apiserver with the primary stopped: create service: %v", err)
+	}
+	if !strings.HasPrefix(svc.Spec.ClusterIP, "10.97.") {
+		t.Errorf("ClusterIP allocated by the second apiserver = %q, want one in 10.97.0.0/16", svc.Spec.ClusterIP)
+	}
+	if err := env.StartAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := primary.CoreV1().Services("shop").Get(ctx, "cart", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("primary after restart: get service written through the second: %v", err)
+	}
+	if got.Spec.ClusterIP != svc.Spec.ClusterIP {
+		t.Errorf("primary sees ClusterIP %q, want %q", got.Spec.ClusterIP, svc.Spec.ClusterIP)
+	}
+
+	stop()
+	stop() // a second call does nothing
+	if _, err := second.CoreV1().Namespaces().Get(ctx, "shop", metav1.GetOptions{}); err == nil {
+		t.Error("second apiserver answers after stop")
 	}
 }
