@@ -272,7 +272,7 @@ type Flags struct {
 func RegisterFlags(fs *flag.FlagSet) (*Flags, func() (Config, error)) {
 	f := &Flags{}
 	fs.StringVar(&f.Scenario, "scenario", "one-slow-pod", "scenario preset: "+strings.Join(Scenarios(), ", "))
-	fs.DurationVar(&f.Duration, "duration", 20*time.Second, "whole run, shared equally by the strategies")
+	fs.DurationVar(&f.Duration, "duration", 20*time.Second, "traffic time of the whole run, shared equally by the strategies (set-up and drain add about 1-1.5 s per strategy)")
 	fs.StringVar(&f.Strategies, "strategies", strings.Join(AllStrategies, ","), "comma-separated strategies to compare")
 	fs.Float64Var(&f.Rate, "rate", 0, "target total requests per second (0 = the scenario's)")
 	fs.IntVar(&f.Clients, "clients", 0, "client channels (0 = the scenario's)")
