@@ -20,10 +20,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/metadata"
-	grpcxds "google.golang.org/grpc/xds"
 
 	"github.com/fairway-lb/fairway/internal/testbackend"
 )
@@ -153,34 +149,6 @@ func writeFile(t *testing.T, path string, docs ...string) {
 	}
 }
 
-func xdsClient(t *testing.T, controlPlane, target string) testgrpc.TestServiceClient {
-	t.Helper()
-	bootstrap := fmt.Sprintf(`{"xds_servers":[{"server_uri":%q,"channel_creds":[{"type":"insecure"}]}],"node":{"id":"e2e","locality":{"zone":"zone-a"}}}`, controlPlane)
-	builder, err := grpcxds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(builder), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return testgrpc.NewTestServiceClient(cc)
-}
-
-func callBackend(ctx context.Context, c testgrpc.TestServiceClient) (string, error) {
-	var hdr metadata.MD
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := c.EmptyCall(ctx, &testpb.Empty{}, grpc.Header(&hdr), grpc.WaitForReady(true)); err != nil {
-		return "", err
-	}
-	if v := hdr.Get(testbackend.HeaderName); len(v) == 1 {
-		return v[0], nil
-	}
-	return "", fmt.Errorf("response without %s header", testbackend.HeaderName)
-}
-
 // TestControlPlane_FileEndToEnd runs `fairway controlplane --file` and drives
 // it with grpc-go's own xDS client and a raw ADS stream.
 func TestControlPlane_FileEndToEnd(t *testing.T) {
@@ -237,10 +205,10 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 
 	// grpc-go's xDS client reaches all three pods of echo, also by FQDN.
 	for _, target := range []string{"echo.default:8080", "echo.default.svc.cluster.local:8080"} {
-		c := xdsClient(t, xdsAddr, target)
+		c := testbackend.XDSClient(t, xdsAddr, target)
 		seen := map[string]bool{}
 		for i := 0; i < 300 && len(seen) < 3; i++ {
-			name, err := callBackend(ctx, c)
+			name, err := testbackend.Call(ctx, c, 5*time.Second)
 			if err != nil {
 				t.Fatalf("%s: %v", target, err)
 			}
@@ -295,8 +263,8 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 	// A malformed file is reported and the last good state keeps serving.
 	writeFile(t, path, append(good[:len(good):len(good)], "kind: [unclosed")...)
 	waitLog(t, log, "level=ERROR", "rejecting the file", "document 6")
-	c := xdsClient(t, xdsAddr, "echo.default:8080")
-	if _, err := callBackend(ctx, c); err != nil {
+	c := testbackend.XDSClient(t, xdsAddr, "echo.default:8080")
+	if _, err := testbackend.Call(ctx, c, 5*time.Second); err != nil {
 		t.Fatalf("after a malformed file: %v", err)
 	}
 
@@ -306,7 +274,7 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 	removed := time.Now()
 	var last int64 = -1
 	for time.Since(removed) < 3*time.Second {
-		if _, err := callBackend(ctx, c); err != nil {
+		if _, err := testbackend.Call(ctx, c, 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		if time.Since(removed) > 2*time.Second {

@@ -10,12 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/xds"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -93,7 +88,7 @@ func TestControlPlane_GRPCXDSClientInNetworkNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	client := xdsClient(t, addr, key(ns, "echo").ResourceName())
+	client := testbackend.XDSClient(t, addr, key(ns, "echo").ResourceName())
 	waitServedBy(ctx, t, client, "pod-0", "pod-1")
 
 	// pod-0 not ready: the client stops sending to it.
@@ -121,7 +116,7 @@ func waitServedBy(ctx context.Context, t *testing.T, c testgrpc.TestServiceClien
 		seen := make(map[string]int)
 		ok := true
 		for range 20 {
-			name, err := call(ctx, c)
+			name, err := testbackend.Call(ctx, c, 2*time.Second)
 			if err != nil {
 				lastErr, ok = err, false
 				break
@@ -138,38 +133,4 @@ func waitServedBy(ctx context.Context, t *testing.T, c testgrpc.TestServiceClien
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("RPCs never served by exactly %v: last window %v, last error %v", names, last, lastErr)
-}
-
-// xdsClient dials target through grpc-go's own xDS resolver, bootstrapped to
-// the test's control plane.
-func xdsClient(t *testing.T, controlPlane, target string) testgrpc.TestServiceClient {
-	t.Helper()
-	bootstrap := fmt.Sprintf(`{
-		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}]}],
-		"node": {"id": "kube-test-client", "locality": {"zone": "zone-a"}}
-	}`, controlPlane)
-	builder, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(builder), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return testgrpc.NewTestServiceClient(cc)
-}
-
-// call makes one RPC and returns the name of the backend that served it.
-func call(ctx context.Context, c testgrpc.TestServiceClient) (string, error) {
-	var hdr metadata.MD
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if _, err := c.EmptyCall(ctx, &testpb.Empty{}, grpc.Header(&hdr), grpc.WaitForReady(true)); err != nil {
-		return "", err
-	}
-	if v := hdr.Get(testbackend.HeaderName); len(v) == 1 {
-		return v[0], nil
-	}
-	return "", fmt.Errorf("response without %s header", testbackend.HeaderName)
 }

@@ -6,50 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/xds"
-
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/internal/testbackend"
 )
-
-// xdsClient dials target through grpc-go's own xDS resolver, bootstrapped to
-// the test's control plane.
-func xdsClient(t *testing.T, controlPlane, target string) testgrpc.TestServiceClient {
-	t.Helper()
-	bootstrap := fmt.Sprintf(`{
-		"xds_servers": [{"server_uri": %q, "channel_creds": [{"type": "insecure"}]}],
-		"node": {"id": "e2e-client", "locality": {"zone": "zone-a"}}
-	}`, controlPlane)
-	builder, err := xds.NewXDSResolverWithConfigForTesting([]byte(bootstrap))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(builder), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return testgrpc.NewTestServiceClient(cc)
-}
-
-// call makes one RPC and returns the name of the backend that served it.
-func call(ctx context.Context, c testgrpc.TestServiceClient) (string, error) {
-	var hdr metadata.MD
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if _, err := c.EmptyCall(ctx, &testpb.Empty{}, grpc.Header(&hdr), grpc.WaitForReady(true)); err != nil {
-		return "", err
-	}
-	if v := hdr.Get(testbackend.HeaderName); len(v) == 1 {
-		return v[0], nil
-	}
-	return "", fmt.Errorf("response without %s header", testbackend.HeaderName)
-}
 
 func backendService(name string, zones []string, backends ...*testbackend.Backend) *topology.Service {
 	svc := &topology.Service{Key: key(name), Policy: topology.DefaultPolicy()}
@@ -88,10 +47,10 @@ func TestServer_GRPCXDSClientEndToEnd(t *testing.T) {
 	s.Update(snap)
 
 	// All three backends get RPCs.
-	client := xdsClient(t, s.addr, "echo.default:8080")
+	client := testbackend.XDSClient(t, s.addr, "echo.default:8080")
 	seen := map[string]int{}
 	for i := 0; len(seen) < 3; i++ {
-		name, err := call(ctx, client)
+		name, err := testbackend.Call(ctx, client, 2*time.Second)
 		if err != nil {
 			t.Fatalf("RPC %d through xds:///echo.default:8080: %v", i, err)
 		}
@@ -101,7 +60,7 @@ func TestServer_GRPCXDSClientEndToEnd(t *testing.T) {
 
 	// The FQDN name works, and so does a second service.
 	for _, target := range []string{"echo.default.svc.cluster.local:8080", "other.default:8080"} {
-		if _, err := call(ctx, xdsClient(t, s.addr, target)); err != nil {
+		if _, err := testbackend.Call(ctx, testbackend.XDSClient(t, s.addr, target), 2*time.Second); err != nil {
 			t.Errorf("RPC through xds:///%s: %v", target, err)
 		}
 	}
@@ -116,7 +75,7 @@ func TestServer_GRPCXDSClientEndToEnd(t *testing.T) {
 	var lastOnRemoved time.Duration = -1
 	after := 0
 	for time.Since(start) < 2500*time.Millisecond {
-		name, err := call(ctx, client)
+		name, err := testbackend.Call(ctx, client, 2*time.Second)
 		if err != nil {
 			t.Fatalf("RPC after removing %s: %v", removed.Name(), err)
 		}
@@ -136,7 +95,7 @@ func TestServer_GRPCXDSClientEndToEnd(t *testing.T) {
 	}
 	before := removed.Count()
 	for range 20 {
-		if _, err := call(ctx, client); err != nil {
+		if _, err := testbackend.Call(ctx, client, 2*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -178,7 +137,7 @@ func TestServer_GRPCXDSClientAcceptsEveryPolicy(t *testing.T) {
 	for name := range policies {
 		t.Run(name, func(t *testing.T) {
 			before := b.Count()
-			if _, err := call(ctx, xdsClient(t, s.addr, name+".default:8080")); err != nil {
+			if _, err := testbackend.Call(ctx, testbackend.XDSClient(t, s.addr, name+".default:8080"), 2*time.Second); err != nil {
 				t.Fatalf("RPC through xds:///%s.default:8080: %v", name, err)
 			}
 			if b.Count() != before+1 {
