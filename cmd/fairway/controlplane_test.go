@@ -273,9 +273,13 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 	writeFile(t, path, good...)
 	removed := time.Now()
 	var last int64 = -1
+	lastCount, lastServed := bs[2].Count(), time.Duration(0)
 	for time.Since(removed) < 3*time.Second {
 		if _, err := testbackend.Call(ctx, c, 5*time.Second); err != nil {
 			t.Fatal(err)
+		}
+		if n := bs[2].Count(); n != lastCount {
+			lastCount, lastServed = n, time.Since(removed)
 		}
 		if time.Since(removed) > 2*time.Second {
 			if last < 0 {
@@ -286,6 +290,7 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	t.Logf("file change → removed pod's last RPC: %v", lastServed)
 
 	// The bad input shows in the metrics too.
 	resp, err := http.Get("http://" + adminAddr + "/metrics")
