@@ -191,6 +191,9 @@ func (b *fairwayBalancer) UpdateClientConnState(s balancer.ClientConnState) erro
 	}
 	if b.cfg == nil || b.cfg.Chain.Raw != cfg.Chain.Raw {
 		b.chain, b.chainOpts = cfg.Chain.Build(strategy.BuildOptions{Clock: b.opts.clock, Rand: b.opts.rand})
+		for _, ep := range b.endpoints {
+			ep.se.SetLatencyConfig(b.opts.clock, b.chainOpts.Features.LatencyAlpha, b.chainOpts.Features.FailurePenalty)
+		}
 		b.logger.Debug("strategy chain", "chain", cfg.Chain.Raw)
 	}
 	b.cfg = cfg
@@ -259,6 +262,10 @@ func (b *fairwayBalancer) addLocked(addr resolver.Address, info endpointattr.Inf
 	ep.sc = sc
 	se.SubConn = sc
 	se.Done = se.FinishDone
+	se.TimedDone = se.FinishTimed
+	if b.chain != nil {
+		se.SetLatencyConfig(b.opts.clock, b.chainOpts.Features.LatencyAlpha, b.chainOpts.Features.FailurePenalty)
+	}
 	b.endpoints[addr.Addr] = ep
 	sc.Connect()
 	return nil
@@ -348,6 +355,11 @@ func (b *fairwayBalancer) tick() {
 	// gets fresh ones, which pickers may keep.
 	set := b.fillSetLocked(now, b.scratch.All[:0], b.scratch.Cands[:0])
 	b.scratch = set
+	if b.chainOpts.Features.LatencyAlpha > 0 {
+		for _, e := range set.All {
+			e.ArmSample(now)
+		}
+	}
 	if b.chain.Tick(set) {
 		b.publishLocked(b.setLocked(now), "tick")
 	}
@@ -434,7 +446,7 @@ func (b *fairwayBalancer) publishLocked(set strategy.Set, why string) {
 		b.updateLocked(why)
 		return
 	}
-	p := newPicker(b.chain.Build(set), b.chainOpts)
+	p := newPicker(b.chain.Build(set))
 	b.published = true
 	b.logger.Debug("picker rebuilt", "reason", why, "endpoints", len(set.All), "candidates", len(set.Cands),
 		"local_zone", set.LocalZone, "spill_fraction", b.chainOpts.Stats.SpillFraction())

@@ -74,15 +74,22 @@ var ErrNoEndpoint = errors.New("fairway/strategy: no endpoint available")
 // endpoint it considers.
 type Endpoint struct {
 	// SubConn and Done are the owner's handles, returned with each pick
-	// (set before the Endpoint reaches any Build).
-	SubConn balancer.SubConn
-	Done    func(balancer.DoneInfo)
+	// (set before the Endpoint reaches any Build). TimedDone is returned
+	// instead of Done for the one request whose latency is being sampled
+	// (see StartSample); the owner sets it to the method value FinishTimed.
+	SubConn   balancer.SubConn
+	Done      func(balancer.DoneInfo)
+	TimedDone func(balancer.DoneInfo)
 
 	// load packs picks (high 40 bits) and in-flight requests (low 24 bits)
 	// so that a pick is a single atomic add and a successful request's
 	// done another.
 	load    atomic.Uint64
 	latency atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
+	// sample is the latency-sampling slot: sampleIdle, sampleWanted,
+	// sampleTaking, or 1 + the start (ns since lcfg.base) of the one timed
+	// request in flight.
+	sample atomic.Int64
 
 	// Addr is the endpoint's address (immutable).
 	Addr string
@@ -102,6 +109,13 @@ type Endpoint struct {
 	EjectedUntil    atomic.Int64  // unix ns; 0 when not ejected (outlier)
 	Ejections       atomic.Uint64 // times ejected (outlier)
 	effectiveWeight atomic.Uint64 // float64 bits; 0 = unset (slow_start)
+
+	lcfg atomic.Pointer[latencyConfig] // nil: latency not measured
+
+	// Written and read only by the latency-aware terminal's Tick.
+	tickPicks uint64 // Picks at the last Tick
+	idleTicks  uint32 // Ticks in a row without a new pick
+	tickFailed uint64 // failed requests at the last Tick
 }
 
 const (
@@ -152,13 +166,162 @@ func (e *Endpoint) FinishErr(err error) {
 }
 
 // FinishDone is FinishErr shaped as a PickResult.Done; its method value,
-// made once per endpoint, serves every request.
+// made once per endpoint, serves every request. With latency measurement on
+// (SetLatencyConfig), a failure also counts as a slow request: the estimate
+// is raised to the failure penalty times itself.
 func (e *Endpoint) FinishDone(di balancer.DoneInfo) {
 	if di.Err == nil {
 		e.load.Add(^uint64(0)) // the common case, in one call
 		return
 	}
+	if lc := e.lcfg.Load(); lc != nil {
+		if cur := e.Latency(); cur > 0 {
+			e.ObserveLatency(lc.failureSample(0, cur), lc.alpha)
+		}
+	}
 	e.Finish(status.Code(di.Err))
+}
+
+// Latency sampling. Timing every request costs two clock reads per request;
+// instead each endpoint has one sampling slot. The owner's Tick arms it
+// (ArmSample) when no timed request is in flight; the next pick of the
+// endpoint that wins the slot (StartSample: one atomic load when the slot is
+// not armed) reads the clock and returns TimedDone, whose FinishTimed reads
+// it again and folds the latency into the estimate. So clock reads are
+// bounded by two per endpoint per tick, whatever the request rate, and a
+// client that sends less than one request per endpoint per tick times
+// nearly all of them.
+const (
+	sampleIdle   = 0
+	sampleWanted = -1
+	sampleTaking = -2
+)
+
+// latencyConfig is how an endpoint measures latency; immutable.
+type latencyConfig struct {
+	clock   clock.PassiveClock
+	base    time.Time // monotonic origin of the sample slot's start times
+	alpha   float64
+	penalty float64
+}
+
+// failureSample is the latency recorded for a failed request that took d,
+// with cur the current estimate.
+func (lc *latencyConfig) failureSample(d, cur time.Duration) time.Duration {
+	return max(d, time.Duration(float64(cur)*lc.penalty))
+}
+
+// SetLatencyConfig turns latency measurement on with the clock, EWMA alpha
+// and failure penalty (alpha <= 0 turns it off). Called by the owner (from
+// Build/Tick context); safe while requests are in flight.
+func (e *Endpoint) SetLatencyConfig(c clock.PassiveClock, alpha, penalty float64) {
+	if alpha <= 0 || c == nil {
+		e.lcfg.Store(nil)
+		e.sample.CompareAndSwap(sampleWanted, sampleIdle)
+		return
+	}
+	if old := e.lcfg.Load(); old != nil && old.clock == c && old.alpha == alpha && old.penalty == max(penalty, 1) {
+		return
+	}
+	e.lcfg.Store(&latencyConfig{clock: c, base: c.Now(), alpha: alpha, penalty: max(penalty, 1)})
+	e.sample.CompareAndSwap(sampleIdle, sampleWanted) // time the first request
+}
+
+// ArmSample asks for the next request to e to be timed, unless one timed
+// request is already in flight; that one, if it has been running for longer
+// than the estimate at now, already proves the endpoint slower, and its
+// elapsed time is folded in at once (a peak). Called by the owner's tick.
+func (e *Endpoint) ArmSample(now time.Time) {
+	lc := e.lcfg.Load()
+	if lc == nil {
+		return
+	}
+	switch s := e.sample.Load(); {
+	case s == sampleIdle:
+		e.sample.CompareAndSwap(sampleIdle, sampleWanted)
+	case s > 0:
+		if d := now.Sub(lc.base) - time.Duration(s-1); d > e.Latency() {
+			e.ObserveLatency(d, lc.alpha)
+		}
+	}
+}
+
+// StartSample is called on the pick path after Picked: it reports whether
+// this request is the one to time, in which case it has stored the start
+// time and the caller must finish the request with FinishTimed (TimedDone).
+// One atomic load when no sample is wanted.
+func (e *Endpoint) StartSample() bool {
+	if e.sample.Load() != sampleWanted || !e.sample.CompareAndSwap(sampleWanted, sampleTaking) {
+		return false
+	}
+	lc := e.lcfg.Load()
+	if lc == nil {
+		e.sample.Store(sampleIdle)
+		return false
+	}
+	e.sample.Store(int64(lc.clock.Since(lc.base)) + 1)
+	return true
+}
+
+// FinishTimed is FinishDone for the request StartSample chose: it observes
+// the request's latency (a failure counts as at least the penalty times the
+// estimate), frees the slot and finishes the request.
+func (e *Endpoint) FinishTimed(di balancer.DoneInfo) {
+	s := e.sample.Load()
+	if lc := e.lcfg.Load(); lc != nil && s > 0 {
+		// d < 0 only if the config changed meanwhile: no sample then.
+		if d := lc.clock.Since(lc.base) - time.Duration(s-1); d >= 0 {
+			if di.Err != nil {
+				d = lc.failureSample(d, e.Latency())
+			}
+			e.ObserveLatency(d, lc.alpha)
+		}
+	}
+	e.sample.Store(sampleIdle)
+	if di.Err == nil {
+		e.load.Add(^uint64(0))
+		return
+	}
+	e.Finish(status.Code(di.Err))
+}
+
+// DecayStale is for a latency-aware terminal's Tick, from one goroutine:
+// it counts the ticks in a row in which e got no new pick and, once there
+// have been idle of them, moves the estimate a fraction toward ref (a
+// typical estimate of the other endpoints). A pod once measured slow then
+// wins a comparison again after a while and is re-measured, so one that
+// has recovered gets its traffic back. If requests to e failed since the
+// last call, the estimate is raised to at least penalty × ref: a fast
+// error, or one on a pod not yet measured, must not look attractive. The
+// estimate is capped at maxOver × ref. It reports whether e was idle.
+func (e *Endpoint) DecayStale(ref time.Duration, idle uint32, fraction, penalty, maxOver float64) bool {
+	p := e.Picks()
+	if p != e.tickPicks {
+		e.tickPicks, e.idleTicks = p, 0
+	} else if e.idleTicks < math.MaxUint32 {
+		e.idleTicks++
+	}
+	_, failed := e.Finished(^MaskOf(codes.OK, codes.Canceled))
+	newFailures := failed != e.tickFailed
+	e.tickFailed = failed
+	old := e.latency.Load()
+	cur, r := math.Float64frombits(old), float64(ref)
+	if r <= 0 || (cur <= 0 && !newFailures) {
+		return e.idleTicks > 0
+	}
+	next := cur
+	if e.idleTicks >= idle && cur > r {
+		next -= fraction * (cur - r)
+	}
+	if newFailures {
+		next = max(next, penalty*r)
+	}
+	next = min(next, maxOver*r)
+	if next != cur {
+		// Unless a sample changed it meanwhile.
+		e.latency.CompareAndSwap(old, math.Float64bits(next))
+	}
+	return e.idleTicks > 0
 }
 
 // Outcomes returns how many requests ended with code c.
@@ -417,8 +580,15 @@ func Names() []string {
 	return out
 }
 
-// DefaultChain is the composition used when a service names none.
+// DefaultChain is the composition used when a service names none, with the
+// configs of DefaultChainConfigs (defaults for the others). Its p2c is
+// latency-aware: with many clients each sending a few requests per second,
+// a client's own in-flight counts are nearly always 0 and tell the
+// endpoints apart no better than chance, while its latency samples do.
 var DefaultChain = []string{"zone_affinity", "slow_start", "outlier", "p2c"}
+
+// DefaultChainConfigs are the non-default configs of DefaultChain's links.
+var DefaultChainConfigs = map[string]json.RawMessage{"p2c": json.RawMessage(`{"latency_aware":true}`)}
 
 // Link is one parsed element of a chain.
 type Link struct {
@@ -466,10 +636,14 @@ func DefaultChainConfig() (*Chain, error) {
 	c := &Chain{}
 	elems := make([]map[string]json.RawMessage, 0, len(DefaultChain))
 	for i, name := range DefaultChain {
-		if err := c.add(name, nil, i == len(DefaultChain)-1); err != nil {
+		raw := DefaultChainConfigs[name]
+		if err := c.add(name, raw, i == len(DefaultChain)-1); err != nil {
 			return nil, err
 		}
-		elems = append(elems, map[string]json.RawMessage{name: json.RawMessage("{}")})
+		if raw == nil {
+			raw = json.RawMessage("{}")
+		}
+		elems = append(elems, map[string]json.RawMessage{name: raw})
 	}
 	c.Raw = canonical(elems)
 	return c, nil

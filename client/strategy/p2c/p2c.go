@@ -5,7 +5,12 @@
 // endpoint's peak-EWMA latency, and failed requests count as slow ones (a
 // failure penalty) so that fast errors do not look attractive. An endpoint
 // with no latency sample yet is compared on in-flight requests alone, which
-// makes it look fast until its first request completes.
+// makes it look fast until its first request completes. Latency is sampled
+// (see strategy.Endpoint.StartSample: at most one timed request per endpoint
+// per tick, so the pick path reads no clock), and Tick decays the estimate of
+// an endpoint that has not been picked for a second toward its peers', so an
+// endpoint once measured slow is tried again and regains traffic if it has
+// recovered. The default chain (strategy.DefaultChain) turns latency_aware on.
 //
 // A pick is one random draw (two indexes from one 64-bit value) and two
 // atomic loads; it never locks, allocates or reads the clock.
@@ -16,6 +21,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/fairway-lb/fairway/client/strategy"
 )
@@ -70,7 +76,48 @@ type p2c struct {
 	rand func() uint64
 }
 
-func (s *p2c) Tick(strategy.Set) bool { return false }
+// Stale-estimate decay, per Tick (100 ms by default): after staleTicks ticks
+// without a pick, an estimate above the reference moves staleFraction of
+// the way toward it each tick; no estimate stays above maxOverRef × the
+// reference. The reference is the mean estimate of the candidates, each
+// counted at most refClamp × the lowest, so one very slow endpoint does not
+// drag it up.
+const (
+	staleTicks    = 10
+	staleFraction = 0.1
+	maxOverRef    = 32
+	refClamp      = 4
+)
+
+// Tick decays stale latency estimates (latency_aware only); the picker
+// reads estimates live, so it never asks for a rebuild.
+func (s *p2c) Tick(set strategy.Set) bool {
+	if !s.cfg.LatencyAware {
+		return false
+	}
+	var lowest time.Duration
+	for _, c := range set.Cands {
+		if l := c.E.Latency(); l > 0 && (lowest == 0 || l < lowest) {
+			lowest = l
+		}
+	}
+	var sum time.Duration
+	n := 0
+	for _, c := range set.Cands {
+		if l := c.E.Latency(); l > 0 {
+			sum += min(l, refClamp*lowest)
+			n++
+		}
+	}
+	var ref time.Duration
+	if n > 0 {
+		ref = sum / time.Duration(n)
+	}
+	for _, e := range set.All {
+		e.DecayStale(ref, staleTicks, staleFraction, s.cfg.FailurePenalty, maxOverRef)
+	}
+	return false
+}
 
 func (s *p2c) Build(set strategy.Set) strategy.Picker {
 	n := len(set.Cands)

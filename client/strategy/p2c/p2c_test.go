@@ -2,6 +2,7 @@ package p2c_test
 
 import (
 	"context"
+	"google.golang.org/grpc/codes"
 	"testing"
 	"time"
 
@@ -100,5 +101,36 @@ func TestP2C_ParseConfig(t *testing.T) {
 		if diff := cmp.Diff(got, tc.want); diff != "" {
 			t.Errorf("ParseConfig(%s) (-got +want):\n%s", tc.raw, diff)
 		}
+	}
+}
+
+func TestP2C_StaleSlowEstimateDecays(t *testing.T) {
+	eps := strategytest.Endpoints(2, nil)
+	eps[0].ObserveLatency(100*time.Millisecond, 0.1) // measured slow once
+	eps[1].ObserveLatency(10*time.Millisecond, 0.1)
+	s, _ := strategytest.Chain(t, `[{"p2c":{"latency_aware":true}}]`, nil, 1)
+	set := strategytest.Set(eps, "", strategytest.Start)
+	p := s.Build(set)
+	if got := strategytest.Count(t, context.Background(), p, 100); got[eps[0].Addr] != 0 {
+		t.Fatalf("slow endpoint got %d of 100 picks before decay, want 0", got[eps[0].Addr])
+	}
+	// eps[1] keeps being picked; eps[0] is not: after a second of ticks its
+	// estimate moves toward the reference (the mean of 10 ms and 40 ms, the
+	// slow one counted at most 4 × the fastest) until it wins again.
+	for i := 0; i < 40; i++ {
+		eps[1].Picked()
+		eps[1].Finish(codes.OK)
+		if s.Tick(set) {
+			t.Errorf("Tick %d asked for a rebuild, want none", i)
+		}
+	}
+	if got := eps[1].Latency(); got != 10*time.Millisecond {
+		t.Errorf("busy endpoint's Latency = %v, want 10ms unchanged", got)
+	}
+	if got := eps[0].Latency(); got >= 30*time.Millisecond {
+		t.Errorf("idle endpoint's Latency after 40 ticks = %v, want < 30ms", got)
+	}
+	if got := strategytest.Count(t, context.Background(), p, 100); got[eps[0].Addr] != 0 {
+		t.Fatalf("endpoint with a 25 ms estimate beat one of 10 ms: %v", got)
 	}
 }
