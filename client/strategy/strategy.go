@@ -113,7 +113,7 @@ type Endpoint struct {
 	lcfg atomic.Pointer[latencyConfig] // nil: latency not measured
 
 	// Written and read only by the latency-aware terminal's Tick.
-	tickPicks uint64 // Picks at the last Tick
+	tickPicks  uint64 // Picks at the last Tick
 	idleTicks  uint32 // Ticks in a row without a new pick
 	tickFailed uint64 // failed requests at the last Tick
 }

@@ -7,12 +7,17 @@
 // PickResult.Done; Tick reads them, so the pick path does nothing but skip
 // ejected endpoints (they are absent from the inner strategy's candidates).
 //
-// Every Interval, Tick compares each endpoint's failure rate over the
-// interval with the others': an endpoint with at least MinRequests calls,
-// a failure rate of at least FailurePercentage and at least
-// PeerMarginPercent points above the mean rate of its peers is ejected.
-// Independently, on every Tick, an endpoint whose last ConsecutiveFailures
-// observed calls all failed is ejected. An ejection lasts
+// Every Interval, Tick compares each endpoint's failure rate over the last
+// Window (a sliding window of whole intervals) with the others': an endpoint
+// with at least MinRequests calls in the window, a failure rate of at least
+// FailurePercentage and at least PeerMarginPercent points above the mean rate
+// of its peers is ejected. The window is long and the minimum low because
+// each client judges only its own calls: a client sending a few requests per
+// second spread over ten pods sends about one a second to each, and must
+// still notice a pod failing half of them. Independently, on every Tick, an
+// endpoint whose last ConsecutiveFailures observed calls all failed is
+// ejected at once. An ejection empties the endpoint's window, so that it is
+// judged afresh once re-admitted. An ejection lasts
 // BaseEjectionTime × n (n = how many times the endpoint was ejected, lowered
 // by one for every interval with calls and no failure), capped at MaxEjectionTime. No ejection
 // happens when MaxEjectionPercent of the endpoints are already ejected
@@ -38,15 +43,18 @@ var DefaultFailureCodes = []string{"UNAVAILABLE", "INTERNAL", "UNKNOWN", "DEADLI
 
 // Config is outlier's typed configuration.
 type Config struct {
-	// Interval is the failure-rate window. Default 1s.
+	// Interval is how often failure rates are evaluated. Default 1s.
 	Interval strategy.Duration `json:"interval"`
+	// Window is the sliding window failure rates are computed over, a
+	// whole number of intervals (rounded up; at most 60). Default 10s.
+	Window strategy.Duration `json:"window"`
 	// FailurePercentage is the failure rate (0–100) from which an endpoint
 	// may be ejected. Default 50.
 	FailurePercentage float64 `json:"failure_percentage"`
 	// PeerMarginPercent: the rate must also exceed the peers' mean rate by
 	// this many points. Default 20.
 	PeerMarginPercent float64 `json:"peer_margin_percent"`
-	// MinRequests is the fewest calls in an interval to judge a rate. Default 10.
+	// MinRequests is the fewest calls in the window to judge a rate. Default 5.
 	MinRequests uint64 `json:"min_requests"`
 	// ConsecutiveFailures ejects after this many failures with no success
 	// in between (0 = off). Default 5.
@@ -76,9 +84,10 @@ func (builder) Position() strategy.Position { return strategy.Wrapper }
 func (builder) ParseConfig(raw json.RawMessage) (any, error) {
 	cfg := &Config{
 		Interval:            strategy.Duration(time.Second),
+		Window:              strategy.Duration(10 * time.Second),
 		FailurePercentage:   50,
 		PeerMarginPercent:   20,
-		MinRequests:         10,
+		MinRequests:         5,
 		ConsecutiveFailures: 5,
 		BaseEjectionTime:    strategy.Duration(30 * time.Second),
 		MaxEjectionTime:     strategy.Duration(300 * time.Second),
@@ -91,6 +100,10 @@ func (builder) ParseConfig(raw json.RawMessage) (any, error) {
 	switch {
 	case cfg.Interval <= 0:
 		return nil, fmt.Errorf("fairway/outlier: interval must be > 0")
+	case cfg.Window < cfg.Interval:
+		return nil, fmt.Errorf("fairway/outlier: window must be >= interval")
+	case cfg.Window > 60*cfg.Interval:
+		return nil, fmt.Errorf("fairway/outlier: window must be at most 60 intervals")
 	case cfg.FailurePercentage < 0 || cfg.FailurePercentage > 100:
 		return nil, fmt.Errorf("fairway/outlier: failure_percentage %v must be within 0–100", cfg.FailurePercentage)
 	case cfg.PeerMarginPercent < 0 || cfg.PeerMarginPercent > 100:
@@ -114,13 +127,22 @@ func (builder) ParseConfig(raw json.RawMessage) (any, error) {
 }
 
 func (builder) Build(cfg any, inner strategy.Strategy, _ strategy.BuildOptions) strategy.Strategy {
-	return &outlier{cfg: *cfg.(*Config), inner: inner, state: map[*strategy.Endpoint]*epState{}}
+	c := *cfg.(*Config)
+	n := int((c.Window + c.Interval - 1) / c.Interval)
+	return &outlier{cfg: c, inner: inner, state: map[*strategy.Endpoint]*epState{}, slots: n}
 }
+
+// counts are an endpoint's cumulative counters at one moment.
+type counts struct{ total, failed uint64 }
 
 // epState is the outlier's memory of one endpoint (touched only from Tick).
 type epState struct {
 	// Counters at the start of the current interval.
 	intervalTotal, intervalFailed uint64
+	// ring holds the counters at the start of each of the last intervals
+	// (one slot per interval of the window); next is the oldest.
+	ring []counts
+	next int
 	// Counters at the last Tick, and failures seen since the last success.
 	tickTotal, tickFailed uint64
 	consecutive           uint64
@@ -131,6 +153,7 @@ type epState struct {
 
 type outlier struct {
 	cfg      Config
+	slots    int // intervals per window
 	inner    strategy.Strategy
 	state    map[*strategy.Endpoint]*epState // guarded by the balancer's serialization of Tick
 	lastEval time.Time
@@ -200,7 +223,9 @@ func (o *outlier) Tick(set strategy.Set) bool {
 		st := o.state[e]
 		total, failed := e.Finished(o.cfg.mask)
 		if st == nil {
-			st = &epState{intervalTotal: total, intervalFailed: failed, tickTotal: total, tickFailed: failed, gen: o.gen}
+			st = &epState{intervalTotal: total, intervalFailed: failed, tickTotal: total, tickFailed: failed, gen: o.gen,
+				ring: make([]counts, o.slots)}
+			st.resetWindow(total, failed)
 			o.state[e] = st
 		}
 		dt, df := total-st.tickTotal, failed-st.tickFailed
@@ -210,10 +235,15 @@ func (o *outlier) Tick(set strategy.Set) bool {
 		} else {
 			st.consecutive = 0 // some call succeeded: start over
 		}
-		var it, ifl uint64
+		var it, ifl, wt, wf uint64
 		if evaluate {
 			it, ifl = total-st.intervalTotal, failed-st.intervalFailed
 			st.intervalTotal, st.intervalFailed = total, failed
+			// The oldest slot starts the window; it becomes the newest.
+			old := st.ring[st.next]
+			wt, wf = total-old.total, failed-old.failed
+			st.ring[st.next] = counts{total, failed}
+			st.next = (st.next + 1) % len(st.ring)
 		}
 		if e.Ejected(now) {
 			st.consecutive = 0
@@ -228,10 +258,10 @@ func (o *outlier) Tick(set strategy.Set) bool {
 		if it > 0 && ifl == 0 && st.ejections > 0 {
 			st.ejections-- // a clean interval with traffic lowers the backoff
 		}
-		if it > 0 {
-			r := float64(ifl) / float64(it)
+		if wt > 0 {
+			r := float64(wf) / float64(wt)
 			sumRate += r
-			rates = append(rates, rate{e: e, total: it, failed: ifl})
+			rates = append(rates, rate{e: e, total: wt, failed: wf})
 		}
 	}
 
@@ -252,6 +282,7 @@ func (o *outlier) Tick(set strategy.Set) bool {
 		e.EjectedUntil.Store(now.Add(d).UnixNano())
 		e.Ejections.Add(1)
 		st.consecutive = 0
+		st.resetWindow(e.Finished(o.cfg.mask))
 		ejected++
 		rebuild = true
 	}
@@ -272,4 +303,12 @@ func (o *outlier) Tick(set strategy.Set) bool {
 		}
 	}
 	return rebuild
+}
+
+// resetWindow empties the sliding window: every slot starts at the counters
+// given.
+func (st *epState) resetWindow(total, failed uint64) {
+	for i := range st.ring {
+		st.ring[i] = counts{total, failed}
+	}
 }

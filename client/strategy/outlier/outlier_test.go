@@ -134,6 +134,8 @@ func TestOutlier_ParseConfig(t *testing.T) {
 		`{"failure_codes":["NOPE"]}`:   `fairway/outlier: failure_codes: unknown gRPC code "NOPE"`,
 		`{"interval":"x"}`:             `fairway/outlier: invalid config: time: invalid duration "x"`,
 		`{"max_ejection_time":"1s"}`:   "fairway/outlier: max_ejection_time must be >= base_ejection_time",
+		`{"window":"500ms"}`:           "fairway/outlier: window must be >= interval",
+		`{"window":"61s"}`:             "fairway/outlier: window must be at most 60 intervals",
 	} {
 		if _, err := b.ParseConfig([]byte(raw)); err == nil || err.Error() != want {
 			t.Errorf("ParseConfig(%s) error = %v, want %q", raw, err, want)
@@ -145,5 +147,90 @@ func TestOutlier_ParseConfig(t *testing.T) {
 	}
 	if m := cfg.(*outlier.Config).Mask(); m != strategy.MaskOf(codes.Unavailable, codes.Internal, codes.Unknown, codes.DeadlineExceeded, codes.ResourceExhausted) {
 		t.Errorf("default failure codes mask = %b", m)
+	}
+}
+
+// trickle feeds one interval of low-rate traffic: one call per endpoint,
+// failing on bad endpoints when fail is true.
+func trickle(eps []*strategy.Endpoint, bad int, fail bool) {
+	for i, e := range eps {
+		c := codes.OK
+		if i == bad && fail {
+			c = codes.Unavailable
+		}
+		strategytest.Record(e, 1, c)
+	}
+}
+
+func TestOutlier_LowRateEndpointJudgedOverWindow(t *testing.T) {
+	// Defaults: 1 s interval, 10 s window, 5 calls at least; consecutive
+	// failures off so that only the rate can eject.
+	eps := strategytest.Endpoints(5, nil)
+	s, _ := strategytest.Chain(t, `[{"outlier":{"consecutive_failures":0}},{"round_robin":{}}]`, nil, 1)
+	now := strategytest.Start
+	s.Tick(strategytest.Set(eps, "", now))
+	// One call a second to each endpoint; endpoint 2 fails every other one.
+	// Four intervals hold 4 calls: too few to judge.
+	for i := range 4 {
+		trickle(eps, 2, i%2 == 0)
+		now = now.Add(time.Second)
+		s.Tick(strategytest.Set(eps, "", now))
+	}
+	if eps[2].Ejected(now) {
+		t.Fatal("ejected after 4 calls, want at least min_requests (5)")
+	}
+	for i := range 6 {
+		trickle(eps, 2, i%2 == 0)
+		now = now.Add(time.Second)
+		s.Tick(strategytest.Set(eps, "", now))
+		if eps[2].Ejected(now) {
+			break
+		}
+	}
+	if !eps[2].Ejected(now) {
+		t.Fatal("endpoint failing half of its calls at 1 call/s not ejected within the 10 s window")
+	}
+	for i, e := range eps {
+		if i != 2 && e.Ejected(now) {
+			t.Errorf("healthy %s ejected", e.Addr)
+		}
+	}
+}
+
+func TestOutlier_OldFailuresLeaveWindow(t *testing.T) {
+	eps := strategytest.Endpoints(5, nil)
+	s, _ := strategytest.Chain(t, `[{"outlier":{"consecutive_failures":0,"window":"3s","min_requests":3}},{"round_robin":{}}]`, nil, 1)
+	now := strategytest.Start
+	s.Tick(strategytest.Set(eps, "", now))
+	step := func(calls func()) {
+		if calls != nil {
+			calls()
+		}
+		now = now.Add(time.Second)
+		s.Tick(strategytest.Set(eps, "", now))
+	}
+	// Two failures (too few calls to judge), three quiet seconds, then
+	// three calls of which one fails: the window holds 1 failure in 3.
+	// Counted since the start it would be 3 in 5 (60%).
+	step(func() { trickle(eps, 2, true) })
+	step(func() { trickle(eps, 2, true) })
+	step(nil)
+	step(nil)
+	step(nil)
+	step(func() {
+		trickle(eps, 2, true)
+		trickle(eps, 2, false)
+		trickle(eps, 2, false)
+	})
+	if got := eps[2].Ejections.Load(); got != 0 {
+		t.Errorf("Ejections = %d, want 0: failures older than the window must not count", got)
+	}
+	// Two more failures within the window: 3 of 5, ejected.
+	step(func() {
+		trickle(eps, 2, true)
+		trickle(eps, 2, true)
+	})
+	if !eps[2].Ejected(now) {
+		t.Error("endpoint with 3 failures in 5 calls within the window not ejected")
 	}
 }
