@@ -4,8 +4,8 @@
 // candidate's weight; with "latency_aware" it is also multiplied by the
 // endpoint's peak-EWMA latency, and failed requests count as slow ones (a
 // failure penalty) so that fast errors do not look attractive. An endpoint
-// with no latency sample yet is compared on in-flight requests alone, which
-// makes it look fast until its first request completes. Latency is sampled
+// with no latency sample yet counts with the mean estimate of the others
+// (on in-flight requests alone while no endpoint is measured). Latency is sampled
 // (see strategy.Endpoint.StartSample: at most one timed request per endpoint
 // per tick, so the pick path reads no clock), and Tick decays the estimate of
 // an endpoint that has not been picked for a second toward its peers', so an
@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/fairway-lb/fairway/client/strategy"
@@ -74,14 +75,39 @@ func (builder) Build(cfg any, _ strategy.Strategy, opts strategy.BuildOptions) s
 type p2c struct {
 	cfg  Config
 	rand func() uint64
+	// ref is the reference latency (ns; see reference), updated by Tick and
+	// Build; pickers give it to endpoints not yet measured.
+	ref atomic.Int64
+}
+
+// reference returns the mean latency estimate of the candidates, each
+// counted at most refClamp × the lowest, so one very slow endpoint does not
+// drag it up; 0 when none is measured.
+func reference(cands []strategy.Candidate) time.Duration {
+	var lowest time.Duration
+	for _, c := range cands {
+		if l := c.E.Latency(); l > 0 && (lowest == 0 || l < lowest) {
+			lowest = l
+		}
+	}
+	var sum time.Duration
+	n := 0
+	for _, c := range cands {
+		if l := c.E.Latency(); l > 0 {
+			sum += min(l, refClamp*lowest)
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / time.Duration(n)
 }
 
 // Stale-estimate decay, per Tick (100 ms by default): after staleTicks ticks
 // without a pick, an estimate above the reference moves staleFraction of
 // the way toward it each tick; no estimate stays above maxOverRef × the
-// reference. The reference is the mean estimate of the candidates, each
-// counted at most refClamp × the lowest, so one very slow endpoint does not
-// drag it up.
+// reference (see reference).
 const (
 	staleTicks    = 10
 	staleFraction = 0.1
@@ -95,24 +121,8 @@ func (s *p2c) Tick(set strategy.Set) bool {
 	if !s.cfg.LatencyAware {
 		return false
 	}
-	var lowest time.Duration
-	for _, c := range set.Cands {
-		if l := c.E.Latency(); l > 0 && (lowest == 0 || l < lowest) {
-			lowest = l
-		}
-	}
-	var sum time.Duration
-	n := 0
-	for _, c := range set.Cands {
-		if l := c.E.Latency(); l > 0 {
-			sum += min(l, refClamp*lowest)
-			n++
-		}
-	}
-	var ref time.Duration
-	if n > 0 {
-		ref = sum / time.Duration(n)
-	}
+	ref := reference(set.Cands)
+	s.ref.Store(int64(ref))
 	for _, e := range set.All {
 		e.DecayStale(ref, staleTicks, staleFraction, s.cfg.FailurePenalty, maxOverRef)
 	}
@@ -128,6 +138,10 @@ func (s *p2c) Build(set strategy.Set) strategy.Picker {
 		rand:    s.rand,
 		eps:     make([]entry, n),
 		latency: s.cfg.LatencyAware,
+		ref:     &s.ref,
+	}
+	if s.cfg.LatencyAware && s.ref.Load() == 0 {
+		s.ref.Store(int64(reference(set.Cands)))
 	}
 	w0 := set.Cands[0].Weight
 	for i, c := range set.Cands {
@@ -154,6 +168,7 @@ type picker struct {
 	eps      []entry
 	weighted bool
 	latency  bool
+	ref      *atomic.Int64 // the strategy's reference latency
 }
 
 func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
@@ -186,6 +201,8 @@ func (p *picker) load(en *entry) float64 {
 	if p.latency {
 		if lat := e.Latency(); lat > 0 {
 			l *= float64(lat)
+		} else if r := p.ref.Load(); r > 0 {
+			l *= float64(r) // not measured yet: assume a typical latency
 		}
 	}
 	return l

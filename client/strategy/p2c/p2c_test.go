@@ -134,3 +134,20 @@ func TestP2C_StaleSlowEstimateDecays(t *testing.T) {
 		t.Fatalf("endpoint with a 25 ms estimate beat one of 10 ms: %v", got)
 	}
 }
+
+func TestP2C_UnmeasuredEndpointCountsAsTypical(t *testing.T) {
+	// Two endpoints measured at 10 and 30 ms (reference 20 ms), one not
+	// measured. It competes as a 20 ms endpoint: it beats the 30 ms one and
+	// loses to the 10 ms one, instead of winning every comparison.
+	eps := strategytest.Endpoints(3, nil)
+	eps[0].ObserveLatency(10*time.Millisecond, 0.1)
+	eps[1].ObserveLatency(30*time.Millisecond, 0.1)
+	s, _ := strategytest.Chain(t, `[{"p2c":{"latency_aware":true}}]`, nil, 1)
+	set := strategytest.Set(eps, "", strategytest.Start)
+	s.Tick(set)
+	got := strategytest.Count(t, context.Background(), s.Build(set), 3000)
+	// Each pair is drawn a third of the time: eps[0] wins 2 pairs, eps[2] one.
+	if got[eps[1].Addr] != 0 || got[eps[0].Addr] < 1800 || got[eps[2].Addr] < 800 || got[eps[2].Addr] > 1200 {
+		t.Errorf("picks = %v, want ≈2000 for %s, ≈1000 for the unmeasured %s, 0 for %s", got, eps[0].Addr, eps[2].Addr, eps[1].Addr)
+	}
+}

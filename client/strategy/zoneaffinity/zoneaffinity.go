@@ -8,8 +8,22 @@
 //
 //   - overload: when the local in-flight requests per endpoint exceed the
 //     remote ones by more than SpillMargin (relative) and are at least
-//     MinLoad, f grows by one step; when they fall below half that margin,
-//     f shrinks by one step; in between it holds (hysteresis, no flapping);
+//     MinLoad, or when the local latency-weighted load exceeds the remote one
+//     by more than SpillMargin, f grows by one step; when both fall below
+//     half that margin, f shrinks by one step; in between it holds
+//     (hysteresis, no flapping). The latency-weighted load of a zone is the
+//     weighted harmonic mean over its endpoints of latency estimate times
+//     one more than the in-flight count: the latency a request meets when
+//     the zone's endpoints are used in proportion to their speed. One slow
+//     endpoint raises it in proportion to the capacity it takes away, not by
+//     its own latency, and queueing on the others raises it too. It needs
+//     latency estimates on both sides (a latency-aware inner p2c); remote
+//     endpoints are measured once traffic spills, so the in-flight signal
+//     (or the health one) starts a spill and the latency signal then sizes
+//     it. Far above the margin the fraction grows by up to 4 steps a tick.
+//     With many clients each sending a few requests
+//     at a time, in-flight counts are mostly 0 and only the latency signal
+//     sees a slow zone;
 //   - health: when the fraction of local endpoints that are usable falls
 //     below MinHealthyFraction, f is at least 1 − healthy/MinHealthyFraction,
 //     approached one step per tick (at once to 1 when no local endpoint is
@@ -151,16 +165,21 @@ func (z *zone) Tick(set strategy.Set) bool {
 	// Count without allocating: Tick runs every few hundred milliseconds.
 	var nLocal, nRemote int
 	var loadLocal, loadRemote int64
+	var local, remote latLoad
 	for _, c := range set.Cands {
 		if c.E.Ejected(set.Now) {
 			continue // an inner outlier keeps it out: not usable
 		}
+		inflight := c.E.InFlight()
+		lat := float64(c.E.Latency())
 		if c.E.Info.Zone == set.LocalZone {
 			nLocal++
-			loadLocal += c.E.InFlight()
+			loadLocal += inflight
+			local.add(lat, inflight, c.Weight)
 		} else {
 			nRemote++
-			loadRemote += c.E.InFlight()
+			loadRemote += inflight
+			remote.add(lat, inflight, c.Weight)
 		}
 	}
 	localAll := 0
@@ -187,18 +206,53 @@ func (z *zone) Tick(set strategy.Set) bool {
 	}
 	z.health = approach(z.health, target, z.cfg.SpillStep)
 
-	// Overload, with hysteresis.
+	// Overload, with hysteresis, on in-flight counts and on latency.
 	lload, rload := float64(loadLocal)/float64(nLocal), float64(loadRemote)/float64(nRemote)
+	inflightHigh := lload >= z.cfg.MinLoad && lload > rload*(1+z.cfg.SpillMargin)
+	inflightLow := lload < z.cfg.MinLoad || lload < rload*(1+z.cfg.SpillMargin/2)
+	latHigh, latLow := false, true
+	step := z.cfg.SpillStep
+	if llat, rlat := local.mean(), remote.mean(); llat > 0 && rlat > 0 {
+		over := llat / (rlat * (1 + z.cfg.SpillMargin))
+		latHigh = over > 1
+		latLow = llat < rlat*(1+z.cfg.SpillMargin/2)
+		// Far above the margin, grow faster: up to maxStepFactor steps.
+		step *= min(max(over, 1), maxStepFactor)
+	}
 	switch {
-	case lload >= z.cfg.MinLoad && lload > rload*(1+z.cfg.SpillMargin):
-		z.overload = min(z.overload+z.cfg.SpillStep, z.cfg.MaxSpill)
-	case lload < z.cfg.MinLoad || lload < rload*(1+z.cfg.SpillMargin/2):
+	case inflightHigh || latHigh:
+		z.overload = min(z.overload+step, z.cfg.MaxSpill)
+	case inflightLow && latLow:
 		z.overload = max(z.overload-z.cfg.SpillStep, 0)
 	}
 	z.overload = round(z.overload)
 	z.health = round(z.health)
 	z.stats.SetSpillFraction(z.spill())
 	return rebuild || z.spill() != before
+}
+
+// maxStepFactor bounds how many SpillSteps the spill fraction grows by in
+// one Tick when the local latency-weighted load is far above the remote one.
+const maxStepFactor = 4
+
+// latLoad accumulates a zone's weighted harmonic mean of latency ×
+// (in-flight + 1) over the endpoints with a latency estimate.
+type latLoad struct{ weight, speed float64 }
+
+func (l *latLoad) add(lat float64, inflight int64, weight float64) {
+	if lat <= 0 || weight <= 0 {
+		return
+	}
+	l.weight += weight
+	l.speed += weight / (lat * float64(inflight+1))
+}
+
+// mean returns the zone's latency-weighted load; 0 without estimates.
+func (l *latLoad) mean() float64 {
+	if l.speed == 0 {
+		return 0
+	}
+	return l.weight / l.speed
 }
 
 func approach(cur, target, step float64) float64 {

@@ -180,3 +180,61 @@ func TestZoneAffinity_EjectedLocalEndpointsCountAsUnhealthy(t *testing.T) {
 		}
 	}
 }
+
+// setLatency sets the latency estimates of zone a then b (ms, one per
+// endpoint); 0 leaves an endpoint unmeasured.
+func (f *fixture) setLatency(ms ...float64) {
+	for i, e := range f.eps {
+		if ms[i] > 0 {
+			// A sample above the estimate replaces it; decay below with alpha 1.
+			e.ObserveLatency(time.Duration(ms[i]*float64(time.Millisecond)), 1)
+		}
+	}
+}
+
+func TestZoneAffinity_SpillsOnLocalLatencyAndReturns(t *testing.T) {
+	f := newFixture(t)
+	// In-flight counts all 0 (light load for the in-flight signal), but one
+	// local endpoint is 5× slower: the zone's latency-weighted load is
+	// 4 / (3/20 + 1/100) = 25 ms against 20 ms, above the 20% margin.
+	f.setLatency(20, 20, 20, 100, 20, 20, 20, 20)
+	f.ticks(3)
+	if got := f.opts.Stats.SpillFraction(); !near(got, 0.3) {
+		t.Errorf("spill fraction after 3 ticks with a slow local endpoint = %v, want 0.3", got)
+	}
+	// Local 24 ms against 21 ms: between +10% and +20%, hold.
+	f.setLatency(24, 24, 24, 24, 21, 21, 21, 21)
+	f.ticks(5)
+	if got := f.opts.Stats.SpillFraction(); !near(got, 0.3) {
+		t.Errorf("spill fraction inside the hysteresis band = %v, want 0.3 (held)", got)
+	}
+	// Equal again: back home one step per tick.
+	f.setLatency(21, 21, 21, 21, 21, 21, 21, 21)
+	f.ticks(1)
+	if got := f.opts.Stats.SpillFraction(); !near(got, 0.2) {
+		t.Errorf("spill fraction one tick after recovery = %v, want 0.2", got)
+	}
+	f.ticks(5)
+	if got := f.remoteShare(); got != 0 {
+		t.Errorf("remote share after recovery = %v, want 0", got)
+	}
+}
+
+func TestZoneAffinity_LatencyWithoutRemoteEstimates(t *testing.T) {
+	// Remote endpoints not measured: no latency signal, in-flight decides.
+	f := newFixture(t)
+	f.setLatency(20, 100, 100, 100, 0, 0, 0, 0)
+	f.ticks(10)
+	if got := f.opts.Stats.SpillFraction(); got != 0 {
+		t.Errorf("spill fraction with no remote estimate = %v, want 0", got)
+	}
+}
+
+func TestZoneAffinity_HomogeneousLatencyStaysLocal(t *testing.T) {
+	f := newFixture(t)
+	f.setLatency(20, 30, 25, 22, 21, 29, 24, 26)
+	f.ticks(50)
+	if got := f.remoteShare(); got != 0 {
+		t.Errorf("remote share with like latencies = %v, want 0", got)
+	}
+}
