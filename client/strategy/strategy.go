@@ -111,6 +111,7 @@ type Endpoint struct {
 	effectiveWeight atomic.Uint64 // float64 bits; 0 = unset (slow_start)
 
 	lcfg atomic.Pointer[latencyConfig] // nil: latency not measured
+	ref  atomic.Int64                  // typical latency of the peers, ns (DecayStale)
 
 	// Written and read only by the latency-aware terminal's Tick.
 	tickPicks  uint64 // Picks at the last Tick
@@ -175,8 +176,8 @@ func (e *Endpoint) FinishDone(di balancer.DoneInfo) {
 		return
 	}
 	if lc := e.lcfg.Load(); lc != nil {
-		if cur := e.Latency(); cur > 0 {
-			e.ObserveLatency(lc.failureSample(0, cur), lc.alpha)
+		if f := e.failureSample(lc, 0); f > 0 {
+			e.ObserveLatency(f, lc.alpha)
 		}
 	}
 	e.Finish(status.Code(di.Err))
@@ -205,10 +206,12 @@ type latencyConfig struct {
 	penalty float64
 }
 
-// failureSample is the latency recorded for a failed request that took d,
-// with cur the current estimate.
-func (lc *latencyConfig) failureSample(d, cur time.Duration) time.Duration {
-	return max(d, time.Duration(float64(cur)*lc.penalty))
+// failureSample is the latency recorded for a failed request that took d:
+// at least the penalty times the estimate, or times the peers' typical
+// latency when that is higher (a fast error on a pod not measured yet).
+func (e *Endpoint) failureSample(lc *latencyConfig, d time.Duration) time.Duration {
+	base := max(e.Latency(), time.Duration(e.ref.Load()))
+	return max(d, time.Duration(float64(base)*lc.penalty))
 }
 
 // SetLatencyConfig turns latency measurement on with the clock, EWMA alpha
@@ -272,7 +275,7 @@ func (e *Endpoint) FinishTimed(di balancer.DoneInfo) {
 		// d < 0 only if the config changed meanwhile: no sample then.
 		if d := lc.clock.Since(lc.base) - time.Duration(s-1); d >= 0 {
 			if di.Err != nil {
-				d = lc.failureSample(d, e.Latency())
+				d = e.failureSample(lc, d)
 			}
 			e.ObserveLatency(d, lc.alpha)
 		}
@@ -288,7 +291,8 @@ func (e *Endpoint) FinishTimed(di balancer.DoneInfo) {
 // DecayStale is for a latency-aware terminal's Tick, from one goroutine:
 // it counts the ticks in a row in which e got no new pick and, once there
 // have been idle of them, moves the estimate a fraction toward ref (a
-// typical estimate of the other endpoints). A pod once measured slow then
+// typical estimate of the other endpoints, which is also kept for failures
+// to be measured against). A pod once measured slow then
 // wins a comparison again after a while and is re-measured, so one that
 // has recovered gets its traffic back. If requests to e failed since the
 // last call, the estimate is raised to at least penalty × ref: a fast
@@ -301,6 +305,7 @@ func (e *Endpoint) DecayStale(ref time.Duration, idle uint32, fraction, penalty,
 	} else if e.idleTicks < math.MaxUint32 {
 		e.idleTicks++
 	}
+	e.ref.Store(int64(ref))
 	_, failed := e.Finished(^MaskOf(codes.OK, codes.Canceled))
 	newFailures := failed != e.tickFailed
 	e.tickFailed = failed

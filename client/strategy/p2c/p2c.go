@@ -110,7 +110,7 @@ func reference(cands []strategy.Candidate) time.Duration {
 // reference (see reference).
 const (
 	staleTicks    = 10
-	staleFraction = 0.1
+	staleFraction = 0.05
 	maxOverRef    = 32
 	refClamp      = 4
 )

@@ -117,7 +117,7 @@ func TestP2C_StaleSlowEstimateDecays(t *testing.T) {
 	// eps[1] keeps being picked; eps[0] is not: after a second of ticks its
 	// estimate moves toward the reference (the mean of 10 ms and 40 ms, the
 	// slow one counted at most 4 × the fastest) until it wins again.
-	for i := 0; i < 40; i++ {
+	for i := 0; i < 80; i++ {
 		eps[1].Picked()
 		eps[1].Finish(codes.OK)
 		if s.Tick(set) {
@@ -128,7 +128,7 @@ func TestP2C_StaleSlowEstimateDecays(t *testing.T) {
 		t.Errorf("busy endpoint's Latency = %v, want 10ms unchanged", got)
 	}
 	if got := eps[0].Latency(); got >= 30*time.Millisecond {
-		t.Errorf("idle endpoint's Latency after 40 ticks = %v, want < 30ms", got)
+		t.Errorf("idle endpoint's Latency after 80 ticks = %v, want < 30ms", got)
 	}
 	if got := strategytest.Count(t, context.Background(), p, 100); got[eps[0].Addr] != 0 {
 		t.Fatalf("endpoint with a 25 ms estimate beat one of 10 ms: %v", got)
