@@ -165,6 +165,10 @@ func TestEndpointDecayStale_FailuresRaiseEstimate(t *testing.T) {
 	e.StartSample()
 	clk.Step(time.Millisecond)
 	e.FinishTimed(balancer.DoneInfo{Err: status.Error(codes.Unavailable, "down")})
+	// The last tick left the peers' reference: penalty × 20 ms at once.
+	if got, want := e.Latency(), 80*time.Millisecond; got != want {
+		t.Errorf("Latency() after a fast failure = %v, want %v", got, want)
+	}
 	e.DecayStale(ref, 3, 0.5, 4, 32)
 	if got, want := e.Latency(), 80*time.Millisecond; got != want {
 		t.Errorf("Latency() after a fast failure and a tick = %v, want %v", got, want)

@@ -254,7 +254,11 @@ func (e *Endpoint) ArmSample(now time.Time) {
 // time and the caller must finish the request with FinishTimed (TimedDone).
 // One atomic load when no sample is wanted.
 func (e *Endpoint) StartSample() bool {
-	if e.sample.Load() != sampleWanted || !e.sample.CompareAndSwap(sampleWanted, sampleTaking) {
+	return e.sample.Load() == sampleWanted && e.startSample() // inlined fast path
+}
+
+func (e *Endpoint) startSample() bool {
+	if !e.sample.CompareAndSwap(sampleWanted, sampleTaking) {
 		return false
 	}
 	lc := e.lcfg.Load()
@@ -376,6 +380,9 @@ func (e *Endpoint) ObserveLatency(d time.Duration, alpha float64) {
 func (e *Endpoint) Latency() time.Duration {
 	return time.Duration(math.Float64frombits(e.latency.Load()))
 }
+
+// LatencyNanos is Latency as a float64 of nanoseconds, for the pick path.
+func (e *Endpoint) LatencyNanos() float64 { return math.Float64frombits(e.latency.Load()) }
 
 // SetEffectiveWeight records the weight a strategy currently applies, for
 // inspection. Called from Build/Tick.

@@ -196,14 +196,21 @@ func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
 }
 
 func (p *picker) load(en *entry) float64 {
-	e := en.e
-	l := float64(e.InFlight()+1) * en.invW
+	l := float64(en.e.InFlight()+1) * en.invW
 	if p.latency {
-		if lat := e.Latency(); lat > 0 {
-			l *= float64(lat)
-		} else if r := p.ref.Load(); r > 0 {
-			l *= float64(r) // not measured yet: assume a typical latency
+		if lat := en.e.LatencyNanos(); lat > 0 {
+			return l * lat
 		}
+		return l * p.unmeasured()
 	}
 	return l
+}
+
+// unmeasured is the latency assumed for an endpoint not measured yet: the
+// reference, or 1 while no endpoint is measured (in-flight alone decides).
+func (p *picker) unmeasured() float64 {
+	if r := p.ref.Load(); r > 0 {
+		return float64(r)
+	}
+	return 1
 }
