@@ -57,7 +57,7 @@ type Config struct {
 	// MinRequests is the fewest calls in the window to judge a rate. Default 5.
 	MinRequests uint64 `json:"min_requests"`
 	// ConsecutiveFailures ejects after this many failures with no success
-	// in between (0 = off). Default 5.
+	// in between (0 = off). Default 3.
 	ConsecutiveFailures uint64 `json:"consecutive_failures"`
 	// BaseEjectionTime is the first ejection's length. Default 30s.
 	BaseEjectionTime strategy.Duration `json:"base_ejection_time"`
@@ -88,7 +88,7 @@ func (builder) ParseConfig(raw json.RawMessage) (any, error) {
 		FailurePercentage:   50,
 		PeerMarginPercent:   20,
 		MinRequests:         5,
-		ConsecutiveFailures: 5,
+		ConsecutiveFailures: 3,
 		BaseEjectionTime:    strategy.Duration(30 * time.Second),
 		MaxEjectionTime:     strategy.Duration(300 * time.Second),
 		MaxEjectionPercent:  20,
