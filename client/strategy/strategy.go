@@ -63,6 +63,10 @@ import (
 // balancer turns it into an UNAVAILABLE status.
 var ErrNoEndpoint = errors.New("fairway/strategy: no endpoint available")
 
+// NoEndpoint is the Picker of a terminal strategy with no candidate: every
+// Pick returns ErrNoEndpoint.
+var NoEndpoint Picker = PickerFunc(func(context.Context) (*Endpoint, error) { return nil, ErrNoEndpoint })
+
 // Endpoint is one backend address and its live state. The balancer creates
 // one per address and keeps it while the address stays in the resolver state,
 // so counters survive picker rebuilds. Counters are atomics updated on the

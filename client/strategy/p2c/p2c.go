@@ -132,7 +132,7 @@ func (s *p2c) Tick(set strategy.Set) bool {
 func (s *p2c) Build(set strategy.Set) strategy.Picker {
 	n := len(set.Cands)
 	if n == 0 {
-		return strategy.PickerFunc(func(context.Context) (*strategy.Endpoint, error) { return nil, strategy.ErrNoEndpoint })
+		return strategy.NoEndpoint
 	}
 	p := &picker{
 		rand:    s.rand,

@@ -42,7 +42,7 @@ func (s *rr) Tick(strategy.Set) bool { return false }
 
 func (s *rr) Build(set strategy.Set) strategy.Picker {
 	if len(set.Cands) == 0 {
-		return strategy.PickerFunc(func(context.Context) (*strategy.Endpoint, error) { return nil, strategy.ErrNoEndpoint })
+		return strategy.NoEndpoint
 	}
 	p := &picker{eps: make([]*strategy.Endpoint, len(set.Cands))}
 	for i, c := range set.Cands {

@@ -46,7 +46,7 @@ func (s *weighted) Tick(strategy.Set) bool { return false }
 func (s *weighted) Build(set strategy.Set) strategy.Picker {
 	n := len(set.Cands)
 	if n == 0 {
-		return strategy.PickerFunc(func(context.Context) (*strategy.Endpoint, error) { return nil, strategy.ErrNoEndpoint })
+		return strategy.NoEndpoint
 	}
 	p := &picker{rand: s.rand, eps: make([]*strategy.Endpoint, n), prob: make([]uint32, n), alias: make([]uint32, n)}
 	var sum float64
