@@ -14,3 +14,7 @@ func cheaprand() uint32
 // several times cheaper than math/rand/v2's ChaCha8-based Uint64, which
 // matters on a pick path of a few tens of nanoseconds.
 func FastRand() uint64 { return uint64(cheaprand())<<32 | uint64(cheaprand()) }
+
+// FastRand32 returns 32 random bits from the same generator: one call, half
+// the cost of FastRand. It is the default BuildOptions.Rand32.
+func FastRand32() uint32 { return cheaprand() }

@@ -74,17 +74,13 @@ var NoEndpoint Picker = PickerFunc(func(context.Context) (*Endpoint, error) { re
 // Endpoint (the balancer) before the Endpoint is handed to Build or Tick, and
 // by strategies' Tick/Build for the fields documented so.
 //
-// The hot fields come first, so that a pick touches one cache line of each
-// endpoint it considers.
+// Everything a pick and its done touch (the load, latency and sampling
+// counters, SubConn and the done functions) fills the Endpoint's own 64
+// bytes, one cache line: a pick among 1,000 endpoints reads two lines, and
+// the 64 KiB they take stay in cache. The rest (Addr, Info, Initial, Added,
+// outcome counters, ejection state) lives behind one pointer and is reached
+// through the embedded *EndpointState.
 type Endpoint struct {
-	// SubConn and Done are the owner's handles, returned with each pick
-	// (set before the Endpoint reaches any Build). TimedDone is returned
-	// instead of Done for the one request whose latency is being sampled
-	// (see StartSample); the owner sets it to the method value FinishTimed.
-	SubConn   balancer.SubConn
-	Done      func(balancer.DoneInfo)
-	TimedDone func(balancer.DoneInfo)
-
 	// load packs picks (high 40 bits) and in-flight requests (low 24 bits)
 	// so that a pick is a single atomic add and a successful request's
 	// done another.
@@ -95,6 +91,19 @@ type Endpoint struct {
 	// request in flight.
 	sample atomic.Int64
 
+	// SubConn and Done are the owner's handles, returned with each pick
+	// (set before the Endpoint reaches any Build). TimedDone is returned
+	// instead of Done for the one request whose latency is being sampled
+	// (see StartSample); the owner sets it to the method value FinishTimed.
+	SubConn   balancer.SubConn
+	Done      func(balancer.DoneInfo)
+	TimedDone func(balancer.DoneInfo)
+
+	*EndpointState
+}
+
+// EndpointState is the part of an Endpoint that picks do not touch.
+type EndpointState struct {
 	// Addr is the endpoint's address (immutable).
 	Addr string
 	// Info is what the resolver says of the endpoint. The balancer updates it
@@ -134,7 +143,7 @@ func NewEndpoint(addr string, info endpointattr.Info, added time.Time) *Endpoint
 	if info.Weight == 0 {
 		info.Weight = 1
 	}
-	return &Endpoint{Addr: addr, Info: info, Added: added}
+	return &Endpoint{EndpointState: &EndpointState{Addr: addr, Info: info, Added: added}}
 }
 
 // Picked records that a request was sent to e: one atomic add. Every Picked
@@ -520,6 +529,11 @@ type BuildOptions struct {
 	// per-M generator); math/rand/v2's Uint64 works too, at a few more
 	// nanoseconds a call.
 	Rand func() uint64
+	// Rand32 returns 32 uniformly random bits, for pick paths that need no
+	// more; called like Rand. Chain.Build defaults it to
+	// FastRand32 when Rand is nil too, else to the low half of Rand, so
+	// that a seeded Rand drives every strategy.
+	Rand32 func() uint32
 	// Stats receives the chain's live values. Never nil after Chain.Build.
 	Stats *Stats
 	// Features collects what the strategies need from the balancer; a
@@ -698,6 +712,13 @@ func canonical(elems []map[string]json.RawMessage) string {
 func (c *Chain) Build(opts BuildOptions) (Strategy, BuildOptions) {
 	if opts.Rand == nil {
 		opts.Rand = FastRand
+		if opts.Rand32 == nil {
+			opts.Rand32 = FastRand32
+		}
+	}
+	if opts.Rand32 == nil {
+		r := opts.Rand
+		opts.Rand32 = func() uint32 { return uint32(r()) }
 	}
 	if opts.Stats == nil {
 		opts.Stats = &Stats{}

@@ -12,8 +12,9 @@
 // endpoint once measured slow is tried again and regains traffic if it has
 // recovered. The default chain (strategy.DefaultChain) turns latency_aware on.
 //
-// A pick is one random draw (two indexes from one 64-bit value) and two
-// atomic loads; it never locks, allocates or reads the clock.
+// A pick is one 32-bit random draw (both indexes come from it), loads from
+// the two candidates' cache lines and a conditional move; it never locks,
+// allocates, branches on the coin toss or reads the clock.
 package p2c
 
 import (
@@ -69,12 +70,17 @@ func (builder) Build(cfg any, _ strategy.Strategy, opts strategy.BuildOptions) s
 		opts.Features.LatencyAlpha = c.DecayAlpha
 		opts.Features.FailurePenalty = c.FailurePenalty
 	}
-	return &p2c{cfg: *c, rand: opts.Rand}
+	r32 := opts.Rand32
+	if r32 == nil { // built outside Chain.Build
+		r := opts.Rand
+		r32 = func() uint32 { return uint32(r()) }
+	}
+	return &p2c{cfg: *c, rand: r32}
 }
 
 type p2c struct {
 	cfg  Config
-	rand func() uint64
+	rand func() uint32
 	// ref is the reference latency (ns; see reference), updated by Tick and
 	// Build; pickers give it to endpoints not yet measured.
 	ref atomic.Int64
@@ -164,7 +170,7 @@ type entry struct {
 
 // picker is immutable.
 type picker struct {
-	rand     func() uint64
+	rand     func() uint32
 	eps      []entry
 	weighted bool
 	latency  bool
@@ -172,38 +178,45 @@ type picker struct {
 }
 
 func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
-	n := len(p.eps)
+	eps := p.eps
+	n := uint64(len(eps))
 	if n == 1 {
-		return p.eps[0].e, nil
+		return eps[0].e, nil
 	}
-	r := p.rand()
-	a := strategy.Index32(uint32(r), n)
-	b := strategy.Index32(uint32(r>>32), n-1)
-	if b >= a {
-		b++
-	}
-	ea, eb := &p.eps[a], &p.eps[b]
-	if !p.weighted && !p.latency {
-		if eb.e.InFlight() < ea.e.InFlight() {
-			return eb.e, nil
+	// Two distinct indexes from 32 random bits, without a branch: a is
+	// Lemire's multiply-shift of r, b the same of the product's low half
+	// (the fraction left over) over n-1, shifted past a. Each pair is
+	// equally likely to within n²/2³² (2×10⁻⁴ at 1,000 endpoints).
+	x := uint64(p.rand()) * n
+	a := x >> 32
+	b := (x & (1<<32 - 1) * (n - 1)) >> 32
+	b += (b-a)>>63 ^ 1 // b >= a: b+1
+	ea, eb := &eps[a], &eps[b]
+	// Both candidates are loaded before comparing, so that the compiler
+	// selects with a conditional move: which one wins is a coin toss the
+	// branch predictor would miss half the time.
+	e, other := ea.e, eb.e
+	var less bool
+	switch {
+	case p.latency:
+		ref := p.unmeasured()
+		la, lb := e.LatencyNanos(), other.LatencyNanos()
+		if la <= 0 {
+			la = ref
 		}
-		return ea.e, nil
-	}
-	if p.load(eb) < p.load(ea) {
-		return eb.e, nil
-	}
-	return ea.e, nil
-}
-
-func (p *picker) load(en *entry) float64 {
-	l := float64(en.e.InFlight()+1) * en.invW
-	if p.latency {
-		if lat := en.e.LatencyNanos(); lat > 0 {
-			return l * lat
+		if lb <= 0 {
+			lb = ref
 		}
-		return l * p.unmeasured()
+		less = float64(other.InFlight()+1)*eb.invW*lb < float64(e.InFlight()+1)*ea.invW*la
+	case p.weighted:
+		less = float64(other.InFlight()+1)*eb.invW < float64(e.InFlight()+1)*ea.invW
+	default:
+		less = other.InFlight() < e.InFlight()
 	}
-	return l
+	if less {
+		e = other
+	}
+	return e, nil
 }
 
 // unmeasured is the latency assumed for an endpoint not measured yet: the

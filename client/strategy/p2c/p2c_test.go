@@ -2,11 +2,12 @@ package p2c_test
 
 import (
 	"context"
-	"google.golang.org/grpc/codes"
+	"math"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
 
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
@@ -31,6 +32,50 @@ func TestP2C_PrefersLessLoaded(t *testing.T) {
 	for _, e := range eps[2:] {
 		if n := got[e.Addr]; n < 1000 {
 			t.Errorf("%s got %d picks, want about 1200", e.Addr, n)
+		}
+	}
+}
+
+// TestP2C_PairsUniform checks the two-index draw: with endpoint i carrying
+// i requests, a pick returns the lower index of the pair drawn, so
+// endpoint i must win 2(n-1-i)/(n(n-1)) of the picks, and the most loaded
+// one none.
+func TestP2C_PairsUniform(t *testing.T) {
+	for _, n := range []int{2, 3, 7, 1000} {
+		eps := strategytest.Endpoints(n, nil)
+		for i, e := range eps {
+			strategytest.SetInFlight(e, int64(i))
+		}
+		s, _ := strategytest.Chain(t, `[{"p2c":{}}]`, nil, uint64(n))
+		picks := 200 * n * n
+		if n > 100 {
+			picks = 2_000_000
+		}
+		got := strategytest.Count(t, context.Background(), s.Build(strategytest.Set(eps, "", strategytest.Start)), picks)
+		if c := got[eps[n-1].Addr]; c != 0 {
+			t.Errorf("n=%d: the most loaded endpoint won %d picks", n, c)
+		}
+		for i, e := range eps[:min(n-1, 10)] {
+			want := float64(picks) * 2 * float64(n-1-i) / float64(n*(n-1))
+			// 5 standard deviations of a binomial count.
+			if c := float64(got[e.Addr]); math.Abs(c-want) > 5*math.Sqrt(want) {
+				t.Errorf("n=%d: endpoint %d won %v picks, want %.0f ± %.0f", n, i, c, want, 5*math.Sqrt(want))
+			}
+		}
+	}
+}
+
+// TestP2C_PairsDistinct loads one endpoint at a time: it can win only a
+// pair that draws it twice, which must never happen.
+func TestP2C_PairsDistinct(t *testing.T) {
+	const n = 5
+	for loaded := range n {
+		eps := strategytest.Endpoints(n, nil)
+		strategytest.SetInFlight(eps[loaded], 1)
+		s, _ := strategytest.Chain(t, `[{"p2c":{}}]`, nil, uint64(loaded))
+		got := strategytest.Count(t, context.Background(), s.Build(strategytest.Set(eps, "", strategytest.Start)), 20000)
+		if c := got[eps[loaded].Addr]; c != 0 {
+			t.Errorf("loaded endpoint %d of %d won %d of 20000 picks: a pair drew it twice", loaded, n, c)
 		}
 	}
 }
