@@ -16,5 +16,9 @@ func cheaprand() uint32
 func FastRand() uint64 { return uint64(cheaprand())<<32 | uint64(cheaprand()) }
 
 // FastRand32 returns 32 random bits from the same generator: one call, half
-// the cost of FastRand. It is the default BuildOptions.Rand32.
-func FastRand32() uint32 { return cheaprand() }
+// the cost of FastRand. It is the default BuildOptions.Rand32. It is the
+// runtime's function itself, so that a func value of it calls the
+// generator directly.
+//
+//go:linkname FastRand32 runtime.cheaprand
+func FastRand32() uint32
