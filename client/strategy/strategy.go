@@ -81,6 +81,14 @@ var NoEndpoint Picker = PickerFunc(func(context.Context) (*Endpoint, error) { re
 // outcome counters, ejection state) lives behind one pointer and is reached
 // through the embedded *EndpointState.
 type Endpoint struct {
+	// SubConn and Done are the owner's handles, returned with each pick
+	// (set before the Endpoint reaches any Build). TimedDone is returned
+	// instead of Done for the one request whose latency is being sampled
+	// (see StartSample); the owner sets it to the method value FinishTimed.
+	SubConn   balancer.SubConn
+	Done      func(balancer.DoneInfo)
+	TimedDone func(balancer.DoneInfo)
+
 	// load packs picks (high 40 bits) and in-flight requests (low 24 bits)
 	// so that a pick is a single atomic add and a successful request's
 	// done another.
@@ -90,14 +98,6 @@ type Endpoint struct {
 	// sampleTaking, or 1 + the start (ns since lcfg.base) of the one timed
 	// request in flight.
 	sample atomic.Int64
-
-	// SubConn and Done are the owner's handles, returned with each pick
-	// (set before the Endpoint reaches any Build). TimedDone is returned
-	// instead of Done for the one request whose latency is being sampled
-	// (see StartSample); the owner sets it to the method value FinishTimed.
-	SubConn   balancer.SubConn
-	Done      func(balancer.DoneInfo)
-	TimedDone func(balancer.DoneInfo)
 
 	*EndpointState
 }
