@@ -13,7 +13,11 @@ func BenchmarkRand(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		f    func() uint64
-	}{{"FastRand", strategy.FastRand}, {"math_rand_v2_Uint64", rand.Uint64}} {
+	}{
+		{"FastRand", strategy.FastRand},
+		{"FastRand32", func() uint64 { return uint64(strategy.FastRand32()) }},
+		{"math_rand_v2_Uint64", rand.Uint64},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
 			var s uint64
 			for b.Loop() {
@@ -33,5 +37,15 @@ func TestFastRand_CoversBothHalves(t *testing.T) {
 	}
 	if hi != 0xffffffff || lo != 0xffffffff {
 		t.Errorf("FastRand bits seen: high %x low %x, want all set", hi, lo)
+	}
+}
+
+func TestFastRand32_CoversAllBits(t *testing.T) {
+	var seen uint32
+	for range 64 {
+		seen |= strategy.FastRand32()
+	}
+	if seen != 0xffffffff {
+		t.Errorf("FastRand32 bits seen: %x, want all set", seen)
 	}
 }
