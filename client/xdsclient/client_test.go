@@ -426,3 +426,28 @@ func metricValue(t *testing.T, c prometheus.Collector) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+func TestClient_InvalidCallerZonesAreNACKedAndPreviousKept(t *testing.T) {
+	s := xdstest.Start(t, "127.0.0.1:0")
+	const name = "echo.default:8080"
+	_ = s.Clusters.UpdateResource(name, xdstest.WithCallerZones(makeCluster(name, ""), map[string]float64{"a": 0.5, "b": 0.5}))
+	c := newTestClient(t, []string{s.Addr}, WithRegisterer(prometheus.NewRegistry()))
+	r := newRecorder()
+	defer c.WatchCluster(name, r)()
+	good := recv(t, r.clusters, "good cluster")
+	if diff := cmp.Diff(good.CallerZones, map[string]float64{"a": 0.5, "b": 0.5}); diff != "" {
+		t.Errorf("caller zones (-got +want):\n%s", diff)
+	}
+
+	_ = s.Clusters.UpdateResource(name, xdstest.WithCallerZones(makeCluster(name, ""), map[string]float64{"a": 2}))
+	recvErr(t, r.errs, ErrInvalidResource)
+	nack := s.WaitRequest(t, "NACK", func(r *discoverypb.DiscoveryRequest) bool { return r.GetErrorDetail() != nil })
+	if msg := nack.GetErrorDetail().GetMessage(); !strings.Contains(msg, "caller_zones") {
+		t.Errorf("error_detail %q does not name caller_zones", msg)
+	}
+	r2 := newRecorder()
+	defer c.WatchCluster(name, r2)()
+	if diff := cmp.Diff(recv(t, r2.clusters, "kept cluster").CallerZones, map[string]float64{"a": 0.5, "b": 0.5}); diff != "" {
+		t.Errorf("kept caller zones (-got +want):\n%s", diff)
+	}
+}

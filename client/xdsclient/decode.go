@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"slices"
 	"strconv"
@@ -29,6 +30,10 @@ type Cluster struct {
 	// filter_metadata["fairway.io"]["strategy"]; nil when the Cluster has none
 	// (the client's default composition applies).
 	Strategy json.RawMessage
+	// CallerZones is the fraction (0..1) of this Cluster's subscribers in
+	// each zone, from filter_metadata["fairway.io"]["caller_zones"]; nil when
+	// the control plane sends none. Never mutated.
+	CallerZones map[string]float64
 	// Resource is the Cluster as received. Never mutated.
 	Resource *clusterpb.Cluster
 }
@@ -99,6 +104,11 @@ func decodeCluster(cl *clusterpb.Cluster, version string) (Cluster, error) {
 	}
 	v := Cluster{Name: cl.GetName(), Version: version, Resource: cl}
 	md := cl.GetMetadata().GetFilterMetadata()[MetadataKey]
+	zones, err := decodeCallerZones(md)
+	if err != nil {
+		return Cluster{}, err
+	}
+	v.CallerZones = zones
 	sv, ok := md.GetFields()["strategy"]
 	if !ok {
 		return v, nil
@@ -125,6 +135,38 @@ func decodeCluster(cl *clusterpb.Cluster, version string) (Cluster, error) {
 		return Cluster{}, fmt.Errorf("metadata %s.strategy is neither a JSON string nor a list", MetadataKey)
 	}
 	return v, nil
+}
+
+// decodeCallerZones decodes md's "caller_zones": an object mapping non-empty
+// zone names to finite numbers within [0, 1]. Absent or null: nil.
+func decodeCallerZones(md *structpb.Struct) (map[string]float64, error) {
+	cv, ok := md.GetFields()["caller_zones"]
+	if !ok {
+		return nil, nil
+	}
+	if _, null := cv.GetKind().(*structpb.Value_NullValue); null {
+		return nil, nil
+	}
+	st := cv.GetStructValue()
+	if st == nil {
+		return nil, fmt.Errorf("metadata %s.caller_zones is not an object", MetadataKey)
+	}
+	zones := make(map[string]float64, len(st.GetFields()))
+	for z, fv := range st.GetFields() {
+		if z == "" {
+			return nil, fmt.Errorf("metadata %s.caller_zones has an empty zone name", MetadataKey)
+		}
+		n, ok := fv.GetKind().(*structpb.Value_NumberValue)
+		if !ok {
+			return nil, fmt.Errorf("metadata %s.caller_zones[%q] is not a number", MetadataKey, z)
+		}
+		f := n.NumberValue
+		if math.IsNaN(f) || f < 0 || f > 1 {
+			return nil, fmt.Errorf("metadata %s.caller_zones[%q] = %v is not within [0, 1]", MetadataKey, z, f)
+		}
+		zones[z] = f
+	}
+	return zones, nil
 }
 
 func decodeEndpoints(cla *endpointpb.ClusterLoadAssignment, version string) (Endpoints, error) {

@@ -1,6 +1,8 @@
 package xdsclient
 
 import (
+	"math"
+	"strings"
 	"testing"
 
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -102,6 +104,70 @@ func TestDecodeCluster_Strategy(t *testing.T) {
 				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
 			}
 			if diff := cmp.Diff(string(got.Strategy), tc.want); diff != "" {
+				t.Errorf("strategy (-got +want):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDecodeCluster_CallerZones(t *testing.T) {
+	obj := func(m map[string]any) *structpb.Value {
+		s, err := structpb.NewStruct(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return structpb.NewStructValue(s)
+	}
+	for _, tc := range []struct {
+		name    string
+		value   *structpb.Value // nil: no caller_zones key
+		want    map[string]float64
+		wantErr bool
+	}{
+		{name: "absent"},
+		{name: "null", value: structpb.NewNullValue()},
+		{name: "empty object", value: obj(map[string]any{}), want: map[string]float64{}},
+		{name: "three zones", value: obj(map[string]any{"a": 0.6, "b": 0.2, "c": 0.2}), want: map[string]float64{"a": 0.6, "b": 0.2, "c": 0.2}},
+		{name: "bounds", value: obj(map[string]any{"a": 1.0, "b": 0.0}), want: map[string]float64{"a": 1, "b": 0}},
+		{name: "not an object", value: structpb.NewStringValue(`{"a":1}`), wantErr: true},
+		{name: "list", value: structpb.NewListValue(&structpb.ListValue{}), wantErr: true},
+		{name: "string fraction", value: obj(map[string]any{"a": "0.5"}), wantErr: true},
+		{name: "above 1", value: obj(map[string]any{"a": 1.5}), wantErr: true},
+		{name: "negative", value: obj(map[string]any{"a": -0.1}), wantErr: true},
+		{name: "NaN", value: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{"a": structpb.NewNumberValue(math.NaN())}}), wantErr: true},
+		{name: "infinite", value: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{"a": structpb.NewNumberValue(math.Inf(1))}}), wantErr: true},
+		{name: "empty zone name", value: obj(map[string]any{"": 0.5, "a": 0.5}), wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl := makeCluster("echo.default:8080", `[{"p2c":{}}]`)
+			if tc.value != nil {
+				if cl.Metadata == nil {
+					cl.Metadata = &corepb.Metadata{}
+				}
+				if cl.Metadata.FilterMetadata == nil {
+					cl.Metadata.FilterMetadata = map[string]*structpb.Struct{}
+				}
+				md := cl.Metadata.FilterMetadata[MetadataKey]
+				if md == nil {
+					md = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+					cl.Metadata.FilterMetadata[MetadataKey] = md
+				}
+				md.Fields["caller_zones"] = tc.value
+			}
+			got, err := decodeCluster(cl, "v1")
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+			if err != nil {
+				if !strings.Contains(err.Error(), "caller_zones") {
+					t.Errorf("error %q does not name caller_zones", err)
+				}
+				return
+			}
+			if diff := cmp.Diff(got.CallerZones, tc.want); diff != "" {
+				t.Errorf("caller zones (-got +want):\n%s", diff)
+			}
+			if diff := cmp.Diff(string(got.Strategy), `[{"p2c":{}}]`); diff != "" {
 				t.Errorf("strategy (-got +want):\n%s", diff)
 			}
 		})

@@ -152,6 +152,28 @@ func Cluster(name, strategy string) *clusterpb.Cluster {
 	return c
 }
 
+// WithCallerZones sets c's filter_metadata["fairway.io"]["caller_zones"] to
+// zones and returns c.
+func WithCallerZones(c *clusterpb.Cluster, zones map[string]float64) *clusterpb.Cluster {
+	if c.Metadata == nil {
+		c.Metadata = &corepb.Metadata{}
+	}
+	if c.Metadata.FilterMetadata == nil {
+		c.Metadata.FilterMetadata = map[string]*structpb.Struct{}
+	}
+	md := c.Metadata.FilterMetadata["fairway.io"]
+	if md == nil {
+		md = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+		c.Metadata.FilterMetadata["fairway.io"] = md
+	}
+	fields := make(map[string]*structpb.Value, len(zones))
+	for z, f := range zones {
+		fields[z] = structpb.NewNumberValue(f)
+	}
+	md.Fields["caller_zones"] = structpb.NewStructValue(&structpb.Struct{Fields: fields})
+	return c
+}
+
 // Endpoint describes one LbEndpoint for CLA.
 type Endpoint struct {
 	Addr     string // "IP:PORT"
