@@ -10,7 +10,10 @@
 //     load_balancing_weight (the sum of its healthy endpoints' weights, at
 //     least 1);
 //   - a Cluster N of type EDS over ADS whose balancing policy is carried in
-//     load_balancing_policy, the field both Envoy and grpc-go read;
+//     load_balancing_policy, the field both Envoy and grpc-go read, and whose
+//     filter_metadata["fairway.io"] carries the Fairway strategy chain
+//     ("strategy") and, when given with WithCallerZones, the callers'
+//     distribution over zones ("caller_zones");
 //   - two Listeners, N and the FQDN form, each with an api_listener
 //     HttpConnectionManager that fetches RouteConfiguration N over ADS;
 //   - a RouteConfiguration N routing every request to Cluster N.
@@ -32,6 +35,7 @@ package translate
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"time"
 
@@ -59,6 +63,12 @@ import (
 // MetadataNamespace is the filter_metadata key under which Fairway puts its
 // own data: endpoint labels on LbEndpoints and the strategy chain on Clusters.
 const MetadataNamespace = "fairway.io"
+
+// CallerZonesKey is the key, in a Cluster's Fairway metadata, of the
+// callers' distribution over zones: a Struct mapping zone name to the
+// fraction (0..1, rounded to 3 decimals) of the xDS streams subscribed to the
+// Cluster whose node states that zone.
+const CallerZonesKey = "caller_zones"
 
 // ConnectTimeout is the connect timeout set on every Cluster.
 const ConnectTimeout = 5 * time.Second
@@ -160,7 +170,7 @@ func lbEndpoint(ep topology.Endpoint, weight uint32, hs corepb.HealthStatus) *en
 func fairwayMetadata(fields map[string]any) *corepb.Metadata {
 	s, err := structpb.NewStruct(fields)
 	if err != nil {
-		// Only strings and maps of strings reach here.
+		// Only strings, numbers and maps of them reach here.
 		panic("fairway/translate: building metadata: " + err.Error())
 	}
 	return &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: s}}
@@ -173,9 +183,29 @@ func adsConfigSource() *corepb.ConfigSource {
 	}
 }
 
+// A ClusterOption adds an optional input to Cluster.
+type ClusterOption func(*clusterOptions)
+
+type clusterOptions struct {
+	callerZones map[string]float64
+}
+
+// WithCallerZones puts the callers' distribution over zones into the
+// Cluster's Fairway metadata under CallerZonesKey: fractions maps a zone name
+// to the fraction of the callers in it. Fractions are clamped to [0, 1] and
+// rounded to 3 decimals; the empty zone and NaN are left out; nil or empty fractions add nothing.
+func WithCallerZones(fractions map[string]float64) ClusterOption {
+	return func(o *clusterOptions) { o.callerZones = fractions }
+}
+
 // Cluster translates svc into its Cluster: EDS over ADS with the service's
-// balancing policy, outlier detection and Fairway strategy chain.
-func Cluster(svc *topology.Service) *clusterpb.Cluster {
+// balancing policy, outlier detection and Fairway strategy chain, plus the
+// optional inputs given in opts.
+func Cluster(svc *topology.Service, opts ...ClusterOption) *clusterpb.Cluster {
+	var o clusterOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	name := svc.Key.ResourceName()
 	c := &clusterpb.Cluster{
 		Name:                 name,
@@ -190,8 +220,22 @@ func Cluster(svc *topology.Service) *clusterpb.Cluster {
 	if o := svc.Policy.Outlier; o != nil {
 		c.OutlierDetection = outlierDetection(*o)
 	}
+	md := map[string]any{}
 	if svc.Policy.Strategy != "" {
-		c.Metadata = fairwayMetadata(map[string]any{"strategy": svc.Policy.Strategy})
+		md["strategy"] = svc.Policy.Strategy
+	}
+	zones := make(map[string]any, len(o.callerZones))
+	for zone, f := range o.callerZones {
+		if zone == "" || math.IsNaN(f) {
+			continue
+		}
+		zones[zone] = math.Round(min(max(f, 0), 1)*1000) / 1000
+	}
+	if len(zones) > 0 {
+		md[CallerZonesKey] = zones
+	}
+	if len(md) > 0 {
+		c.Metadata = fairwayMetadata(md)
 	}
 	return c
 }

@@ -197,9 +197,27 @@ func TestCluster_Translation(t *testing.T) {
 		"strategy": structpb.NewStringValue(`[{"p2c":{}}]`),
 	}}}}
 
+	withCallers := base(policy("envoy.load_balancing_policies.round_robin", &roundrobinpb.RoundRobin{}))
+	withCallers.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{"fairway.io": {Fields: map[string]*structpb.Value{
+		"strategy": structpb.NewStringValue(`[{"p2c":{}}]`),
+		"caller_zones": structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			"zone-a": structpb.NewNumberValue(0.667),
+			"zone-b": structpb.NewNumberValue(0.333),
+			"zone-c": structpb.NewNumberValue(0),
+			"zone-d": structpb.NewNumberValue(1),
+		}}),
+	}}}}
+	onlyCallers := base(policy("envoy.load_balancing_policies.round_robin", &roundrobinpb.RoundRobin{}))
+	onlyCallers.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{"fairway.io": {Fields: map[string]*structpb.Value{
+		"caller_zones": structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			"zone-a": structpb.NewNumberValue(1),
+		}}),
+	}}}}
+
 	tests := []struct {
 		name   string
 		policy topology.Policy
+		opts   []translate.ClusterOption
 		want   *clusterpb.Cluster
 	}{
 		{
@@ -236,10 +254,30 @@ func TestCluster_Translation(t *testing.T) {
 			policy: topology.Policy{LB: topology.RoundRobin, Strategy: `[{"p2c":{}}]`},
 			want:   withStrategy,
 		},
+		{
+			name:   "caller zones rounded, clamped, empty zone left out, next to the strategy",
+			policy: topology.Policy{LB: topology.RoundRobin, Strategy: `[{"p2c":{}}]`},
+			opts: []translate.ClusterOption{translate.WithCallerZones(map[string]float64{
+				"zone-a": 2.0 / 3, "zone-b": 1.0 / 3, "zone-c": -0.1, "zone-d": 1.5, "": 0.5,
+			})},
+			want: withCallers,
+		},
+		{
+			name:   "caller zones without a strategy",
+			policy: topology.Policy{LB: topology.RoundRobin},
+			opts:   []translate.ClusterOption{translate.WithCallerZones(map[string]float64{"zone-a": 1})},
+			want:   onlyCallers,
+		},
+		{
+			name:   "empty caller zones add nothing",
+			policy: topology.Policy{LB: topology.RoundRobin, Strategy: `[{"p2c":{}}]`},
+			opts:   []translate.ClusterOption{translate.WithCallerZones(map[string]float64{})},
+			want:   withStrategy,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := translate.Cluster(&topology.Service{Key: key, Policy: tt.policy})
+			got := translate.Cluster(&topology.Service{Key: key, Policy: tt.policy}, tt.opts...)
 			if diff := cmp.Diff(got, tt.want, protocmp.Transform()); diff != "" {
 				t.Errorf("Cluster mismatch (-got +want):\n%s", diff)
 			}
@@ -314,7 +352,8 @@ func TestResources_ValidateAll(t *testing.T) {
 	for name, svc := range services {
 		t.Run(name, func(t *testing.T) {
 			r := translate.Resources(svc)
-			all := []validator{r.Cluster, r.LoadAssignment, r.RouteConfig}
+			withCallers := translate.Cluster(svc, translate.WithCallerZones(map[string]float64{"zone-a": 0.6, "zone-b": 0.4, "": 1}))
+			all := []validator{r.Cluster, withCallers, r.LoadAssignment, r.RouteConfig}
 			for _, l := range r.Listeners {
 				all = append(all, l)
 			}
