@@ -1,6 +1,7 @@
 // Package endpointattr carries Fairway's per-endpoint metadata (zone, weight,
 // labels, health, first-seen time) on resolver.Endpoint attributes, and the
-// caller's own zone on resolver.State attributes. The resolver sets them; the
+// caller's own zone and the service's callers per zone on resolver.State
+// attributes. The resolver sets them; the
 // balancer and strategies read them. Typed keys, as grpc-go's
 // experimental/balancer/weight does.
 package endpointattr
@@ -55,6 +56,16 @@ func (i Info) Equal(o any) bool {
 
 type infoKey struct{}
 type localZoneKey struct{}
+type callerZonesKey struct{}
+
+// callerZones wraps the map so that attributes can compare it.
+type callerZones map[string]float64
+
+// Equal lets attributes compare callerZones values.
+func (c callerZones) Equal(o any) bool {
+	oc, ok := o.(callerZones)
+	return ok && maps.Equal(c, oc)
+}
 
 // Set returns a copy of ep carrying info.
 func Set(ep resolver.Endpoint, info Info) resolver.Endpoint {
@@ -76,5 +87,19 @@ func SetLocalZone(attrs *attributes.Attributes, zone string) *attributes.Attribu
 // LocalZone returns the caller's zone set on attrs; "" when unknown.
 func LocalZone(attrs *attributes.Attributes) string {
 	z, _ := attrs.Value(localZoneKey{}).(string)
+	return z
+}
+
+// SetCallerZones returns attrs with the fraction of the service's callers in
+// each zone, as the control plane serves it (nil: unknown). zones must not be
+// mutated afterwards.
+func SetCallerZones(attrs *attributes.Attributes, zones map[string]float64) *attributes.Attributes {
+	return attrs.WithValue(callerZonesKey{}, callerZones(zones))
+}
+
+// CallerZones returns the callers per zone set on attrs; nil when unknown.
+// The map is shared: read it, never modify it.
+func CallerZones(attrs *attributes.Attributes) map[string]float64 {
+	z, _ := attrs.Value(callerZonesKey{}).(callerZones)
 	return z
 }

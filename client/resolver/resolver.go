@@ -3,8 +3,9 @@
 // watches the service's Cluster and ClusterLoadAssignment through an
 // xdsclient.Client and pushes a resolver.State with one resolver.Endpoint per
 // LbEndpoint, each carrying endpointattr.Info (zone, hostname, weight, labels,
-// health, first-seen time), the caller's zone on the state's attributes
-// (endpointattr.SetLocalZone), and a service config selecting the "fairway"
+// health, first-seen time), the caller's zone and the Cluster's callers per
+// zone on the state's attributes (endpointattr.SetLocalZone,
+// endpointattr.SetCallerZones), and a service config selecting the "fairway"
 // balancer with the strategy chain served in the Cluster:
 //
 //	{"loadBalancingConfig": [{"fairway": {"strategy": [ ...chain... ]}}]}
@@ -165,7 +166,7 @@ type fairwayResolver struct {
 func (r *fairwayResolver) OnCluster(c xdsclient.Cluster) {
 	r.mu.Lock()
 	r.cluster = &c
-	r.log.Debug("cluster", "version", c.Version, "strategy", string(c.Strategy))
+	r.log.Debug("cluster", "version", c.Version, "strategy", string(c.Strategy), "caller_zones", c.CallerZones)
 	r.pushLocked()
 }
 
@@ -247,7 +248,7 @@ func (r *fairwayResolver) stateLocked() resolver.State {
 	return resolver.State{
 		Endpoints:     eps,
 		ServiceConfig: r.sc,
-		Attributes:    endpointattr.SetLocalZone(nil, r.opts.zone),
+		Attributes:    endpointattr.SetCallerZones(endpointattr.SetLocalZone(nil, r.opts.zone), r.cluster.CallerZones),
 	}
 }
 

@@ -384,3 +384,34 @@ func TestServiceConfigJSON(t *testing.T) {
 		}
 	}
 }
+
+func TestResolver_CarriesCallerZonesAndKeepsEndpoints(t *testing.T) {
+	e := newEnv(t)
+	const name = "callers.default:8080"
+	sink := newSink(name)
+	_ = e.srv.Clusters.UpdateResource(name, xdstest.Cluster(name, ""))
+	_ = e.srv.Endpoints.UpdateResource(name, xdstest.CLA(name, xdstest.Endpoint{Addr: "10.0.0.1:80", Zone: "zone-a"}, xdstest.Endpoint{Addr: "10.0.1.1:80", Zone: "zone-b"}))
+	cc := e.dial(t, "fairway:///"+name)
+	defer cc.Close()
+	first := recv(t, sink.states, "first state")
+	if got := endpointattr.CallerZones(first.ResolverState.Attributes); got != nil {
+		t.Errorf("caller zones without caller_zones = %v, want nil", got)
+	}
+
+	e.clock.SetTime(t0.Add(time.Minute)) // a recreated endpoint would be stamped anew
+	zones := map[string]float64{"zone-a": 0.6, "zone-b": 0.4}
+	_ = e.srv.Clusters.UpdateResource(name, xdstest.WithCallerZones(xdstest.Cluster(name, ""), zones))
+	second := recv(t, sink.states, "state with caller zones")
+	if diff := cmp.Diff(endpointattr.CallerZones(second.ResolverState.Attributes), zones); diff != "" {
+		t.Errorf("caller zones (-got +want):\n%s", diff)
+	}
+	if got := endpointattr.LocalZone(second.ResolverState.Attributes); got != "zone-a" {
+		t.Errorf("local zone = %q, want zone-a", got)
+	}
+	if diff := cmp.Diff(endpoints(t, second), endpoints(t, first)); diff != "" {
+		t.Errorf("endpoints changed with caller zones (-got +want):\n%s", diff)
+	}
+	if second.ResolverState.Attributes.Equal(first.ResolverState.Attributes) {
+		t.Errorf("state attributes compare equal although caller zones changed")
+	}
+}
