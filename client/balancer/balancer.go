@@ -8,8 +8,9 @@
 //	{"loadBalancingConfig": [{"fairway": {"strategy": [ ...chain... ]}}]}
 //
 // where an absent strategy selects strategy.DefaultChain. The resolver sets
-// endpointattr.Info on each resolver.Endpoint and the caller's zone on the
-// state's attributes.
+// endpointattr.Info on each resolver.Endpoint, and the caller's zone and the
+// service's callers per zone on the state's attributes; both reach the
+// strategies in every strategy.Set.
 //
 // Pickers are immutable and rebuilt when endpoints, their connectivity or the
 // strategies' time-dependent tables change; a tick goroutine (every
@@ -168,6 +169,7 @@ type fairwayBalancer struct {
 	endpoints   map[string]*endpoint // by address
 	order       []string             // addresses in resolver order
 	localZone   string
+	callerZones map[string]float64 // read-only; shared with the sets
 	seenFirst   bool
 	resolverErr error
 	published   bool         // a READY picker was published
@@ -199,6 +201,7 @@ func (b *fairwayBalancer) UpdateClientConnState(s balancer.ClientConnState) erro
 	b.cfg = cfg
 	b.resolverErr = nil
 	b.localZone = endpointattr.LocalZone(s.ResolverState.Attributes)
+	b.callerZones = endpointattr.CallerZones(s.ResolverState.Attributes)
 
 	now := b.opts.clock.Now()
 	initial := !b.seenFirst
@@ -373,7 +376,7 @@ func (b *fairwayBalancer) setLocked(now time.Time) strategy.Set {
 // fillSetLocked returns the current candidate set, appending to all and
 // cands (b.mu held).
 func (b *fairwayBalancer) fillSetLocked(now time.Time, all []*strategy.Endpoint, cands []strategy.Candidate) strategy.Set {
-	s := strategy.Set{LocalZone: b.localZone, Now: now, All: all, Cands: cands}
+	s := strategy.Set{LocalZone: b.localZone, CallerZones: b.callerZones, Now: now, All: all, Cands: cands}
 	for _, a := range b.order {
 		ep := b.endpoints[a]
 		if ep == nil {

@@ -472,6 +472,9 @@ type Set struct {
 	All []*Endpoint
 	// LocalZone is the caller's zone; "" when unknown.
 	LocalZone string
+	// CallerZones is the fraction of this service's callers in each zone,
+	// from the control plane; nil when unknown. Read-only.
+	CallerZones map[string]float64
 	// Now is the clock reading of this Build or Tick.
 	Now time.Time
 }
