@@ -25,6 +25,9 @@ type metrics struct {
 	version      prometheus.Gauge
 	changeToPush prometheus.Histogram
 	resources    *prometheus.GaugeVec
+
+	callerStreams      *prometheus.GaugeVec
+	callerZonesUpdates prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -58,8 +61,17 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "fairway_xds_resources",
 			Help: "Resources in the xDS caches by type.",
 		}, []string{"type"}),
+		callerStreams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fairway_xds_caller_streams",
+			Help: "Open xDS streams whose node states a locality zone, by zone.",
+		}, []string{"zone"}),
+		callerZonesUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fairway_xds_caller_zones_updates_total",
+			Help: "Clusters re-rendered because their callers' distribution over zones moved (without a topology change).",
+		}),
 	}
-	r.MustRegister(m.streams, m.pushes, m.nacks, m.unknown, m.version, m.changeToPush, m.resources)
+	r.MustRegister(m.streams, m.pushes, m.nacks, m.unknown, m.version, m.changeToPush, m.resources,
+		m.callerStreams, m.callerZonesUpdates)
 	return m
 }
 
@@ -92,20 +104,29 @@ func (c *callbacks) open(protocol string, id int64) error {
 
 func (c *callbacks) closed(protocol string, id int64) {
 	c.s.streamsMu.Lock()
-	defer c.s.streamsMu.Unlock()
 	st, ok := c.s.streams[streamID{protocol, id}]
 	if !ok {
+		c.s.streamsMu.Unlock()
 		return
 	}
 	delete(c.s.streams, streamID{protocol, id})
 	for t := range st.types {
 		c.s.metrics.streams.WithLabelValues(typeLabel(t), protocol).Dec()
 	}
+	if st.zone != "" {
+		c.s.metrics.callerStreams.WithLabelValues(st.zone).Dec()
+	}
+	callersChanged := c.s.setClustersLocked(st, nil)
+	c.s.streamsMu.Unlock()
+	if callersChanged {
+		c.s.callersChanged() // takes s.mu: not under streamsMu
+	}
 }
 
-// request handles one request of a stream: stream accounting, NACKs and
-// unknown names.
-func (c *callbacks) request(protocol string, id int64, node *corepb.Node, typeURL string, names []string, errDetail string) {
+// request handles one request of a stream: stream accounting, callers'
+// zones, NACKs and unknown names. names are the SotW resource names or the
+// delta names subscribed to, unsubscribe the delta names unsubscribed from.
+func (c *callbacks) request(protocol string, id int64, node *corepb.Node, typeURL string, names, unsubscribe []string, errDetail string) {
 	s := c.s
 	pushed := s.pushed.Load()
 	var unknown []string
@@ -117,6 +138,13 @@ func (c *callbacks) request(protocol string, id int64, node *corepb.Node, typeUR
 	}
 	if node.GetId() != "" {
 		st.nodeID = node.GetId()
+	}
+	callersChanged := false
+	if node != nil && !st.nodeSeen {
+		callersChanged = s.setZoneLocked(st, node.GetLocality().GetZone())
+	}
+	if typeURL == resourcev3.ClusterType {
+		callersChanged = s.subscribeLocked(st, protocol, names, unsubscribe) || callersChanged
 	}
 	if typeURL != "" && !st.types[typeURL] {
 		st.types[typeURL] = true
@@ -139,6 +167,9 @@ func (c *callbacks) request(protocol string, id int64, node *corepb.Node, typeUR
 	}
 	s.streamsMu.Unlock()
 
+	if callersChanged {
+		s.callersChanged()
+	}
 	if errDetail != "" {
 		s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
 		if firstNACK {
@@ -188,7 +219,7 @@ func (c *callbacks) OnStreamOpen(_ context.Context, id int64, _ string) error {
 func (c *callbacks) OnStreamClosed(id int64, _ *corepb.Node) { c.closed(protoSotW, id) }
 
 func (c *callbacks) OnStreamRequest(id int64, req *discoverypb.DiscoveryRequest) error {
-	c.request(protoSotW, id, req.GetNode(), req.GetTypeUrl(), req.GetResourceNames(), req.GetErrorDetail().GetMessage())
+	c.request(protoSotW, id, req.GetNode(), req.GetTypeUrl(), req.GetResourceNames(), nil, req.GetErrorDetail().GetMessage())
 	return nil
 }
 
@@ -202,7 +233,7 @@ func (c *callbacks) OnDeltaStreamOpen(_ context.Context, id int64, _ string) err
 func (c *callbacks) OnDeltaStreamClosed(id int64, _ *corepb.Node) { c.closed(protoDelta, id) }
 
 func (c *callbacks) OnStreamDeltaRequest(id int64, req *discoverypb.DeltaDiscoveryRequest) error {
-	c.request(protoDelta, id, req.GetNode(), req.GetTypeUrl(), req.GetResourceNamesSubscribe(), req.GetErrorDetail().GetMessage())
+	c.request(protoDelta, id, req.GetNode(), req.GetTypeUrl(), req.GetResourceNamesSubscribe(), req.GetResourceNamesUnsubscribe(), req.GetErrorDetail().GetMessage())
 	return nil
 }
 

@@ -136,6 +136,16 @@ type Server struct {
 
 	streamsMu sync.Mutex
 	streams   map[streamID]*streamState // guarded by streamsMu
+	// callers counts, per Cluster name, the streams subscribed to it by
+	// name whose node states a zone, by zone.
+	callers map[string]map[string]int // guarded by streamsMu
+	// callersDirty holds the Cluster names whose callers changed since the
+	// push goroutine last took them.
+	callersDirty map[string]bool // guarded by streamsMu
+
+	// published is, per Cluster name, the callers' distribution (zone to
+	// thousandths) in the Cluster in the cache. Owned by the push goroutine.
+	published map[string]map[string]int
 }
 
 type streamID struct {
@@ -144,10 +154,13 @@ type streamID struct {
 }
 
 type streamState struct {
-	nodeID  string
-	types   map[string]bool // type URLs this stream has requested
-	unknown map[string]bool // "type/name" already reported as unknown
-	nacked  map[string]bool // "type/error" already logged as NACKed
+	nodeID   string
+	nodeSeen bool            // a request carrying a node has been seen
+	zone     string          // the node's locality zone, from the first request carrying a node
+	clusters map[string]bool // Cluster names subscribed to by name
+	types    map[string]bool // type URLs this stream has requested
+	unknown  map[string]bool // "type/name" already reported as unknown
+	nacked   map[string]bool // "type/error" already logged as NACKed
 }
 
 func newStreamState() *streamState {
@@ -194,6 +207,10 @@ func New(opts ...Option) *Server {
 		caches:    make(map[string]*cachev3.LinearCache, len(typeURLs)),
 		kick:      make(chan struct{}, 1),
 		streams:   make(map[streamID]*streamState),
+
+		callers:      map[string]map[string]int{},
+		callersDirty: map[string]bool{},
+		published:    map[string]map[string]int{},
 	}
 	mux := &cachev3.MuxCache{
 		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
@@ -222,6 +239,11 @@ func (s *Server) Update(snap *topology.Snapshot) {
 		return
 	}
 	s.latest = snap
+	s.scheduleLocked()
+}
+
+// scheduleLocked schedules a push unless one is due. s.mu is held.
+func (s *Server) scheduleLocked() {
 	if s.scheduled {
 		return // rides along with the push already due
 	}
@@ -261,7 +283,8 @@ func (s *Server) run() {
 	}
 }
 
-// push brings the caches from the last pushed snapshot to snap. Called only
+// push brings the caches from the last pushed snapshot to snap, and
+// republishes the Clusters whose callers' distribution moved. Called only
 // from the push goroutine.
 func (s *Server) push(snap *topology.Snapshot) {
 	prev := s.pushed.Load()
@@ -270,42 +293,69 @@ func (s *Server) push(snap *topology.Snapshot) {
 	for _, t := range typeURLs {
 		update[t] = map[string]types.Resource{}
 	}
-	changed := 0
-	for svc := range snap.All() {
-		var old *topology.Service
+	clusters := map[string]*topology.Service{} // Clusters to render, by name
+	changed, removed := 0, 0
+	if snap != prev {
+		for svc := range snap.All() {
+			var old *topology.Service
+			if prev != nil {
+				old, _ = prev.Service(svc.Key)
+			}
+			if old == svc || (old != nil && old.Equal(svc)) {
+				continue
+			}
+			changed++
+			name := svc.Key.ResourceName()
+			if old == nil || !endpointsEqual(old, svc) {
+				update[resourcev3.EndpointType][name] = translate.LoadAssignment(svc)
+			}
+			if old == nil || !old.Policy.Equal(svc.Policy) {
+				clusters[name] = svc
+			}
+			if old == nil {
+				update[resourcev3.RouteType][name] = translate.RouteConfig(svc)
+				for _, l := range translate.Listeners(svc) {
+					update[resourcev3.ListenerType][l.GetName()] = l
+				}
+			}
+		}
 		if prev != nil {
-			old, _ = prev.Service(svc.Key)
-		}
-		if old == svc || (old != nil && old.Equal(svc)) {
-			continue
-		}
-		changed++
-		name := svc.Key.ResourceName()
-		if old == nil || !endpointsEqual(old, svc) {
-			update[resourcev3.EndpointType][name] = translate.LoadAssignment(svc)
-		}
-		if old == nil || !old.Policy.Equal(svc.Policy) {
-			update[resourcev3.ClusterType][name] = translate.Cluster(svc)
-		}
-		if old == nil {
-			update[resourcev3.RouteType][name] = translate.RouteConfig(svc)
-			for _, l := range translate.Listeners(svc) {
-				update[resourcev3.ListenerType][l.GetName()] = l
+			for svc := range prev.All() {
+				if _, ok := snap.Service(svc.Key); ok {
+					continue
+				}
+				removed++
+				name := svc.Key.ResourceName()
+				delete(s.published, name)
+				remove[resourcev3.EndpointType] = append(remove[resourcev3.EndpointType], name)
+				remove[resourcev3.ClusterType] = append(remove[resourcev3.ClusterType], name)
+				remove[resourcev3.RouteType] = append(remove[resourcev3.RouteType], name)
+				remove[resourcev3.ListenerType] = append(remove[resourcev3.ListenerType], name, svc.Key.FQDNResourceName())
 			}
 		}
 	}
-	removed := 0
-	if prev != nil {
-		for svc := range prev.All() {
-			if _, ok := snap.Service(svc.Key); ok {
-				continue
-			}
-			removed++
-			name := svc.Key.ResourceName()
-			remove[resourcev3.EndpointType] = append(remove[resourcev3.EndpointType], name)
-			remove[resourcev3.ClusterType] = append(remove[resourcev3.ClusterType], name)
-			remove[resourcev3.RouteType] = append(remove[resourcev3.RouteType], name)
-			remove[resourcev3.ListenerType] = append(remove[resourcev3.ListenerType], name, svc.Key.FQDNResourceName())
+	// A Cluster rendered for a topology change carries its current callers;
+	// one whose callers alone changed is rendered only when they moved
+	// enough from the published ones.
+	dirty, cur := s.takeCallers(clusters)
+	republished := 0
+	for name := range dirty {
+		if clusters[name] != nil {
+			continue
+		}
+		svc, ok := serviceOf(snap, name)
+		if !ok || !callerZonesMoved(s.published[name], cur[name]) {
+			continue
+		}
+		clusters[name] = svc
+		republished++
+	}
+	for name, svc := range clusters {
+		update[resourcev3.ClusterType][name] = translate.Cluster(svc, translate.WithCallerZones(fractions(cur[name])))
+		if len(cur[name]) == 0 {
+			delete(s.published, name)
+		} else {
+			s.published[name] = cur[name]
 		}
 	}
 	for _, t := range typeURLs {
@@ -316,6 +366,13 @@ func (s *Server) push(snap *topology.Snapshot) {
 			s.log.Error("updating xDS cache", "type", typeLabel(t), "error", err)
 		}
 		s.metrics.resources.WithLabelValues(typeLabel(t)).Set(float64(s.caches[t].NumResources()))
+	}
+	s.metrics.callerZonesUpdates.Add(float64(republished))
+	if republished > 0 {
+		s.log.Debug("republished Clusters for a change of callers", "clusters", republished)
+	}
+	if snap == prev {
+		return
 	}
 	s.pushed.Store(snap)
 	s.metrics.pushes.Inc()
