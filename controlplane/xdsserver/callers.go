@@ -17,7 +17,7 @@ const CallerZonesMinMove = 0.02
 
 // callerZonesMinMovePermille is CallerZonesMinMove in thousandths, the unit
 // fractions are rounded to and compared in.
-const callerZonesMinMovePermille = 20
+const callerZonesMinMovePermille = CallerZonesMinMove * 1000
 
 // callerZonesMoved reports whether the callers' distribution cur differs from
 // the published one enough to republish: the set of zones changed, or a
