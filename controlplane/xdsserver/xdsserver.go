@@ -27,6 +27,22 @@
 // reports a given error for a type (at debug level after that), and delays
 // that stream's next answer by the NACK delay (WithNACKDelay), since
 // go-control-plane re-sends the rejected resources at once.
+//
+// Caller zones: the server counts, per Cluster name, the streams subscribed
+// to it by name whose node states a zone (node.locality.zone of the first
+// request carrying a node), by zone. A SotW Cluster request's resource_names
+// replace a stream's set, a delta request subscribes and unsubscribes; the
+// wildcard counts for no Cluster; a closed stream counts for nothing. Each
+// Cluster carries the fractions in filter_metadata["fairway.io"]
+// ["caller_zones"] (see translate.WithCallerZones). A change of callers
+// marks the Cluster and rides the debounced push; the push re-renders a
+// Cluster whose callers alone changed only when a zone appeared or
+// disappeared or a fraction moved by CallerZonesMinMove or more from the
+// published one, and updates just that Cluster in its cache. A push of
+// callers alone counts neither in fairway_xds_pushes_total nor in the
+// snapshot version; fairway_xds_caller_zones_updates_total counts the
+// Clusters it re-renders and fairway_xds_caller_streams{zone} the open
+// streams that stated a zone.
 package xdsserver
 
 import (
