@@ -1,5 +1,6 @@
 // Package zoneaffinity keeps traffic in the caller's zone and spills part of
-// it to the other zones when the local zone is overloaded or unhealthy.
+// it to the other zones when the local zone is overloaded, unhealthy, or
+// holds less of the service's capacity than its share of the callers.
 //
 // Build splits the candidates into local and remote sets and builds the
 // inner strategy over each; a pick sends a request out of the zone with
@@ -27,7 +28,27 @@
 //   - health: when the fraction of local endpoints that are usable falls
 //     below MinHealthyFraction, f is at least 1 − healthy/MinHealthyFraction,
 //     approached one step per tick (at once to 1 when no local endpoint is
-//     usable).
+//     usable);
+//   - capacity (caller-aware, Envoy's zone-aware routing): the control plane
+//     tells each client the fraction of the service's callers in each zone
+//     (strategy.Set.CallerZones). With U_z the usable (not ejected) candidate
+//     weight of zone z over the total usable weight, and C_z the callers'
+//     fraction of zone z normalised over the zones that have candidates, the
+//     local zone L keeps U_L/C_L of its callers' traffic: the capacity part
+//     is 1 − U_L/C_L when U_L < C_L, else 0 (and 0 when C_L is 0 or the
+//     callers are unknown). It moves toward that target by at most
+//     4 × SpillStep per tick, except that the first Build or Tick that sees
+//     caller information (or a Build after the local zone appears among the
+//     candidates) starts at the target directly. Config caller_aware: false
+//     turns it off.
+//
+// f is the largest of the three parts. Without caller information, spilled
+// requests go to the inner strategy over all remote endpoints. With it, a
+// spilled request first chooses a remote zone with probability proportional
+// to its excess capacity E_z = max(0, U_z − C_z) (proportional to U_z when no
+// zone has any), then the inner strategy picks within that zone; the same
+// random draw decides both. When every zone's callers and capacity match,
+// nothing spills and every endpoint gets the same share of the traffic.
 //
 // Endpoints ejected by an inner outlier strategy count as unusable. When the
 // chosen side has nothing to offer, the other side answers. Without a local
@@ -63,6 +84,10 @@ type Config struct {
 	SpillStep float64 `json:"spill_step"`
 	// MaxSpill caps the overload spill fraction. Default 0.8.
 	MaxSpill float64 `json:"max_spill"`
+	// CallerAware enables the capacity part of the spill and the choice of
+	// remote zones by excess capacity, from the callers per zone the control
+	// plane sends. Default true.
+	CallerAware bool `json:"caller_aware"`
 }
 
 func init() { strategy.Register(builder{}) }
@@ -73,7 +98,7 @@ func (builder) Name() string                { return Name }
 func (builder) Position() strategy.Position { return strategy.Wrapper }
 
 func (builder) ParseConfig(raw json.RawMessage) (any, error) {
-	cfg := &Config{SpillMargin: 0.2, MinLoad: 1, MinHealthyFraction: 0.7, SpillStep: 0.05, MaxSpill: 0.8}
+	cfg := &Config{SpillMargin: 0.2, MinLoad: 1, MinHealthyFraction: 0.7, SpillStep: 0.05, MaxSpill: 0.8, CallerAware: true}
 	if err := strategy.DecodeConfig(Name, raw, cfg); err != nil {
 		return nil, err
 	}
@@ -103,12 +128,79 @@ type zone struct {
 	stats *strategy.Stats
 
 	// Touched only from Build/Tick (serialized by the balancer).
-	overload float64 // overload part of the spill fraction
-	health   float64 // health part of the spill fraction
+	overload float64     // overload part of the spill fraction
+	health   float64     // health part of the spill fraction
+	capacity float64     // capacity (caller-aware) part of the spill fraction
+	capKnown bool        // capacity was set from caller information
+	scratch  []zoneShare // reused by Tick
 }
 
 // Spill returns the current spill fraction.
-func (z *zone) spill() float64 { return max(z.overload, z.health) }
+func (z *zone) spill() float64 { return max(z.overload, z.health, z.capacity) }
+
+// zoneShare is one zone's part of the candidates and of the callers.
+type zoneShare struct {
+	zone    string
+	usable  float64 // weight of the zone's candidates not ejected
+	callers float64 // set.CallerZones[zone], not normalised
+}
+
+// shares appends one zoneShare per zone that has candidates, in order of
+// first appearance, and returns them with the total usable weight and the
+// total of the callers' fractions over those zones.
+func shares(set strategy.Set, dst []zoneShare) (zs []zoneShare, usable, callers float64) {
+	zs = dst[:0]
+	for _, c := range set.Cands {
+		i := 0
+		for i < len(zs) && zs[i].zone != c.E.Info.Zone {
+			i++
+		}
+		if i == len(zs) {
+			zs = append(zs, zoneShare{zone: c.E.Info.Zone, callers: set.CallerZones[c.E.Info.Zone]})
+			callers += zs[i].callers
+		}
+		if !c.E.Ejected(set.Now) && c.Weight > 0 {
+			zs[i].usable += c.Weight
+			usable += c.Weight
+		}
+	}
+	return zs, usable, callers
+}
+
+// capacityTarget returns the capacity spill target and whether it is
+// defined: caller-aware, callers known, and the local zone has candidates.
+func (z *zone) capacityTarget(set strategy.Set, zs []zoneShare, usable, callers float64) (float64, bool) {
+	if !z.cfg.CallerAware || set.CallerZones == nil || set.LocalZone == "" {
+		return 0, false
+	}
+	for _, s := range zs {
+		if s.zone != set.LocalZone {
+			continue
+		}
+		if callers <= 0 || s.callers <= 0 || usable <= 0 {
+			return 0, true
+		}
+		u, c := s.usable/usable, s.callers/callers
+		if u >= c {
+			return 0, true
+		}
+		return round(1 - u/c), true
+	}
+	return 0, false
+}
+
+// updateCapacity moves the capacity part toward target, at once when it was
+// not known before; defined false clears it.
+func (z *zone) updateCapacity(target float64, defined bool) {
+	switch {
+	case !defined:
+		z.capacity, z.capKnown = 0, false
+	case !z.capKnown:
+		z.capacity, z.capKnown = target, true
+	default:
+		z.capacity = round(approach(z.capacity, target, maxStepFactor*z.cfg.SpillStep))
+	}
+}
 
 func split(set strategy.Set) (local, remote []strategy.Candidate) {
 	for _, c := range set.Cands {
@@ -123,15 +215,22 @@ func split(set strategy.Set) (local, remote []strategy.Candidate) {
 
 func (z *zone) Build(set strategy.Set) strategy.Picker {
 	if set.LocalZone == "" {
+		z.updateCapacity(0, false)
 		z.stats.SetSpillFraction(0)
 		return z.inner.Build(set)
 	}
 	local, remote := split(set)
-	switch {
-	case len(local) == 0:
+	if len(local) == 0 {
+		z.updateCapacity(0, false) // starts at the target when the zone comes back
 		z.stats.SetSpillFraction(1)
 		return z.inner.Build(set)
-	case len(remote) == 0:
+	}
+	zs, usable, callers := shares(set, nil)
+	target, defined := z.capacityTarget(set, zs, usable, callers)
+	if !defined || !z.capKnown {
+		z.updateCapacity(target, defined)
+	}
+	if len(remote) == 0 {
 		z.stats.SetSpillFraction(0)
 		return z.inner.Build(set)
 	}
@@ -143,7 +242,69 @@ func (z *zone) Build(set strategy.Set) strategy.Picker {
 	if f == 0 && anyUsable(local, set.Now) {
 		return lp // no spill, and the local side can answer: no layer at all
 	}
-	return &picker{rand: z.rand, threshold: strategy.Threshold(f), local: lp, remote: z.inner.Build(rs)}
+	rp := z.inner.Build(rs)
+	threshold := strategy.Threshold(f)
+	if defined && len(zs) > 2 {
+		if zp := z.zonedPicker(set, zs, usable, callers, remote, threshold); zp != nil {
+			zp.local, zp.remote = lp, rp
+			return zp
+		}
+	}
+	return &picker{rand: z.rand, threshold: threshold, local: lp, remote: rp}
+}
+
+// zonedPicker builds one inner picker per remote zone that gets spilled
+// requests, drawn in proportion to the zones' excess capacity (or usable
+// capacity when no zone has excess). It returns nil when no remote zone has
+// usable capacity; the caller fills in local and remote.
+func (z *zone) zonedPicker(set strategy.Set, zs []zoneShare, usable, callers float64, remote []strategy.Candidate, threshold uint64) *zonedPicker {
+	if usable <= 0 {
+		return nil
+	}
+	weights := make([]float64, len(zs))
+	var total float64
+	for i, s := range zs {
+		if s.zone == set.LocalZone {
+			continue
+		}
+		c := 0.0
+		if callers > 0 {
+			c = s.callers / callers
+		}
+		weights[i] = max(0, s.usable/usable-c)
+		total += weights[i]
+	}
+	if total <= 0 {
+		for i, s := range zs {
+			if s.zone != set.LocalZone {
+				weights[i] = s.usable / usable
+				total += weights[i]
+			}
+		}
+	}
+	if total <= 0 {
+		return nil
+	}
+	p := &zonedPicker{rand: z.rand, threshold: threshold}
+	var cum float64
+	for i, s := range zs {
+		if weights[i] <= 0 {
+			continue
+		}
+		cum += weights[i]
+		var cands []strategy.Candidate
+		for _, c := range remote {
+			if c.E.Info.Zone == s.zone {
+				cands = append(cands, c)
+			}
+		}
+		zset := set
+		zset.Cands = cands
+		p.zones = append(p.zones, z.inner.Build(zset))
+		p.cum = append(p.cum, uint64(float64(threshold)*(cum/total)))
+	}
+	p.cum[len(p.cum)-1] = threshold // every spilled draw lands in a zone
+	return p
 }
 
 // anyUsable reports whether some candidate is not ejected at now.
@@ -162,6 +323,12 @@ func (z *zone) Tick(set strategy.Set) bool {
 		return rebuild
 	}
 	before := z.spill()
+	// Capacity: the scratch slice keeps Tick from allocating.
+	zs, usable, callers := shares(set, z.scratch)
+	z.scratch = zs
+	capTarget, defined := z.capacityTarget(set, zs, usable, callers)
+	z.updateCapacity(capTarget, defined)
+
 	// Count without allocating: Tick runs every few hundred milliseconds.
 	var nLocal, nRemote int
 	var loadLocal, loadRemote int64
@@ -267,6 +434,44 @@ func approach(cur, target, step float64) float64 {
 
 // round trims float noise from repeated steps.
 func round(f float64) float64 { return math.Round(f*1e6) / 1e6 }
+
+// zonedPicker is immutable: picker with the spilled requests spread over the
+// remote zones.
+type zonedPicker struct {
+	rand          func() uint64
+	threshold     uint64
+	local, remote strategy.Picker // remote: all remote endpoints, the fallback
+	// A spilled draw r goes to zones[i] for the first i with r < cum[i];
+	// cum is increasing and its last element is threshold.
+	cum   []uint64
+	zones []strategy.Picker
+}
+
+// Pick draws one random number while spilling: below threshold it spills,
+// and the same number chooses the zone. When the chosen zone has nothing to
+// offer, all remote endpoints, then the local ones, answer.
+func (p *zonedPicker) Pick(ctx context.Context) (*strategy.Endpoint, error) {
+	if p.threshold != 0 {
+		if r := p.rand(); r < p.threshold {
+			for i, c := range p.cum {
+				if r < c {
+					if e, err := p.zones[i].Pick(ctx); err == nil {
+						return e, nil
+					}
+					break
+				}
+			}
+			if e, err := p.remote.Pick(ctx); err == nil {
+				return e, nil
+			}
+			return p.local.Pick(ctx)
+		}
+	}
+	if e, err := p.local.Pick(ctx); err == nil {
+		return e, nil
+	}
+	return p.remote.Pick(ctx)
+}
 
 // picker is immutable.
 type picker struct {
