@@ -60,6 +60,7 @@ func init() { grpcresolver.Register(&builder{}) }
 type config struct {
 	servers  []string
 	zone     *string
+	nodeID   string
 	strategy json.RawMessage
 	reg      prometheus.Registerer
 	logger   *slog.Logger
@@ -77,6 +78,13 @@ func WithXDSServers(addrs ...string) Option {
 // WithZone sets the caller's zone. Default: FAIRWAY_ZONE, then the
 // topology.kubernetes.io/zone line of PodInfoLabelsFile, else unknown.
 func WithZone(zone string) Option { return func(c *config) { c.zone = &zone } }
+
+// WithNodeID sets the xDS node id the channel's xDS client presents to the
+// control plane. Default: FAIRWAY_NODE_ID, else POD_NAMESPACE/POD_NAME, else
+// HOSTNAME-PID. Channels share an xDS client (one ADS stream) only when their
+// control-plane addresses, node ids and zones are all the same; a process
+// normally has one of each, hence one stream.
+func WithNodeID(id string) Option { return func(c *config) { c.nodeID = id } }
 
 // WithStrategy overrides the strategy chain served by the control plane for
 // every target of the channel: a JSON array such as
@@ -169,13 +177,23 @@ func validateCluster(c xdsclient.Cluster) error {
 }
 
 // shared is the process-wide set of xDS clients.
-var shared = &pool{clients: map[string]*pooled{}}
+var shared = &pool{clients: map[poolKey]*pooled{}}
 
-// pool keeps one xdsclient.Client per control-plane address list, shared by
-// every channel using that list and closed when the last one closes.
+// pool keeps one xdsclient.Client per control-plane address list, node id
+// and zone, shared by every channel with the same three and closed when the
+// last one closes. The node (id and locality) is what the control plane
+// counts callers by, so channels that present different nodes get their own
+// streams.
 type pool struct {
 	mu      sync.Mutex
-	clients map[string]*pooled // key: comma-joined addresses; guarded by mu
+	clients map[poolKey]*pooled // guarded by mu
+}
+
+// poolKey identifies a shared client.
+type poolKey struct {
+	servers string // comma-joined addresses
+	nodeID  string
+	zone    string
 }
 
 type pooled struct {
@@ -184,12 +202,13 @@ type pooled struct {
 }
 
 func (p *pool) acquire(cfg config, zone string) (resolver.XDSClient, func(), error) {
-	key := strings.Join(cfg.servers, ",")
+	node := nodeFromEnv(cfg.nodeID, zone)
+	key := poolKey{servers: strings.Join(cfg.servers, ","), nodeID: node.GetId(), zone: zone}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pc := p.clients[key]
 	if pc == nil {
-		c, err := xdsclient.New(cfg.servers, nodeFromEnv(zone),
+		c, err := xdsclient.New(cfg.servers, node,
 			xdsclient.WithClusterValidator(validateCluster),
 			xdsclient.WithRegisterer(cfg.reg),
 			xdsclient.WithLogger(cfg.logger))
@@ -225,11 +244,14 @@ func (p *pool) len() int {
 	return len(p.clients)
 }
 
-// nodeFromEnv is the xDS node of this process: id FAIRWAY_NODE_ID, else
-// POD_NAMESPACE/POD_NAME, else HOSTNAME-PID; cluster FAIRWAY_NODE_CLUSTER or
-// "fairway-client"; locality zone; NODE_NAME in the metadata.
-func nodeFromEnv(zone string) *corepb.Node {
-	id := os.Getenv(EnvNodeID)
+// nodeFromEnv is the xDS node of this process: id (when not empty), else
+// FAIRWAY_NODE_ID, else POD_NAMESPACE/POD_NAME, else HOSTNAME-PID; cluster
+// FAIRWAY_NODE_CLUSTER or "fairway-client"; locality zone; NODE_NAME in the
+// metadata.
+func nodeFromEnv(id, zone string) *corepb.Node {
+	if id == "" {
+		id = os.Getenv(EnvNodeID)
+	}
 	if id == "" && os.Getenv(EnvPodName) != "" {
 		id = os.Getenv(EnvPodName)
 		if ns := os.Getenv(EnvPodNamespace); ns != "" {

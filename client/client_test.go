@@ -130,7 +130,7 @@ func TestPool_ChannelsShareOneStreamAndCloseIt(t *testing.T) {
 	serve(srv, "b.default:80", backend, "")
 	opt := WithFairway(WithXDSServers(srv.Addr))
 	ca := dial(t, "fairway:///a.default:80", opt)
-	cb := dial(t, "fairway:///b.default:80", WithFairway(WithXDSServers(srv.Addr), WithZone("other")))
+	cb := dial(t, "fairway:///b.default:80", WithFairway(WithXDSServers(srv.Addr)))
 	check(t, ca)
 	check(t, cb)
 	if n := srv.Streams(); n != 1 {
@@ -149,6 +149,41 @@ func TestPool_ChannelsShareOneStreamAndCloseIt(t *testing.T) {
 	cb.Close()
 	if n := shared.len(); n != 0 {
 		t.Errorf("%d shared clients after both closed, want 0", n)
+	}
+}
+
+func TestPool_NodeIDAndZoneSeparateStreams(t *testing.T) {
+	srv := xdstest.Start(t, "127.0.0.1:0")
+	backend := startBackend(t)
+	serve(srv, "a.default:80", backend, "")
+	type channel struct{ id, zone string }
+	chans := []channel{{"n1", "zone-a"}, {"n1", "zone-a"}, {"n2", "zone-a"}, {"n1", "zone-b"}}
+	var ccs []*grpc.ClientConn
+	for _, c := range chans {
+		cc := dial(t, "fairway:///a.default:80", WithFairway(WithXDSServers(srv.Addr), WithNodeID(c.id), WithZone(c.zone)))
+		check(t, cc)
+		ccs = append(ccs, cc)
+	}
+	if n := srv.Streams(); n != 3 {
+		t.Errorf("%d ADS streams for channels %v, want 3 (one per node id and zone)", n, chans)
+	}
+	if n := shared.len(); n != 3 {
+		t.Errorf("%d shared clients, want 3", n)
+	}
+	got := map[channel]bool{}
+	for _, r := range srv.Requests(xdsclient.ClusterType) {
+		if n := r.GetNode(); n != nil {
+			got[channel{n.GetId(), n.GetLocality().GetZone()}] = true
+		}
+	}
+	if diff := cmp.Diff(got, map[channel]bool{{"n1", "zone-a"}: true, {"n2", "zone-a"}: true, {"n1", "zone-b"}: true}); diff != "" {
+		t.Errorf("nodes seen by the control plane (-got +want):\n%s", diff)
+	}
+	for _, cc := range ccs {
+		cc.Close()
+	}
+	if n := shared.len(); n != 0 {
+		t.Errorf("%d shared clients after all closed, want 0", n)
 	}
 }
 
@@ -224,9 +259,12 @@ func TestNodeFromEnv(t *testing.T) {
 	host, _ := os.Hostname()
 	for _, tc := range []struct {
 		name string
+		id   string // WithNodeID
 		env  map[string]string
 		want *corepb.Node
 	}{
+		{name: "WithNodeID wins", id: "opt", env: map[string]string{EnvNodeID: "n1", EnvPodName: "p", EnvPodNamespace: "ns"},
+			want: &corepb.Node{Id: "opt", Cluster: "fairway-client"}},
 		{name: "explicit id", env: map[string]string{EnvNodeID: "n1", EnvNodeCluster: "payments", EnvPodName: "p", EnvPodNamespace: "ns"},
 			want: &corepb.Node{Id: "n1", Cluster: "payments"}},
 		{name: "downward API", env: map[string]string{EnvPodName: "echo-7d9", EnvPodNamespace: "default", EnvNodeName: "node-3"},
@@ -240,7 +278,7 @@ func TestNodeFromEnv(t *testing.T) {
 			}
 			tc.want.UserAgentName = "fairway-go"
 			tc.want.Locality = &corepb.Locality{Zone: "zone-a"}
-			if diff := cmp.Diff(nodeFromEnv("zone-a"), tc.want, protocmp.Transform()); diff != "" {
+			if diff := cmp.Diff(nodeFromEnv(tc.id, "zone-a"), tc.want, protocmp.Transform()); diff != "" {
 				t.Errorf("node (-got +want):\n%s", diff)
 			}
 		})
