@@ -282,3 +282,32 @@ func TestZoneAffinity_CallerAwarePickDoesNotAllocate(t *testing.T) {
 		t.Errorf("Pick allocates %v times, want 0", n)
 	}
 }
+
+// BenchmarkZoneAffinity_Pick compares the pick path with and without caller
+// information (2/4/4 endpoints, caller in a, p2c inside).
+func BenchmarkZoneAffinity_Pick(b *testing.B) {
+	eps := zones([]string{"a", "b", "c"}, []int{2, 4, 4})
+	for _, bc := range []struct {
+		name    string
+		callers map[string]float64
+	}{
+		{name: "no_callers"},
+		{name: "callers", callers: map[string]float64{"a": 0.6, "b": 0.35, "c": 0.05}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			s, opts := strategytest.Chain(b, `[{"zone_affinity":{"spill_step":1}},{"p2c":{}}]`, nil, 1)
+			set := strategytest.Set(eps, "a", strategytest.Start)
+			set.CallerZones = bc.callers
+			eps[0].EjectedUntil.Store(strategytest.Start.Add(time.Hour).UnixNano()) // health spill without callers
+			defer eps[0].EjectedUntil.Store(0)
+			s.Tick(set)
+			p := s.Build(set)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = p.Pick(ctx)
+			}
+			b.ReportMetric(opts.Stats.SpillFraction(), "spill")
+		})
+	}
+}
