@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"time"
@@ -146,6 +147,9 @@ type sim struct {
 	failures map[codes.Code]error
 	epPod    map[*strategy.Endpoint]int
 	live     []int // serving pods, recomputed on join and crash
+	// callers is what the control plane publishes as the Cluster's caller
+	// zones: the channels' shares per zone (each channel is one client).
+	callers map[string]float64
 }
 
 func simulate(cfg Config, strat string, sched []arrival, zones []string, run time.Duration) (*Result, error) {
@@ -161,6 +165,7 @@ func simulate(cfg Config, strat string, sched []arrival, zones []string, run tim
 		},
 	}
 	s.clock = testingclock.NewFakeClock(s.epoch)
+	s.callers = callerZones(zones)
 	if chain, ok := chainFor(cfg, strat); ok {
 		var raw json.RawMessage
 		if chain != "" {
@@ -302,7 +307,24 @@ func (s *sim) rebuild(ch *simChannel) {
 // set is the channel's current endpoint set; Build may keep its slices,
 // which are replaced (never modified) on the next membership change.
 func (s *sim) set(ch *simChannel) strategy.Set {
-	return strategy.Set{Cands: ch.cands, All: ch.all, LocalZone: ch.zone, Now: s.epoch.Add(s.now)}
+	return strategy.Set{Cands: ch.cands, All: ch.all, LocalZone: ch.zone, CallerZones: s.callers, Now: s.epoch.Add(s.now)}
+}
+
+// callerZones is the share of channels per zone, rounded as the control
+// plane rounds the caller_zones it publishes.
+func callerZones(zones []string) map[string]float64 {
+	if len(zones) == 0 {
+		return nil
+	}
+	n := map[string]int{}
+	for _, z := range zones {
+		n[z]++
+	}
+	out := make(map[string]float64, len(n))
+	for z, c := range n {
+		out[z] = math.Round(1000*float64(c)/float64(len(zones))) / 1000
+	}
+	return out
 }
 
 func (s *sim) livePods() []int { return s.live }

@@ -130,9 +130,11 @@ func newFairwayDialer(strategy string) func(ctx context.Context, cfg Config, c *
 	}
 }
 
-func (d *fairwayDialer) dial(_ int, zone string) (*grpc.ClientConn, error) {
+func (d *fairwayDialer) dial(ch int, zone string) (*grpc.ClientConn, error) {
 	opts := []client.Option{
-		client.WithXDSServers(d.cp.addr), client.WithZone(zone),
+		// Each channel stands for one client pod: its own node, so its own
+		// xDS stream, and the control plane counts it among the callers.
+		client.WithXDSServers(d.cp.addr), client.WithZone(zone), client.WithNodeID(fmt.Sprintf("bench-client-%d", ch)),
 		client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		client.WithRegistry(prometheus.NewRegistry()),
 	}
