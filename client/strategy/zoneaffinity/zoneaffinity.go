@@ -10,9 +10,13 @@
 //   - overload: when the local in-flight requests per endpoint exceed the
 //     remote ones by more than SpillMargin (relative) and are at least
 //     MinLoad, or when the local latency-weighted load exceeds the remote one
-//     by more than SpillMargin, f grows by one step; when both fall below
-//     half that margin, f shrinks by one step; in between it holds
-//     (hysteresis, no flapping). The latency-weighted load of a zone is the
+//     by more than LatencyMargin, f grows by one step; when both fall below
+//     half their margins, f shrinks by one step; in between it holds
+//     (hysteresis, no flapping). The latency margin is wider (50% by
+//     default) because the two sides' estimates are not alike: a client
+//     measures its local endpoints with most of its requests and the remote
+//     ones with the few it spills, and a peak-EWMA estimate fed more samples
+//     meets more peaks, so like zones look a few tens of percent apart. The latency-weighted load of a zone is the
 //     weighted harmonic mean over its endpoints of latency estimate times
 //     one more than the in-flight count: the latency a request meets when
 //     the zone's endpoints are used in proportion to their speed. One slow
@@ -71,9 +75,13 @@ const Name = "zone_affinity"
 
 // Config is zone_affinity's typed configuration.
 type Config struct {
-	// SpillMargin is how much more loaded (relative, e.g. 0.2 = 20%) the
-	// local zone's endpoints must be than the others' to spill. Default 0.2.
+	// SpillMargin is how much more in-flight requests per endpoint
+	// (relative, e.g. 0.2 = 20%) the local zone must have than the others to
+	// spill. Default 0.2.
 	SpillMargin float64 `json:"spill_margin"`
+	// LatencyMargin is how much higher (relative) the local zone's
+	// latency-weighted load must be than the others' to spill. Default 0.5.
+	LatencyMargin float64 `json:"latency_margin"`
 	// MinLoad is the local in-flight requests per endpoint below which the
 	// zone never counts as overloaded. Default 1.
 	MinLoad float64 `json:"min_load"`
@@ -98,13 +106,15 @@ func (builder) Name() string                { return Name }
 func (builder) Position() strategy.Position { return strategy.Wrapper }
 
 func (builder) ParseConfig(raw json.RawMessage) (any, error) {
-	cfg := &Config{SpillMargin: 0.2, MinLoad: 1, MinHealthyFraction: 0.7, SpillStep: 0.05, MaxSpill: 0.8, CallerAware: true}
+	cfg := &Config{SpillMargin: 0.2, LatencyMargin: 0.5, MinLoad: 1, MinHealthyFraction: 0.7, SpillStep: 0.05, MaxSpill: 0.8, CallerAware: true}
 	if err := strategy.DecodeConfig(Name, raw, cfg); err != nil {
 		return nil, err
 	}
 	switch {
 	case cfg.SpillMargin < 0 || math.IsNaN(cfg.SpillMargin):
 		return nil, fmt.Errorf("fairway/zone_affinity: spill_margin %v must be >= 0", cfg.SpillMargin)
+	case cfg.LatencyMargin < 0 || math.IsNaN(cfg.LatencyMargin):
+		return nil, fmt.Errorf("fairway/zone_affinity: latency_margin %v must be >= 0", cfg.LatencyMargin)
 	case cfg.MinLoad < 0:
 		return nil, fmt.Errorf("fairway/zone_affinity: min_load %v must be >= 0", cfg.MinLoad)
 	case cfg.MinHealthyFraction < 0 || cfg.MinHealthyFraction > 1:
@@ -380,9 +390,9 @@ func (z *zone) Tick(set strategy.Set) bool {
 	latHigh, latLow := false, true
 	step := z.cfg.SpillStep
 	if llat, rlat := local.mean(), remote.mean(); llat > 0 && rlat > 0 {
-		over := llat / (rlat * (1 + z.cfg.SpillMargin))
+		over := llat / (rlat * (1 + z.cfg.LatencyMargin))
 		latHigh = over > 1
-		latLow = llat < rlat*(1+z.cfg.SpillMargin/2)
+		latLow = llat < rlat*(1+z.cfg.LatencyMargin/2)
 		// Far above the margin, grow faster: up to maxStepFactor steps.
 		step *= min(max(over, 1), maxStepFactor)
 	}

@@ -194,29 +194,42 @@ func (f *fixture) setLatency(ms ...float64) {
 
 func TestZoneAffinity_SpillsOnLocalLatencyAndReturns(t *testing.T) {
 	f := newFixture(t)
-	// In-flight counts all 0 (light load for the in-flight signal), but one
-	// local endpoint is 5× slower: the zone's latency-weighted load is
-	// 4 / (3/20 + 1/100) = 25 ms against 20 ms, above the 20% margin.
-	f.setLatency(20, 20, 20, 100, 20, 20, 20, 20)
+	// In-flight counts all 0 (light load for the in-flight signal), but two
+	// local endpoints are 5× slower: the zone's latency-weighted load is
+	// 4 / (2/20 + 2/100) = 33.3 ms against 20 ms, above the 50% margin by a
+	// factor 33.3/30 = 1.11, so each tick adds 1.11 steps of 0.1.
+	f.setLatency(20, 20, 100, 100, 20, 20, 20, 20)
 	f.ticks(3)
-	if got := f.opts.Stats.SpillFraction(); !near(got, 0.3) {
-		t.Errorf("spill fraction after 3 ticks with a slow local endpoint = %v, want 0.3", got)
+	if got := f.opts.Stats.SpillFraction(); !near(got, 3*0.1*(100.0/3)/30) {
+		t.Errorf("spill fraction after 3 ticks with two slow local endpoints = %v, want 0.333", got)
 	}
-	// Local 24 ms against 21 ms: between +10% and +20%, hold.
-	f.setLatency(24, 24, 24, 24, 21, 21, 21, 21)
+	// Local 27 ms against 20 ms: between +25% and +50%, hold.
+	f.setLatency(27, 27, 27, 27, 20, 20, 20, 20)
 	f.ticks(5)
-	if got := f.opts.Stats.SpillFraction(); !near(got, 0.3) {
-		t.Errorf("spill fraction inside the hysteresis band = %v, want 0.3 (held)", got)
+	if got := f.opts.Stats.SpillFraction(); !near(got, 3*0.1*(100.0/3)/30) {
+		t.Errorf("spill fraction inside the hysteresis band = %v, want 0.333 (held)", got)
 	}
 	// Equal again: back home one step per tick.
 	f.setLatency(21, 21, 21, 21, 21, 21, 21, 21)
 	f.ticks(1)
-	if got := f.opts.Stats.SpillFraction(); !near(got, 0.2) {
-		t.Errorf("spill fraction one tick after recovery = %v, want 0.2", got)
+	if got := f.opts.Stats.SpillFraction(); !near(got, 3*0.1*(100.0/3)/30-0.1) {
+		t.Errorf("spill fraction one tick after recovery = %v, want 0.233", got)
 	}
 	f.ticks(5)
 	if got := f.remoteShare(); got != 0 {
 		t.Errorf("remote share after recovery = %v, want 0", got)
+	}
+}
+
+// TestZoneAffinity_OneSlowLocalEndpointStaysLocal: one slow endpoint of
+// four raises the zone's latency-weighted load by at most a third, below
+// the latency margin: the inner strategy steers around it, nothing spills.
+func TestZoneAffinity_OneSlowLocalEndpointStaysLocal(t *testing.T) {
+	f := newFixture(t)
+	f.setLatency(20, 20, 20, 1000, 20, 20, 20, 20)
+	f.ticks(20)
+	if got := f.opts.Stats.SpillFraction(); got != 0 {
+		t.Errorf("spill fraction with one slow local endpoint = %v, want 0", got)
 	}
 }
 
