@@ -12,8 +12,9 @@ import (
 	"github.com/fairway-lb/fairway/client/strategy/strategytest"
 )
 
-// callersChain is zone_affinity over round robin with the defaults.
-const callersChain = `[{"zone_affinity":{}},{"round_robin":{}}]`
+// callersChain is zone_affinity over round robin with no capacity margin:
+// Envoy's zone-aware routing exactly.
+const callersChain = `[{"zone_affinity":{"capacity_margin":0}},{"round_robin":{}}]`
 
 // zones returns counts[i] endpoints in zone names[i], in order.
 func zones(names []string, counts []int) []*strategy.Endpoint {
@@ -125,6 +126,61 @@ func TestZoneAffinity_CallerAwareEvensUnequalZones(t *testing.T) {
 	}
 }
 
+// TestZoneAffinity_CapacityMarginToleratesSmallImbalance: with the default
+// capacity_margin (0.2) a zone takes up to 1.2× its fair share before it
+// spills: 4/3/3 pods for equal callers stay local, 2/4/4 pods for callers
+// 0.6/0.2/0.2 spill 1 − 1.2·(0.2/0.6) = 0.6 from zone a, leaving its pods
+// 1.2× the load of the others.
+func TestZoneAffinity_CapacityMarginToleratesSmallImbalance(t *testing.T) {
+	names := []string{"a", "b", "c"}
+	for _, tc := range []struct {
+		name      string
+		counts    []int
+		callers   map[string]float64
+		picks     []int
+		wantSpill map[string]float64
+		wantLoad  map[string]float64 // per endpoint of each zone, relative to the mean
+	}{
+		{
+			name:      "4/3/3 endpoints, callers a third each",
+			counts:    []int{4, 3, 3},
+			callers:   map[string]float64{"a": 1.0 / 3, "b": 1.0 / 3, "c": 1.0 / 3},
+			picks:     []int{30000, 30000, 30000},
+			wantSpill: map[string]float64{"a": 0, "b": 0, "c": 0},
+			wantLoad:  map[string]float64{"a": 10.0 / 12, "b": 10.0 / 9, "c": 10.0 / 9},
+		},
+		{
+			name:      "2/4/4 endpoints, callers 0.6/0.2/0.2",
+			counts:    []int{2, 4, 4},
+			callers:   map[string]float64{"a": 0.6, "b": 0.2, "c": 0.2},
+			picks:     []int{60000, 20000, 20000},
+			wantSpill: map[string]float64{"a": 0.6, "b": 0, "c": 0},
+			// zone a: 0.6·0.4/2 = 0.12 per endpoint; b and c: 0.2/4 + 0.6·0.6/8 = 0.095.
+			wantLoad: map[string]float64{"a": 1.2, "b": 0.95, "c": 0.95},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eps := zones(names, tc.counts)
+			var cs []*caller
+			for i, z := range names {
+				c := newCaller(t, `[{"zone_affinity":{}},{"round_robin":{}}]`, z, uint64(i+1))
+				if got := c.tick(eps, tc.callers, strategytest.Start); math.Abs(got-tc.wantSpill[z]) > 0.001 {
+					t.Errorf("caller in %s: spill fraction = %v, want %.3f", z, got, tc.wantSpill[z])
+				}
+				cs = append(cs, c)
+			}
+			got := shares(t, eps, tc.callers, cs, tc.picks)
+			mean := 1 / float64(len(eps))
+			for _, e := range eps {
+				want := tc.wantLoad[e.Info.Zone] * mean
+				if s := got[e.Addr]; math.Abs(s-want) > 0.05*want {
+					t.Errorf("endpoint %s (zone %s) share = %.4f, want %.4f ± 5%%", e.Addr, e.Info.Zone, s, want)
+				}
+			}
+		})
+	}
+}
+
 func TestZoneAffinity_SpillFollowsRemoteExcess(t *testing.T) {
 	names := []string{"a", "b", "c"}
 	for _, tc := range []struct {
@@ -189,7 +245,7 @@ func TestZoneAffinity_NoCallerInfoOrCallerAwareOffSpillsNothing(t *testing.T) {
 func TestZoneAffinity_EjectedLocalEndpointsRaiseCapacitySpill(t *testing.T) {
 	// Health spill off: only the capacity part moves. The inner outlier
 	// strategy keeps ejected endpoints out of the picks.
-	const chain = `[{"zone_affinity":{"min_healthy_fraction":0}},{"outlier":{}},{"round_robin":{}}]`
+	const chain = `[{"zone_affinity":{"min_healthy_fraction":0,"capacity_margin":0}},{"outlier":{}},{"round_robin":{}}]`
 	eps := zones([]string{"a", "b", "c"}, []int{7, 7, 6})
 	callers := map[string]float64{"a": 1.0 / 3, "b": 1.0 / 3, "c": 1.0 / 3}
 	c := newCaller(t, chain, "c", 1)
@@ -225,7 +281,7 @@ func TestZoneAffinity_EjectedLocalEndpointsRaiseCapacitySpill(t *testing.T) {
 
 func TestZoneAffinity_CapacityStartsAtTargetThenMovesInSteps(t *testing.T) {
 	eps := zones([]string{"a", "b", "c"}, []int{2, 4, 4})
-	c := newCaller(t, `[{"zone_affinity":{"spill_step":0.05}},{"round_robin":{}}]`, "a", 1)
+	c := newCaller(t, `[{"zone_affinity":{"spill_step":0.05,"capacity_margin":0}},{"round_robin":{}}]`, "a", 1)
 	now := strategytest.Start
 	next := func(callers map[string]float64) float64 {
 		now = now.Add(100 * time.Millisecond)
@@ -262,6 +318,9 @@ func TestZoneAffinity_CallerAwareConfig(t *testing.T) {
 		{raw: `[{"zone_affinity":{"caller_aware":true}},{"p2c":{}}]`},
 		{raw: `[{"zone_affinity":{"caller_aware":false}},{"p2c":{}}]`},
 		{raw: `[{"zone_affinity":{"caller_aware":"yes"}},{"p2c":{}}]`, wantErr: true},
+		{raw: `[{"zone_affinity":{"capacity_margin":0.5,"latency_margin":1}},{"p2c":{}}]`},
+		{raw: `[{"zone_affinity":{"capacity_margin":-0.1}},{"p2c":{}}]`, wantErr: true},
+		{raw: `[{"zone_affinity":{"latency_margin":-1}},{"p2c":{}}]`, wantErr: true},
 	} {
 		_, err := strategy.ParseChain([]byte(tc.raw))
 		if (err != nil) != tc.wantErr {

@@ -38,9 +38,17 @@
 //     (strategy.Set.CallerZones). With U_z the usable (not ejected) candidate
 //     weight of zone z over the total usable weight, and C_z the callers'
 //     fraction of zone z normalised over the zones that have candidates, the
-//     local zone L keeps U_L/C_L of its callers' traffic: the capacity part
-//     is 1 − U_L/C_L when U_L < C_L, else 0 (and 0 when C_L is 0 or the
-//     callers are unknown). It moves toward that target by at most
+//     local zone L keeps up to (1+CapacityMargin)·U_L/C_L of its callers'
+//     traffic: the capacity part is 1 − (1+CapacityMargin)·U_L/C_L when
+//     that is positive, else 0 (and 0 when C_L is 0 or the callers are
+//     unknown). CapacityMargin (default 0.2) lets a zone take up to 20% more
+//     than its fair share of the load before it spills, as Kubernetes'
+//     topology-aware routing tolerates 20% overload: with CapacityMargin 0
+//     (Envoy's zone-aware routing) every pod gets the same load, but a zone
+//     holding 3 of 10 pods for a third of the callers then sends 10% of its
+//     requests out of the zone, and every client of the other zones meets
+//     (and has to learn about) the pods of the zone with room, one slow or
+//     failing pod among them included. It moves toward that target by at most
 //     4 × SpillStep per tick, except that the first Build or Tick that sees
 //     caller information (or a Build after the local zone appears among the
 //     candidates) starts at the target directly. Config caller_aware: false
@@ -92,6 +100,10 @@ type Config struct {
 	SpillStep float64 `json:"spill_step"`
 	// MaxSpill caps the overload spill fraction. Default 0.8.
 	MaxSpill float64 `json:"max_spill"`
+	// CapacityMargin is how much more than its fair share of the load
+	// (relative) the local zone takes before the capacity part spills.
+	// Default 0.2.
+	CapacityMargin float64 `json:"capacity_margin"`
 	// CallerAware enables the capacity part of the spill and the choice of
 	// remote zones by excess capacity, from the callers per zone the control
 	// plane sends. Default true.
@@ -106,13 +118,15 @@ func (builder) Name() string                { return Name }
 func (builder) Position() strategy.Position { return strategy.Wrapper }
 
 func (builder) ParseConfig(raw json.RawMessage) (any, error) {
-	cfg := &Config{SpillMargin: 0.2, LatencyMargin: 0.5, MinLoad: 1, MinHealthyFraction: 0.7, SpillStep: 0.05, MaxSpill: 0.8, CallerAware: true}
+	cfg := &Config{SpillMargin: 0.2, LatencyMargin: 0.5, MinLoad: 1, MinHealthyFraction: 0.7, SpillStep: 0.05, MaxSpill: 0.8, CapacityMargin: 0.2, CallerAware: true}
 	if err := strategy.DecodeConfig(Name, raw, cfg); err != nil {
 		return nil, err
 	}
 	switch {
 	case cfg.SpillMargin < 0 || math.IsNaN(cfg.SpillMargin):
 		return nil, fmt.Errorf("fairway/zone_affinity: spill_margin %v must be >= 0", cfg.SpillMargin)
+	case cfg.CapacityMargin < 0 || math.IsNaN(cfg.CapacityMargin):
+		return nil, fmt.Errorf("fairway/zone_affinity: capacity_margin %v must be >= 0", cfg.CapacityMargin)
 	case cfg.LatencyMargin < 0 || math.IsNaN(cfg.LatencyMargin):
 		return nil, fmt.Errorf("fairway/zone_affinity: latency_margin %v must be >= 0", cfg.LatencyMargin)
 	case cfg.MinLoad < 0:
@@ -190,11 +204,11 @@ func (z *zone) capacityTarget(set strategy.Set, zs []zoneShare, usable, callers 
 		if callers <= 0 || s.callers <= 0 || usable <= 0 {
 			return 0, true
 		}
-		u, c := s.usable/usable, s.callers/callers
-		if u >= c {
+		keep := (1 + z.cfg.CapacityMargin) * (s.usable / usable) / (s.callers / callers)
+		if keep >= 1 {
 			return 0, true
 		}
-		return round(1 - u/c), true
+		return round(1 - keep), true
 	}
 	return 0, false
 }
