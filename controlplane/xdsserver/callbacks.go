@@ -114,7 +114,7 @@ func (c *callbacks) closed(protocol string, id int64) {
 		c.s.metrics.streams.WithLabelValues(typeLabel(t), protocol).Dec()
 	}
 	if st.zone != "" {
-		c.s.metrics.callerStreams.WithLabelValues(st.zone).Dec()
+		c.s.zoneStreamsLocked(st.zone, -1)
 	}
 	callersChanged := c.s.setClustersLocked(st, nil)
 	c.s.streamsMu.Unlock()

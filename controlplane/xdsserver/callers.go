@@ -90,11 +90,26 @@ func (s *Server) setZoneLocked(st *streamState, zone string) bool {
 		return false
 	}
 	st.zone = zone
-	s.metrics.callerStreams.WithLabelValues(zone).Inc()
+	s.zoneStreamsLocked(zone, 1)
 	for name := range st.clusters {
 		s.countCallerLocked(name, zone, 1)
 	}
 	return len(st.clusters) > 0
+}
+
+// zoneStreamsLocked adds d to the open streams that stated zone and
+// mirrors the count in fairway_xds_caller_streams, dropping the zone's
+// series when it reaches 0 so that zones no client states any more (or
+// made-up ones) do not pile up. streamsMu is held.
+func (s *Server) zoneStreamsLocked(zone string, d int) {
+	n := s.zoneStreams[zone] + d
+	if n <= 0 {
+		delete(s.zoneStreams, zone)
+		s.metrics.callerStreams.DeleteLabelValues(zone)
+		return
+	}
+	s.zoneStreams[zone] = n
+	s.metrics.callerStreams.WithLabelValues(zone).Set(float64(n))
 }
 
 // setClustersLocked replaces the set of Clusters st is subscribed to by

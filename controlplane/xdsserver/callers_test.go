@@ -13,6 +13,7 @@ import (
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
@@ -161,6 +162,9 @@ func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 	s3.cancel()
 	s1.waitCallerZones(name, map[string]float64{"zone-a": 1})
 	eventually(ctx, t, "fairway_xds_caller_streams{zone-b} = 0", func() bool { return callerStreams("zone-b") == 0 })
+	if n := seriesWith(t, s.reg, "fairway_xds_caller_streams", "zone", "zone-b"); n != 0 {
+		t.Errorf("fairway_xds_caller_streams keeps %d zone-b series after its last stream closed, want none", n)
+	}
 
 	// (c) A delta stream in zone c subscribes, and sees the same fractions.
 	d, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
@@ -268,4 +272,27 @@ func TestServer_CallerZonesRepublishedOnlyWhenMovedEnough(t *testing.T) {
 	if got := updates(); got != before+1 {
 		t.Errorf("fairway_xds_caller_zones_updates_total = %v, want %v", got, before+1)
 	}
+}
+
+// seriesWith counts the series of metric name whose label has value.
+func seriesWith(t *testing.T, reg *prometheus.Registry, name, label, value string) int {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label && lp.GetValue() == value {
+					n++
+				}
+			}
+		}
+	}
+	return n
 }

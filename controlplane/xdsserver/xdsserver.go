@@ -42,7 +42,7 @@
 // callers alone counts neither in fairway_xds_pushes_total nor in the
 // snapshot version; fairway_xds_caller_zones_updates_total counts the
 // Clusters it re-renders and fairway_xds_caller_streams{zone} the open
-// streams that stated a zone.
+// streams that stated a zone (a zone's series goes when its last stream does).
 package xdsserver
 
 import (
@@ -155,6 +155,8 @@ type Server struct {
 	// callers counts, per Cluster name, the streams subscribed to it by
 	// name whose node states a zone, by zone.
 	callers map[string]map[string]int // guarded by streamsMu
+	// zoneStreams counts the open streams that stated each zone.
+	zoneStreams map[string]int // guarded by streamsMu
 	// callersDirty holds the Cluster names whose callers changed since the
 	// push goroutine last took them.
 	callersDirty map[string]bool // guarded by streamsMu
@@ -226,6 +228,7 @@ func New(opts ...Option) *Server {
 
 		callers:      map[string]map[string]int{},
 		callersDirty: map[string]bool{},
+		zoneStreams:  map[string]int{},
 		published:    map[string]map[string]int{},
 	}
 	mux := &cachev3.MuxCache{
