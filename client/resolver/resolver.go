@@ -165,6 +165,11 @@ type fairwayResolver struct {
 // OnCluster implements xdsclient.ClusterWatcher.
 func (r *fairwayResolver) OnCluster(c xdsclient.Cluster) {
 	r.mu.Lock()
+	if c.CallerZones == nil && r.cluster != nil {
+		// Unknown is not "none": a restarted control plane publishes no
+		// caller zones until its clients are back; keep the last ones.
+		c.CallerZones = r.cluster.CallerZones
+	}
 	r.cluster = &c
 	r.log.Debug("cluster", "version", c.Version, "strategy", string(c.Strategy), "caller_zones", c.CallerZones)
 	r.pushLocked()

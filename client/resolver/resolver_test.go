@@ -414,4 +414,12 @@ func TestResolver_CarriesCallerZonesAndKeepsEndpoints(t *testing.T) {
 	if second.ResolverState.Attributes.Equal(first.ResolverState.Attributes) {
 		t.Errorf("state attributes compare equal although caller zones changed")
 	}
+
+	// A Cluster without caller_zones (a restarted control plane in its
+	// warm-up) keeps the last known ones.
+	_ = e.srv.Clusters.UpdateResource(name, xdstest.Cluster(name, `[{"p2c":{}}]`))
+	third := recv(t, sink.states, "state after a Cluster without caller_zones")
+	if diff := cmp.Diff(endpointattr.CallerZones(third.ResolverState.Attributes), zones); diff != "" {
+		t.Errorf("caller zones after a Cluster without them (-got +want):\n%s", diff)
+	}
 }

@@ -40,7 +40,7 @@ func TestClient_CallerAwareZoneSpill(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "world.yaml")
 	writeFile(t, path, worldInZones(port, ips, zones)...)
 	xdsAddr := freeAddr(t)
-	cp := startControlPlane(t, path, xdsAddr)
+	cp := startControlPlane(t, path, xdsAddr, "--caller-zones-warmup", "500ms")
 
 	var ccs []*grpc.ClientConn
 	for i, z := range []string{"zone-a", "zone-a", "zone-a", "zone-b"} {
@@ -75,8 +75,9 @@ func TestClient_CallerAwareZoneSpill(t *testing.T) {
 		}
 		return float64(pods[0].Received()-before) / float64(n)
 	}
-	// The shares arrive with a Cluster push and take effect at the
-	// balancer's next tick.
+	// The shares arrive with a Cluster push once the control plane's
+	// warm-up (500 ms here) is over, and take effect at the balancer's next
+	// tick.
 	for s := localShare(ccs[0], 200); s > 0.6; s = localShare(ccs[0], 200) {
 		if time.Now().After(deadline) {
 			t.Fatalf("zone-a client still keeps %.0f%% of its requests in zone-a, want about 40%%", 100*s)

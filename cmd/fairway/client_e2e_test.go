@@ -30,13 +30,14 @@ type controlPlane struct {
 	done      chan int
 }
 
-func startControlPlane(t *testing.T, path, xdsAddr string) *controlPlane {
+func startControlPlane(t *testing.T, path, xdsAddr string, extraArgs ...string) *controlPlane {
 	t.Helper()
 	cp := &controlPlane{t: t, path: path, xdsAddr: xdsAddr, adminAddr: freeAddr(t), log: &syncBuffer{}, done: make(chan int, 1)}
 	ctx, stop := context.WithCancel(context.Background())
 	cp.stop = stop
 	go func() {
-		cp.done <- run(ctx, []string{"controlplane", "--file", path, "--xds-addr", xdsAddr, "--admin-addr", cp.adminAddr, "--debounce", "10ms"}, io.Discard, cp.log)
+		args := append([]string{"controlplane", "--file", path, "--xds-addr", xdsAddr, "--admin-addr", cp.adminAddr, "--debounce", "10ms"}, extraArgs...)
+		cp.done <- run(ctx, args, io.Discard, cp.log)
 	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for {

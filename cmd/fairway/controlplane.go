@@ -31,8 +31,14 @@ type controlPlaneFlags struct {
 	xdsAddr    string
 	adminAddr  string
 	debounce   time.Duration
+	warmup     time.Duration
 	logLevel   string
 }
+
+// defaultCallerZonesWarmup is --caller-zones-warmup's default: about the
+// time clients take to find a restarted control plane (the Fairway client's
+// reconnect backoff stays under a few seconds at first).
+const defaultCallerZonesWarmup = 5 * time.Second
 
 func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var f controlPlaneFlags
@@ -46,6 +52,7 @@ func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) er
 	fs.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", "address of the xDS (ADS) gRPC server")
 	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9090", "address of the admin HTTP server (/healthz, /readyz, /metrics); empty disables it")
 	fs.DurationVar(&f.debounce, "debounce", xdsserver.DefaultDebounce, "coalesce changes within this window before pushing")
+	fs.DurationVar(&f.warmup, "caller-zones-warmup", defaultCallerZonesWarmup, "publish the callers' zones only this long after start, once restarted clients have reconnected")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -60,6 +67,9 @@ func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) er
 	if f.debounce < 0 {
 		return fmt.Errorf("--debounce must not be negative, got %v", f.debounce)
 	}
+	if f.warmup < 0 {
+		return fmt.Errorf("--caller-zones-warmup must not be negative, got %v", f.warmup)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -68,7 +78,8 @@ func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) er
 		return err
 	}
 
-	xds := xdsserver.New(xdsserver.WithDebounce(f.debounce), xdsserver.WithLogger(log), xdsserver.WithRegistry(reg))
+	xds := xdsserver.New(xdsserver.WithDebounce(f.debounce), xdsserver.WithLogger(log), xdsserver.WithRegistry(reg),
+		xdsserver.WithCallerZonesWarmup(f.warmup))
 	defer xds.Close()
 	return serveControlPlane(ctx, log, src, xds, f.xdsAddr, f.adminAddr)
 }

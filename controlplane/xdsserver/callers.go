@@ -182,6 +182,15 @@ func (s *Server) takeCallers(also map[string]*topology.Service) (dirty map[strin
 	return dirty, cur
 }
 
+// markAllCallersDirty marks every Cluster with callers for the next push.
+func (s *Server) markAllCallersDirty() {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	for name := range s.callers {
+		s.callersDirty[name] = true
+	}
+}
+
 // serviceOf returns the service of snap whose Cluster is named name.
 func serviceOf(snap *topology.Snapshot, name string) (*topology.Service, bool) {
 	if strings.HasPrefix(name, "xdstp:") {

@@ -15,9 +15,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/controlplane/translate"
+	"github.com/fairway-lb/fairway/controlplane/xdsserver"
 )
 
 // zoneNode is a node in zone (no locality when zone is empty).
@@ -295,4 +297,35 @@ func seriesWith(t *testing.T, reg *prometheus.Registry, name, label, value strin
 		}
 	}
 	return n
+}
+
+// TestServer_CallerZonesWaitForWarmup: during the warm-up the Cluster
+// carries no caller_zones, whoever subscribes; once it ends, the Clusters
+// with callers are republished with them, without any other change.
+func TestServer_CallerZonesWaitForWarmup(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	clk := clocktesting.NewFakeClock(time.Now())
+	s := startServer(t, xdsserver.WithClock(clk), xdsserver.WithDebounce(0), xdsserver.WithCallerZonesWarmup(5*time.Second))
+	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1")}))
+	eventually(ctx, t, "first push", s.Ready)
+	cc := dial(t, s.addr)
+	const name = "a.default:8080"
+	st := newSotWStream(ctx, t, cc, zoneNode("n1", "zone-a"), name)
+	if c := st.recv()[name]; c == nil || callerZones(c) != nil {
+		t.Fatalf("Cluster during the warm-up = %v, want %s without caller_zones", c, name)
+	}
+	eventually(ctx, t, "the stream counted", func() bool {
+		return metric(t, s.reg, "fairway_xds_caller_streams", map[string]string{"zone": "zone-a"}) == 1
+	})
+	clk.Step(4 * time.Second)
+	s.Update(topology.NewSnapshot(2, time.Now(), []*topology.Service{service("a", "10.0.0.1", "10.0.0.3")}))
+	if got := metric(t, s.reg, "fairway_xds_caller_zones_updates_total", nil); got != 0 {
+		t.Errorf("caller_zones updates during the warm-up = %v, want 0", got)
+	}
+	clk.Step(time.Second)
+	st.waitCallerZones(name, map[string]float64{"zone-a": 1})
+	if got := metric(t, s.reg, "fairway_xds_caller_zones_updates_total", nil); got != 1 {
+		t.Errorf("caller_zones updates after the warm-up = %v, want 1", got)
+	}
 }

@@ -94,6 +94,7 @@ type options struct {
 	logger    *slog.Logger
 	registry  *prometheus.Registry
 	clock     clock.WithDelayedExecution
+	warmup    time.Duration
 }
 
 // WithDebounce sets the debounce window (default DefaultDebounce). Zero or
@@ -118,6 +119,14 @@ func WithRegistry(r *prometheus.Registry) Option { return func(o *options) { o.r
 // WithClock sets the clock the debounce timer runs on (default the real
 // clock); tests pass a fake clock.
 func WithClock(c clock.WithDelayedExecution) Option { return func(o *options) { o.clock = c } }
+
+// WithCallerZonesWarmup holds back caller_zones for d after New: Clusters
+// pushed meanwhile carry none, and the first push after d publishes them.
+// A restarted control plane first sees only the clients that have
+// reconnected so far; publishing their spread would swing every client's
+// zone spill until the rest are back, while a Cluster without caller_zones
+// leaves the Fairway client on the fractions it already had. Default 0.
+func WithCallerZonesWarmup(d time.Duration) Option { return func(o *options) { o.warmup = d } }
 
 // Server is an xDS server fed with topology snapshots. Create it with New,
 // feed it with Update, serve it with Serve or RegisterGRPC, and release it
@@ -164,6 +173,11 @@ type Server struct {
 	// published is, per Cluster name, the callers' distribution (zone to
 	// thousandths) in the Cluster in the cache. Owned by the push goroutine.
 	published map[string]map[string]int
+	// callersFrom is when caller_zones may be published (immutable);
+	// warmedUp records, for the push goroutine, that it has seen it pass.
+	callersFrom time.Time
+	warmedUp    bool
+	warmupTimer clock.Timer // nil without a warm-up; stopped by Close
 }
 
 type streamID struct {
@@ -230,6 +244,7 @@ func New(opts ...Option) *Server {
 		callersDirty: map[string]bool{},
 		zoneStreams:  map[string]int{},
 		published:    map[string]map[string]int{},
+		callersFrom:  o.clock.Now().Add(o.warmup),
 	}
 	mux := &cachev3.MuxCache{
 		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
@@ -244,6 +259,10 @@ func New(opts ...Option) *Server {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.xds = serverv3.NewServer(s.ctx, mux, &callbacks{s: s})
+	if o.warmup > 0 {
+		// kickPush only sends on a channel: safe under a fake clock's lock.
+		s.warmupTimer = o.clock.AfterFunc(o.warmup, s.kickPush)
+	}
 	s.wg.Add(1)
 	go s.run()
 	return s
@@ -355,8 +374,17 @@ func (s *Server) push(snap *topology.Snapshot) {
 	}
 	// A Cluster rendered for a topology change carries its current callers;
 	// one whose callers alone changed is rendered only when they moved
-	// enough from the published ones.
+	// enough from the published ones. None carries callers before the
+	// warm-up ends; the first push after it looks at every Cluster.
+	warm := !s.clock.Now().Before(s.callersFrom)
+	if warm && !s.warmedUp {
+		s.warmedUp = true
+		s.markAllCallersDirty()
+	}
 	dirty, cur := s.takeCallers(clusters)
+	if !warm {
+		dirty, cur = nil, nil
+	}
 	republished := 0
 	for name := range dirty {
 		if clusters[name] != nil {
@@ -481,6 +509,9 @@ func (s *Server) Close() {
 	s.closed = true
 	if s.timer != nil {
 		s.timer.Stop()
+	}
+	if s.warmupTimer != nil {
+		s.warmupTimer.Stop()
 	}
 	srvs := s.grpcSrvs
 	s.grpcSrvs = nil
