@@ -266,7 +266,8 @@ func nodeFromEnv(id, zone string) *corepb.Node {
 	if cluster == "" {
 		cluster = "fairway-client"
 	}
-	n := &corepb.Node{Id: id, Cluster: cluster, UserAgentName: "fairway-go", Locality: &corepb.Locality{Zone: zone}}
+	n := &corepb.Node{Id: id, Cluster: cluster, UserAgentName: "fairway-go", Locality: &corepb.Locality{Zone: zone},
+		ClientFeatures: []string{xdsclient.CallerZonesFeature}}
 	if nn := os.Getenv(EnvNodeName); nn != "" {
 		n.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{"node_name": structpb.NewStringValue(nn)}}
 	}

@@ -278,6 +278,7 @@ func TestNodeFromEnv(t *testing.T) {
 			}
 			tc.want.UserAgentName = "fairway-go"
 			tc.want.Locality = &corepb.Locality{Zone: "zone-a"}
+			tc.want.ClientFeatures = []string{"io.fairway.caller_zones"}
 			if diff := cmp.Diff(nodeFromEnv(tc.id, "zone-a"), tc.want, protocmp.Transform()); diff != "" {
 				t.Errorf("node (-got +want):\n%s", diff)
 			}

@@ -22,6 +22,11 @@ import (
 // Fairway's data (docs/design.md).
 const MetadataKey = "fairway.io"
 
+// CallerZonesFeature is the xDS client feature a Fairway client declares in
+// its node (client_features): it routes by the callers' zones, so the
+// control plane counts it in the caller_zones it publishes.
+const CallerZonesFeature = "io.fairway.caller_zones"
+
 // Cluster is a decoded, validated Cluster resource.
 type Cluster struct {
 	Name    string

@@ -67,8 +67,16 @@ const MetadataNamespace = "fairway.io"
 // CallerZonesKey is the key, in a Cluster's Fairway metadata, of the
 // callers' distribution over zones: a Struct mapping zone name to the
 // fraction (0..1, rounded to 3 decimals) of the xDS streams subscribed to the
-// Cluster whose node states that zone.
+// Cluster whose node states that zone and declares CallerZonesFeature.
 const CallerZonesKey = "caller_zones"
+
+// CallerZonesFeature is the xDS client feature (node.client_features) of a
+// client that routes by the callers' zones: only such clients are counted
+// in CallerZonesKey. Callers that do not (proxyless gRPC, Envoy) spread
+// their requests over every zone by weight, loading every pod alike, which
+// needs no correction; counting them would make the zone-aware clients
+// correct for a concentration that is not there.
+const CallerZonesFeature = "io.fairway.caller_zones"
 
 // ConnectTimeout is the connect timeout set on every Cluster.
 const ConnectTimeout = 5 * time.Second

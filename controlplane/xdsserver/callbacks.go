@@ -2,6 +2,7 @@ package xdsserver
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/controlplane/translate"
 )
 
 const (
@@ -141,7 +143,11 @@ func (c *callbacks) request(protocol string, id int64, node *corepb.Node, typeUR
 	}
 	callersChanged := false
 	if node != nil && !st.nodeSeen {
-		callersChanged = s.setZoneLocked(st, node.GetLocality().GetZone())
+		zone := node.GetLocality().GetZone()
+		if !slices.Contains(node.GetClientFeatures(), translate.CallerZonesFeature) {
+			zone = "" // not a zone-aware caller: not counted
+		}
+		callersChanged = s.setZoneLocked(st, zone)
 	}
 	if typeURL == resourcev3.ClusterType {
 		callersChanged = s.subscribeLocked(st, protocol, names, unsubscribe) || callersChanged

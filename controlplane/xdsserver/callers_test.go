@@ -22,9 +22,10 @@ import (
 	"github.com/fairway-lb/fairway/controlplane/xdsserver"
 )
 
-// zoneNode is a node in zone (no locality when zone is empty).
+// zoneNode is a Fairway client's node in zone (no locality when zone is
+// empty): it declares the caller-zones feature.
 func zoneNode(id, zone string) *corepb.Node {
-	n := &corepb.Node{Id: id}
+	n := &corepb.Node{Id: id, ClientFeatures: []string{translate.CallerZonesFeature}}
 	if zone != "" {
 		n.Locality = &corepb.Locality{Zone: zone}
 	}
@@ -186,10 +187,15 @@ func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 		}
 	}
 
-	// (d) A stream without a zone and two wildcard streams in zone d are
-	// not counted: once they have been answered, the next counted stream
-	// gives a: 3/4, c: 1/4.
+	// (d) A stream without a zone, one in zone e whose client does not
+	// route by caller zones (proxyless gRPC: no client feature) and two
+	// wildcard streams in zone d are not counted: once they have been
+	// answered, the next counted stream gives a: 3/4, c: 1/4.
 	newSotWStream(ctx, t, cc, zoneNode("nozone", ""), name).recv()
+	newSotWStream(ctx, t, cc, &corepb.Node{Id: "grpc-go", Locality: &corepb.Locality{Zone: "zone-e"}}, name).recv()
+	if got := seriesWith(t, s.reg, "fairway_xds_caller_streams", "zone", "zone-e"); got != 0 {
+		t.Errorf("fairway_xds_caller_streams has %d zone-e series for a client without the caller-zones feature, want none", got)
+	}
 	newSotWStream(ctx, t, cc, zoneNode("wild1", "zone-d")).recv()
 	newSotWStream(ctx, t, cc, zoneNode("wild2", "zone-d"), "*").recv()
 	if got := callerStreams("zone-d"); got != 2 {
