@@ -16,12 +16,12 @@ import (
 )
 
 // worldInZones is world with endpoint i in zones[i].
-func worldInZones(port int, ips, zones []string) []string {
+func worldInZones(port int, annotations string, ips, zones []string) []string {
 	var eps strings.Builder
 	for i, ip := range ips {
 		fmt.Fprintf(&eps, "- addresses: [%q]\n  conditions: {ready: true}\n  zone: %s\n", ip, zones[i])
 	}
-	return []string{world(port, "")[0], fmt.Sprintf(e2eSlice, "echo", port, eps.String())}
+	return []string{world(port, annotations)[0], fmt.Sprintf(e2eSlice, "echo", port, eps.String())}
 }
 
 // TestClient_CallerAwareZoneSpill: three of four callers are in zone-a,
@@ -38,7 +38,10 @@ func TestClient_CallerAwareZoneSpill(t *testing.T) {
 	zones := []string{"zone-a", "zone-b", "zone-b", "zone-b"}
 	pods, port := startPods(t, ips, func(i int, s *backend.Spec) { s.Zone = zones[i] })
 	path := filepath.Join(t.TempDir(), "world.yaml")
-	writeFile(t, path, worldInZones(port, ips, zones)...)
+	// The overload signals are turned off (margins of 100×) so that only
+	// the capacity part spills: on a busy machine a latency blip would add
+	// its own spill.
+	writeFile(t, path, worldInZones(port, `fairway.io/strategy: '[{"zone_affinity":{"spill_margin":100,"latency_margin":100}},{"p2c":{}}]'`, ips, zones)...)
 	xdsAddr := freeAddr(t)
 	cp := startControlPlane(t, path, xdsAddr, "--caller-zones-warmup", "500ms")
 
