@@ -76,73 +76,60 @@ func shares(t *testing.T, eps []*strategy.Endpoint, callers map[string]float64, 
 	return got
 }
 
-// checkEven fails unless every endpoint's share is within 5% of 1/len(eps).
-func checkEven(t *testing.T, eps []*strategy.Endpoint, got map[string]float64) {
+// checkLoad fails unless every endpoint's share is within 5% of
+// wantLoad[its zone] × 1/len(eps); a nil wantLoad means 1 everywhere (even).
+func checkLoad(t *testing.T, eps []*strategy.Endpoint, got, wantLoad map[string]float64) {
 	t.Helper()
-	want := 1 / float64(len(eps))
+	mean := 1 / float64(len(eps))
 	for _, e := range eps {
+		want := mean
+		if wantLoad != nil {
+			want *= wantLoad[e.Info.Zone]
+		}
 		if s := got[e.Addr]; math.Abs(s-want) > 0.05*want {
 			t.Errorf("endpoint %s (zone %s) share = %.4f, want %.4f ± 5%%", e.Addr, e.Info.Zone, s, want)
 		}
 	}
 }
 
-func TestZoneAffinity_CallerAwareEvensUnequalZones(t *testing.T) {
+// TestZoneAffinity_CallerAwareSpill runs three callers, one per zone, over
+// unequal zones. With capacity_margin 0 (Envoy's zone-aware routing) every
+// endpoint ends up with the same share. With the default margin (0.2) a
+// zone takes up to 1.2× its fair share before it spills: 4/3/3 pods for
+// equal callers stay local, 2/4/4 pods for callers 0.6/0.2/0.2 spill
+// 1 − 1.2·(0.2/0.6) = 0.6 from zone a, leaving its pods 1.2× the load of
+// the others.
+func TestZoneAffinity_CallerAwareSpill(t *testing.T) {
 	names := []string{"a", "b", "c"}
+	const defaults = `[{"zone_affinity":{}},{"round_robin":{}}]`
 	for _, tc := range []struct {
 		name      string
+		chain     string
 		counts    []int
 		callers   map[string]float64
 		picks     []int              // per caller, zones a, b, c
 		wantSpill map[string]float64 // per caller zone
+		wantLoad  map[string]float64 // per endpoint of each zone, relative to the mean; nil: even
 	}{
 		{
-			name:      "7/7/6 endpoints, callers a third each",
+			name:      "margin 0, 7/7/6 endpoints, callers a third each",
+			chain:     callersChain,
 			counts:    []int{7, 7, 6},
 			callers:   map[string]float64{"a": 1.0 / 3, "b": 1.0 / 3, "c": 1.0 / 3},
 			picks:     []int{33334, 33333, 33333},
 			wantSpill: map[string]float64{"a": 0, "b": 0, "c": 1 - (6.0/20)/(1.0/3)},
 		},
 		{
-			name:      "2/4/4 endpoints, callers 0.6/0.2/0.2",
+			name:      "margin 0, 2/4/4 endpoints, callers 0.6/0.2/0.2",
+			chain:     callersChain,
 			counts:    []int{2, 4, 4},
 			callers:   map[string]float64{"a": 0.6, "b": 0.2, "c": 0.2},
 			picks:     []int{60000, 20000, 20000},
 			wantSpill: map[string]float64{"a": 2.0 / 3, "b": 0, "c": 0},
 		},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			eps := zones(names, tc.counts)
-			var cs []*caller
-			for i, z := range names {
-				c := newCaller(t, callersChain, z, uint64(i+1))
-				if got := c.tick(eps, tc.callers, strategytest.Start); math.Abs(got-tc.wantSpill[z]) > 0.001 {
-					t.Errorf("caller in %s: spill fraction = %v, want %.3f", z, got, tc.wantSpill[z])
-				}
-				cs = append(cs, c)
-			}
-			checkEven(t, eps, shares(t, eps, tc.callers, cs, tc.picks))
-		})
-	}
-}
-
-// TestZoneAffinity_CapacityMarginToleratesSmallImbalance: with the default
-// capacity_margin (0.2) a zone takes up to 1.2× its fair share before it
-// spills: 4/3/3 pods for equal callers stay local, 2/4/4 pods for callers
-// 0.6/0.2/0.2 spill 1 − 1.2·(0.2/0.6) = 0.6 from zone a, leaving its pods
-// 1.2× the load of the others.
-func TestZoneAffinity_CapacityMarginToleratesSmallImbalance(t *testing.T) {
-	names := []string{"a", "b", "c"}
-	for _, tc := range []struct {
-		name      string
-		counts    []int
-		callers   map[string]float64
-		picks     []int
-		wantSpill map[string]float64
-		wantLoad  map[string]float64 // per endpoint of each zone, relative to the mean
-	}{
 		{
-			name:      "4/3/3 endpoints, callers a third each",
+			name:      "default margin, 4/3/3 endpoints, callers a third each",
+			chain:     defaults,
 			counts:    []int{4, 3, 3},
 			callers:   map[string]float64{"a": 1.0 / 3, "b": 1.0 / 3, "c": 1.0 / 3},
 			picks:     []int{30000, 30000, 30000},
@@ -150,7 +137,8 @@ func TestZoneAffinity_CapacityMarginToleratesSmallImbalance(t *testing.T) {
 			wantLoad:  map[string]float64{"a": 10.0 / 12, "b": 10.0 / 9, "c": 10.0 / 9},
 		},
 		{
-			name:      "2/4/4 endpoints, callers 0.6/0.2/0.2",
+			name:      "default margin, 2/4/4 endpoints, callers 0.6/0.2/0.2",
+			chain:     defaults,
 			counts:    []int{2, 4, 4},
 			callers:   map[string]float64{"a": 0.6, "b": 0.2, "c": 0.2},
 			picks:     []int{60000, 20000, 20000},
@@ -163,20 +151,13 @@ func TestZoneAffinity_CapacityMarginToleratesSmallImbalance(t *testing.T) {
 			eps := zones(names, tc.counts)
 			var cs []*caller
 			for i, z := range names {
-				c := newCaller(t, `[{"zone_affinity":{}},{"round_robin":{}}]`, z, uint64(i+1))
+				c := newCaller(t, tc.chain, z, uint64(i+1))
 				if got := c.tick(eps, tc.callers, strategytest.Start); math.Abs(got-tc.wantSpill[z]) > 0.001 {
 					t.Errorf("caller in %s: spill fraction = %v, want %.3f", z, got, tc.wantSpill[z])
 				}
 				cs = append(cs, c)
 			}
-			got := shares(t, eps, tc.callers, cs, tc.picks)
-			mean := 1 / float64(len(eps))
-			for _, e := range eps {
-				want := tc.wantLoad[e.Info.Zone] * mean
-				if s := got[e.Addr]; math.Abs(s-want) > 0.05*want {
-					t.Errorf("endpoint %s (zone %s) share = %.4f, want %.4f ± 5%%", e.Addr, e.Info.Zone, s, want)
-				}
-			}
+			checkLoad(t, eps, shares(t, eps, tc.callers, cs, tc.picks), tc.wantLoad)
 		})
 	}
 }
