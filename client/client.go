@@ -21,6 +21,7 @@ import (
 	"github.com/fairway-lb/fairway/client/balancer"
 	"github.com/fairway-lb/fairway/client/resolver"
 	"github.com/fairway-lb/fairway/client/xdsclient"
+	"github.com/fairway-lb/fairway/wire"
 )
 
 // Environment variables read when the corresponding option is not given.
@@ -267,7 +268,7 @@ func nodeFromEnv(id, zone string) *corepb.Node {
 		cluster = "fairway-client"
 	}
 	n := &corepb.Node{Id: id, Cluster: cluster, UserAgentName: "fairway-go", Locality: &corepb.Locality{Zone: zone},
-		ClientFeatures: []string{xdsclient.CallerZonesFeature}}
+		ClientFeatures: []string{wire.CallerZonesFeature}}
 	if nn := os.Getenv(EnvNodeName); nn != "" {
 		n.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{"node_name": structpb.NewStringValue(nn)}}
 	}

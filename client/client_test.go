@@ -20,8 +20,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fairway-lb/fairway/client/balancer"
-	"github.com/fairway-lb/fairway/client/xdsclient"
 	"github.com/fairway-lb/fairway/client/xdsclient/xdstest"
+	"github.com/fairway-lb/fairway/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -141,7 +141,7 @@ func TestPool_ChannelsShareOneStreamAndCloseIt(t *testing.T) {
 	}
 	ca.Close()
 	srv.WaitRequest(t, "unsubscribing a", func(r *xdstest.Request) bool {
-		return r.GetTypeUrl() == xdsclient.EndpointsType && strings.Join(r.GetResourceNames(), ",") == "b.default:80"
+		return r.GetTypeUrl() == wire.EndpointType && strings.Join(r.GetResourceNames(), ",") == "b.default:80"
 	})
 	if n := shared.len(); n != 1 {
 		t.Errorf("%d shared clients while b is open, want 1", n)
@@ -171,7 +171,7 @@ func TestPool_NodeIDAndZoneSeparateStreams(t *testing.T) {
 		t.Errorf("%d shared clients, want 3", n)
 	}
 	got := map[channel]bool{}
-	for _, r := range srv.Requests(xdsclient.ClusterType) {
+	for _, r := range srv.Requests(wire.ClusterType) {
 		if n := r.GetNode(); n != nil {
 			got[channel{n.GetId(), n.GetLocality().GetZone()}] = true
 		}

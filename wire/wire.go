@@ -5,8 +5,12 @@
 // chain. It is a leaf: it imports neither Kubernetes, Envoy nor gRPC, and
 // nothing under controlplane/ or client/.
 //
-// The xDS type URLs are go-control-plane's (resource/v3); this package does
-// not repeat them.
+// The control plane takes xDS type URLs from go-control-plane's resource/v3.
+// The two a Fairway client subscribes to are repeated here (ClusterType,
+// EndpointType; a test checks they equal resource/v3's) because importing
+// resource/v3 links the Listener, RouteConfiguration and
+// HttpConnectionManager protos into every client binary, which never decodes
+// them (about 4.6 MB).
 package wire
 
 import (
@@ -60,6 +64,13 @@ func ParseResourceName(s string) (ServiceKey, error) {
 	}
 	return ServiceKey{Namespace: ns, Name: name, Port: int32(port)}, nil
 }
+
+// Type URLs of the resources a Fairway client subscribes to, equal to
+// go-control-plane's resourcev3.ClusterType and resourcev3.EndpointType.
+const (
+	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+)
 
 // MetadataNamespace is the filter_metadata key under which Fairway puts its
 // fields, on a Cluster (MetadataStrategy, MetadataCallerZones) and on an

@@ -3,6 +3,7 @@ package wire
 import (
 	"testing"
 
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -72,5 +73,14 @@ func TestParseChain_Shape(t *testing.T) {
 		if diff := cmp.Diff(FormatChain(links), tc.want); diff != "" {
 			t.Errorf("FormatChain(ParseChain(%s)) (-got +want):\n%s", tc.in, diff)
 		}
+	}
+}
+
+func TestTypeURLs_AreGoControlPlanes(t *testing.T) {
+	if ClusterType != resourcev3.ClusterType {
+		t.Errorf("ClusterType = %q, want %q", ClusterType, resourcev3.ClusterType)
+	}
+	if EndpointType != resourcev3.EndpointType {
+		t.Errorf("EndpointType = %q, want %q", EndpointType, resourcev3.EndpointType)
 	}
 }

@@ -40,7 +40,7 @@ import (
 
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/xdsclient"
-	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/wire"
 )
 
 // Scheme is the target scheme: fairway:///NAME.NAMESPACE:PORT.
@@ -76,8 +76,9 @@ type Option func(*options)
 // WithZone sets the caller's zone, passed to the balancer ("" = unknown).
 func WithZone(zone string) Option { return func(o *options) { o.zone = zone } }
 
-// WithStrategy overrides the strategy chain (a JSON array) served in the
-// Cluster. nil or empty: use the Cluster's.
+// WithStrategy overrides the strategy chain served in the Cluster (a JSON
+// array of the shape wire.ParseChain checks; Build fails on another shape).
+// nil or empty: use the Cluster's.
 func WithStrategy(chain json.RawMessage) Option { return func(o *options) { o.strategy = chain } }
 
 // WithClock sets the clock that stamps endpoints' FirstSeen (default real).
@@ -106,9 +107,9 @@ func (b *builder) Scheme() string { return Scheme }
 // ResourceName returns the xDS resource name a fairway target names:
 // "NAME.NAMESPACE:PORT" for both the short and the FQDN form.
 func ResourceName(t resolver.Target) (string, error) {
-	key, err := topology.ParseResourceName(t.Endpoint())
+	key, err := wire.ParseResourceName(t.Endpoint())
 	if err != nil {
-		return "", fmt.Errorf("fairway/resolver: target %q is not fairway:///NAME.NAMESPACE:PORT: %w", t.String(), err)
+		return "", fmt.Errorf("target %q: %w", t.String(), err)
 	}
 	return key.ResourceName(), nil
 }
@@ -119,9 +120,8 @@ func (b *builder) Build(t resolver.Target, cc resolver.ClientConn, _ resolver.Bu
 		return nil, err
 	}
 	if len(b.opts.strategy) > 0 {
-		var chain []json.RawMessage
-		if err := json.Unmarshal(b.opts.strategy, &chain); err != nil {
-			return nil, fmt.Errorf("fairway/resolver: strategy override is not a JSON array: %w", err)
+		if _, err := wire.ParseChain(b.opts.strategy); err != nil {
+			return nil, fmt.Errorf("strategy override: %w", err)
 		}
 	}
 	xc, release, err := b.src()

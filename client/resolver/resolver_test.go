@@ -28,6 +28,7 @@ import (
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/xdsclient"
 	"github.com/fairway-lb/fairway/client/xdsclient/xdstest"
+	"github.com/fairway-lb/fairway/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -216,7 +217,7 @@ func TestResolver_WaitsForClusterAndEndpoints(t *testing.T) {
 	cc := e.dial(t, "fairway:///"+name)
 	defer cc.Close()
 	e.srv.WaitRequest(t, "for the assignment", func(r *xdstest.Request) bool {
-		return r.GetTypeUrl() == xdsclient.EndpointsType && r.GetVersionInfo() != ""
+		return r.GetTypeUrl() == wire.EndpointType && r.GetVersionInfo() != ""
 	})
 	none(t, sink.states, "state before the Cluster")
 	_ = e.srv.Clusters.UpdateResource(name, xdstest.Cluster(name, ""))

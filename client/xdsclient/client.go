@@ -58,12 +58,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
-)
 
-// Type URLs of the resources the client subscribes to.
-const (
-	ClusterType   = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-	EndpointsType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	"github.com/fairway-lb/fairway/wire"
 )
 
 // Sentinel errors passed (wrapped) to watchers' OnError.
@@ -224,7 +220,7 @@ func New(servers []string, node *corepb.Node, opts ...Option) (*Client, error) {
 		cancel:    cancel,
 		subCh:     make(chan struct{}, 1),
 		cb:        newSerializer(),
-		resources: map[string]map[string]*resourceState{ClusterType: {}, EndpointsType: {}},
+		resources: map[string]map[string]*resourceState{wire.ClusterType: {}, wire.EndpointType: {}},
 	}
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); c.cb.run(ctx) }()
@@ -237,7 +233,7 @@ func New(servers []string, node *corepb.Node, opts ...Option) (*Client, error) {
 // unsubscribes from it. A callback already running may finish after cancel
 // returns; no new one starts.
 func (c *Client) WatchCluster(name string, w ClusterWatcher) (cancel func()) {
-	return c.watch(ClusterType, name, &watcher{
+	return c.watch(wire.ClusterType, name, &watcher{
 		update: func(v any) { w.OnCluster(v.(Cluster)) },
 		onErr:  w.OnError,
 	})
@@ -246,7 +242,7 @@ func (c *Client) WatchCluster(name string, w ClusterWatcher) (cancel func()) {
 // WatchEndpoints watches the ClusterLoadAssignment called name, with the
 // semantics of WatchCluster.
 func (c *Client) WatchEndpoints(name string, w EndpointsWatcher) (cancel func()) {
-	return c.watch(EndpointsType, name, &watcher{
+	return c.watch(wire.EndpointType, name, &watcher{
 		update: func(v any) { w.OnEndpoints(v.(Endpoints)) },
 		onErr:  w.OnError,
 	})

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/fairway-lb/fairway/client/xdsclient/xdstest"
+	"github.com/fairway-lb/fairway/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -127,7 +128,7 @@ func TestClient_SubscribesByNameAmongMany(t *testing.T) {
 	if diff := cmp.Diff(first.GetNode(), testNode(), cmpProto()); diff != "" {
 		t.Errorf("node (-got +want):\n%s", diff)
 	}
-	for _, typ := range []string{ClusterType, EndpointsType} {
+	for _, typ := range []string{wire.ClusterType, wire.EndpointType} {
 		for _, req := range s.Requests(typ) {
 			if diff := cmp.Diff(names(req), []string{"svc7.default:80"}); diff != "" {
 				t.Errorf("%s request names (-got +want):\n%s", typeLabel(typ), diff)
@@ -149,7 +150,7 @@ func TestClient_SubscribesByNameAmongMany(t *testing.T) {
 	}
 	// It was ACKed.
 	s.WaitRequest(t, "ACK", func(req *discoverypb.DiscoveryRequest) bool {
-		return req.GetTypeUrl() == EndpointsType && req.GetVersionInfo() != "" && req.GetErrorDetail() == nil
+		return req.GetTypeUrl() == wire.EndpointType && req.GetVersionInfo() != "" && req.GetErrorDetail() == nil
 	})
 	if got := metricValue(t, c.m.connected); got != 1 {
 		t.Errorf("connected gauge = %v, want 1", got)
@@ -190,7 +191,7 @@ func TestClient_UnsubscribeSendsRequestWithoutName(t *testing.T) {
 	})
 	cancelA()
 	s.WaitRequest(t, "without any name", func(r *discoverypb.DiscoveryRequest) bool {
-		return r.GetTypeUrl() == EndpointsType && len(names(r)) == 0
+		return r.GetTypeUrl() == wire.EndpointType && len(names(r)) == 0
 	})
 }
 
@@ -300,7 +301,7 @@ func TestClient_ServerRestartKeepsStateAndResubscribes(t *testing.T) {
 	if diff := cmp.Diff(addrs(recv(t, r.endpoints, "endpoints from the new server")), []string{"10.0.0.1:80", "10.0.0.2:80"}); diff != "" {
 		t.Errorf("endpoints after reconnect (-got +want):\n%s", diff)
 	}
-	for _, typ := range []string{ClusterType, EndpointsType} {
+	for _, typ := range []string{wire.ClusterType, wire.EndpointType} {
 		s2.WaitRequest(t, "re-subscribing "+typeLabel(typ), func(r *discoverypb.DiscoveryRequest) bool {
 			return r.GetTypeUrl() == typ && slices.Equal(names(r), []string{name})
 		})

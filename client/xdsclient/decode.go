@@ -16,27 +16,28 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/fairway-lb/fairway/wire"
 )
 
-// MetadataKey is the filter_metadata key under which the control plane puts
-// Fairway's data (docs/design.md).
-const MetadataKey = "fairway.io"
-
-// CallerZonesFeature is the xDS client feature a Fairway client declares in
-// its node (client_features): it routes by the callers' zones, so the
-// control plane counts it in the caller_zones it publishes.
-const CallerZonesFeature = "io.fairway.caller_zones"
+// The Fairway metadata fields, as error messages name them.
+const (
+	strategyField    = wire.MetadataNamespace + "." + wire.MetadataStrategy
+	callerZonesField = wire.MetadataNamespace + "." + wire.MetadataCallerZones
+	labelsField      = wire.MetadataNamespace + "." + wire.MetadataLabels
+)
 
 // Cluster is a decoded, validated Cluster resource.
 type Cluster struct {
 	Name    string
 	Version string // version_info of the response that carried it
-	// Strategy is the service's Fairway strategy chain, a JSON array, from
-	// filter_metadata["fairway.io"]["strategy"]; nil when the Cluster has none
-	// (the client's default composition applies).
+	// Strategy is the service's Fairway strategy chain, a JSON array of the
+	// shape wire.ParseChain checks, from the Fairway metadata
+	// (wire.MetadataStrategy); nil when the Cluster has none (the client's
+	// default composition applies).
 	Strategy json.RawMessage
 	// CallerZones is the fraction (0..1) of this Cluster's subscribers in
-	// each zone, from filter_metadata["fairway.io"]["caller_zones"]; nil when
+	// each zone, from the Fairway metadata (wire.MetadataCallerZones); nil when
 	// the control plane sends none. Never mutated.
 	CallerZones map[string]float64
 	// Resource is the Cluster as received. Never mutated.
@@ -57,7 +58,7 @@ type Endpoint struct {
 	Hostname string // endpoint.hostname (the pod name); "" when unknown
 	Weight   uint32 // load_balancing_weight, >= 1 (1 when unset)
 	Health   corepb.HealthStatus
-	// Labels from filter_metadata["fairway.io"]["labels"]; nil when none.
+	// Labels from the Fairway metadata (wire.MetadataLabels); nil when none.
 	Labels map[string]string
 }
 
@@ -75,7 +76,7 @@ func (c *Client) decode(typeURL, version string, a *anypb.Any) decoded {
 		return decoded{err: fmt.Errorf("resource of type %q in a %q response", a.GetTypeUrl(), typeURL)}
 	}
 	switch typeURL {
-	case ClusterType:
+	case wire.ClusterType:
 		cl := &clusterpb.Cluster{}
 		if err := a.UnmarshalTo(cl); err != nil {
 			return decoded{err: fmt.Errorf("cannot decode Cluster: %v", err)}
@@ -88,7 +89,7 @@ func (c *Client) decode(typeURL, version string, a *anypb.Any) decoded {
 			return decoded{name: cl.GetName(), err: fmt.Errorf("Cluster %q: %w", cl.GetName(), err)}
 		}
 		return decoded{name: v.Name, raw: cl, value: v}
-	case EndpointsType:
+	case wire.EndpointType:
 		cla := &endpointpb.ClusterLoadAssignment{}
 		if err := a.UnmarshalTo(cla); err != nil {
 			return decoded{err: fmt.Errorf("cannot decode ClusterLoadAssignment: %v", err)}
@@ -108,13 +109,13 @@ func decodeCluster(cl *clusterpb.Cluster, version string) (Cluster, error) {
 		return Cluster{}, errors.New("no name")
 	}
 	v := Cluster{Name: cl.GetName(), Version: version, Resource: cl}
-	md := cl.GetMetadata().GetFilterMetadata()[MetadataKey]
+	md := cl.GetMetadata().GetFilterMetadata()[wire.MetadataNamespace]
 	zones, err := decodeCallerZones(md)
 	if err != nil {
 		return Cluster{}, err
 	}
 	v.CallerZones = zones
-	sv, ok := md.GetFields()["strategy"]
+	sv, ok := md.GetFields()[wire.MetadataStrategy]
 	if !ok {
 		return v, nil
 	}
@@ -124,28 +125,28 @@ func decodeCluster(cl *clusterpb.Cluster, version string) (Cluster, error) {
 		if s == "" {
 			return v, nil
 		}
-		var chain []json.RawMessage
-		if err := json.Unmarshal([]byte(s), &chain); err != nil {
-			return Cluster{}, fmt.Errorf("metadata %s.strategy is not a JSON array: %v", MetadataKey, err)
-		}
 		v.Strategy = json.RawMessage(s)
 	case *structpb.Value_ListValue:
 		b, err := k.ListValue.MarshalJSON()
 		if err != nil {
-			return Cluster{}, fmt.Errorf("metadata %s.strategy: %v", MetadataKey, err)
+			return Cluster{}, fmt.Errorf("metadata %s: %v", strategyField, err)
 		}
 		v.Strategy = b
 	case *structpb.Value_NullValue:
+		return v, nil
 	default:
-		return Cluster{}, fmt.Errorf("metadata %s.strategy is neither a JSON string nor a list", MetadataKey)
+		return Cluster{}, fmt.Errorf("metadata %s is neither a JSON string nor a list", strategyField)
+	}
+	if _, err := wire.ParseChain(v.Strategy); err != nil {
+		return Cluster{}, fmt.Errorf("metadata %s: %w", strategyField, err)
 	}
 	return v, nil
 }
 
-// decodeCallerZones decodes md's "caller_zones": an object mapping non-empty
+// decodeCallerZones decodes md's wire.MetadataCallerZones: an object mapping non-empty
 // zone names to finite numbers within [0, 1]. Absent or null: nil.
 func decodeCallerZones(md *structpb.Struct) (map[string]float64, error) {
-	cv, ok := md.GetFields()["caller_zones"]
+	cv, ok := md.GetFields()[wire.MetadataCallerZones]
 	if !ok {
 		return nil, nil
 	}
@@ -154,20 +155,20 @@ func decodeCallerZones(md *structpb.Struct) (map[string]float64, error) {
 	}
 	st := cv.GetStructValue()
 	if st == nil {
-		return nil, fmt.Errorf("metadata %s.caller_zones is not an object", MetadataKey)
+		return nil, fmt.Errorf("metadata %s is not an object", callerZonesField)
 	}
 	zones := make(map[string]float64, len(st.GetFields()))
 	for z, fv := range st.GetFields() {
 		if z == "" {
-			return nil, fmt.Errorf("metadata %s.caller_zones has an empty zone name", MetadataKey)
+			return nil, fmt.Errorf("metadata %s has an empty zone name", callerZonesField)
 		}
 		n, ok := fv.GetKind().(*structpb.Value_NumberValue)
 		if !ok {
-			return nil, fmt.Errorf("metadata %s.caller_zones[%q] is not a number", MetadataKey, z)
+			return nil, fmt.Errorf("metadata %s[%q] is not a number", callerZonesField, z)
 		}
 		f := n.NumberValue
 		if math.IsNaN(f) || f < 0 || f > 1 {
-			return nil, fmt.Errorf("metadata %s.caller_zones[%q] = %v is not within [0, 1]", MetadataKey, z, f)
+			return nil, fmt.Errorf("metadata %s[%q] = %v is not within [0, 1]", callerZonesField, z, f)
 		}
 		zones[z] = f
 	}
@@ -224,11 +225,11 @@ func decodeEndpoint(lbe *endpointpb.LbEndpoint, zone string) (Endpoint, error) {
 		}
 		ep.Weight = w.GetValue()
 	}
-	labels, ok := lbe.GetMetadata().GetFilterMetadata()[MetadataKey].GetFields()["labels"]
+	labels, ok := lbe.GetMetadata().GetFilterMetadata()[wire.MetadataNamespace].GetFields()[wire.MetadataLabels]
 	if ok {
 		st := labels.GetStructValue()
 		if st == nil {
-			return Endpoint{}, fmt.Errorf("address %s: metadata %s.labels is not an object", ep.Address, MetadataKey)
+			return Endpoint{}, fmt.Errorf("address %s: metadata %s is not an object", ep.Address, labelsField)
 		}
 		ep.Labels = make(map[string]string, len(st.GetFields()))
 		for k, lv := range st.GetFields() {

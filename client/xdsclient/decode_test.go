@@ -11,6 +11,8 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/fairway-lb/fairway/wire"
 )
 
 func cmpProto() cmp.Option { return protocmp.Transform() }
@@ -28,14 +30,14 @@ func TestDecodeEndpoints_Table(t *testing.T) {
 	full.HealthStatus = corepb.HealthStatus_DRAINING
 	full.LoadBalancingWeight = wrapperspb.UInt32(5)
 	full.GetEndpoint().Hostname = "echo-2"
-	labels, _ := structpb.NewStruct(map[string]any{"labels": map[string]any{"shard": "3"}})
-	full.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: labels}}
+	labels, _ := structpb.NewStruct(map[string]any{wire.MetadataLabels: map[string]any{"shard": "3"}})
+	full.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{wire.MetadataNamespace: labels}}
 
 	zeroWeight := lbEndpoint("10.0.0.3", 80)
 	zeroWeight.LoadBalancingWeight = wrapperspb.UInt32(0)
-	badLabels, _ := structpb.NewStruct(map[string]any{"labels": map[string]any{"shard": 3}})
+	badLabels, _ := structpb.NewStruct(map[string]any{wire.MetadataLabels: map[string]any{"shard": 3}})
 	numLabel := lbEndpoint("10.0.0.4", 80)
-	numLabel.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataKey: badLabels}}
+	numLabel.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{wire.MetadataNamespace: badLabels}}
 
 	cla := func(zone string, eps ...*endpointpb.LbEndpoint) *endpointpb.ClusterLoadAssignment {
 		return &endpointpb.ClusterLoadAssignment{ClusterName: "echo.default:8080", Endpoints: []*endpointpb.LocalityLbEndpoints{
@@ -78,6 +80,7 @@ func TestDecodeEndpoints_Table(t *testing.T) {
 
 func TestDecodeCluster_Strategy(t *testing.T) {
 	list, _ := structpb.NewList([]any{map[string]any{"p2c": map[string]any{}}})
+	twoKeys, _ := structpb.NewList([]any{map[string]any{"p2c": map[string]any{}, "outlier": map[string]any{}}})
 	for _, tc := range []struct {
 		name    string
 		value   *structpb.Value // nil: no strategy key
@@ -91,12 +94,16 @@ func TestDecodeCluster_Strategy(t *testing.T) {
 		{name: "not JSON", value: structpb.NewStringValue("p2c"), wantErr: true},
 		{name: "JSON object", value: structpb.NewStringValue(`{"p2c":{}}`), wantErr: true},
 		{name: "number", value: structpb.NewNumberValue(3), wantErr: true},
+		{name: "null", value: structpb.NewNullValue()},
+		{name: "array of non-objects", value: structpb.NewStringValue(`[1]`), wantErr: true},
+		{name: "name not snake_case", value: structpb.NewStringValue(`[{"ZoneAffinity":{}}]`), wantErr: true},
+		{name: "list element with two keys", value: structpb.NewListValue(twoKeys), wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cl := makeCluster("echo.default:8080", "")
 			if tc.value != nil {
 				cl.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{
-					MetadataKey: {Fields: map[string]*structpb.Value{"strategy": tc.value}},
+					wire.MetadataNamespace: {Fields: map[string]*structpb.Value{wire.MetadataStrategy: tc.value}},
 				}}
 			}
 			got, err := decodeCluster(cl, "v1")
@@ -147,12 +154,12 @@ func TestDecodeCluster_CallerZones(t *testing.T) {
 				if cl.Metadata.FilterMetadata == nil {
 					cl.Metadata.FilterMetadata = map[string]*structpb.Struct{}
 				}
-				md := cl.Metadata.FilterMetadata[MetadataKey]
+				md := cl.Metadata.FilterMetadata[wire.MetadataNamespace]
 				if md == nil {
 					md = &structpb.Struct{Fields: map[string]*structpb.Value{}}
-					cl.Metadata.FilterMetadata[MetadataKey] = md
+					cl.Metadata.FilterMetadata[wire.MetadataNamespace] = md
 				}
-				md.Fields["caller_zones"] = tc.value
+				md.Fields[wire.MetadataCallerZones] = tc.value
 			}
 			got, err := decodeCluster(cl, "v1")
 			if (err != nil) != tc.wantErr {

@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fairway-lb/fairway/wire"
 )
 
 type metrics struct {
@@ -16,9 +18,9 @@ type metrics struct {
 // typeLabel is the short type label of the metrics.
 func typeLabel(typeURL string) string {
 	switch typeURL {
-	case ClusterType:
+	case wire.ClusterType:
 		return "cluster"
-	case EndpointsType:
+	case wire.EndpointType:
 		return "endpoints"
 	default:
 		return "other"

@@ -13,10 +13,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/fairway-lb/fairway/wire"
 )
 
 // subscriptionTypes is the order in which subscriptions are sent on a new stream.
-var subscriptionTypes = []string{ClusterType, EndpointsType}
+var subscriptionTypes = []string{wire.ClusterType, wire.EndpointType}
 
 // run owns the ADS stream: it opens one at a time, rotating through the
 // servers, and waits with backoff between failures. It returns when ctx is done.
@@ -58,7 +60,7 @@ func (c *Client) run(ctx context.Context) {
 func (c *Client) waitForSubscriptions(ctx context.Context) bool {
 	for {
 		c.mu.Lock()
-		n := len(c.resources[ClusterType]) + len(c.resources[EndpointsType])
+		n := len(c.resources[wire.ClusterType]) + len(c.resources[wire.EndpointType])
 		c.mu.Unlock()
 		if n > 0 {
 			return true
@@ -236,7 +238,7 @@ func (c *Client) handleResponse(st *streamState, resp *discoverypb.DiscoveryResp
 	}
 	// A Cluster response is the whole state: a subscribed Cluster it lacks has
 	// been removed. (ClusterLoadAssignment responses carry only changes.)
-	if t == ClusterType && len(problems) == 0 {
+	if t == wire.ClusterType && len(problems) == 0 {
 		for name, rs := range c.resources[t] {
 			if _, ok := valid[name]; ok || rs.raw == nil {
 				continue

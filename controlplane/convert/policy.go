@@ -1,15 +1,14 @@
 package convert
 
 import (
-	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/wire"
 )
 
 // Service annotations, documented in docs/annotations.md.
@@ -102,67 +101,36 @@ func Policy(annotations map[string]string) (topology.Policy, []Problem) {
 	return pol, p.problems
 }
 
-var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
-
-// NormalizeStrategy checks the shape of a strategy chain (docs/design.md) and
-// returns its compact JSON form: either a JSON array of single-key objects
-// whose keys are snake_case names and whose values are JSON objects, or the
-// shorthand "a,b,c", normalized to [{"a":{}},{"b":{}},{"c":{}}]. The
-// strategies' own configs are the client's to check.
+// NormalizeStrategy checks the shape of a strategy chain and returns its
+// canonical compact JSON form (wire.FormatChain). v is either a JSON chain,
+// checked by wire.ParseChain (docs/design.md), or the annotation shorthand
+// "a,b,c" of snake_case names, normalized to [{"a":{}},{"b":{}},{"c":{}}]. An
+// empty chain is an error. The strategies' own configs are the client's to
+// check.
 func NormalizeStrategy(v string) (string, error) {
 	v = strings.TrimSpace(v)
-	if !strings.HasPrefix(v, "[") && !strings.HasPrefix(v, "{") {
-		var b strings.Builder
-		b.WriteByte('[')
-		for i, name := range strings.Split(v, ",") {
+	var links []wire.Link
+	switch {
+	case strings.HasPrefix(v, "{"):
+		return "", errors.New("a JSON object, want an array of single-key objects")
+	case strings.HasPrefix(v, "["):
+		var err error
+		if links, err = wire.ParseChain([]byte(v)); err != nil {
+			return "", err
+		}
+	default:
+		for name := range strings.SplitSeq(v, ",") {
 			name = strings.TrimSpace(name)
-			if !snakeCase.MatchString(name) {
+			if !wire.ValidName(name) {
 				return "", fmt.Errorf("strategy name %q is not snake_case", name)
 			}
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, `{%q:{}}`, name)
-		}
-		b.WriteByte(']')
-		return b.String(), nil
-	}
-	if strings.HasPrefix(v, "{") {
-		return "", fmt.Errorf("a JSON object, want an array of single-key objects")
-	}
-	var chain []map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(v), &chain); err != nil {
-		return "", fmt.Errorf("not a JSON array of objects: %v", err)
-	}
-	if len(chain) == 0 {
-		return "", fmt.Errorf("empty strategy chain")
-	}
-	var b bytes.Buffer
-	b.WriteByte('[')
-	for i, elem := range chain {
-		if len(elem) != 1 {
-			return "", fmt.Errorf("element %d has %d keys, want exactly one", i, len(elem))
-		}
-		for name, cfg := range elem {
-			if !snakeCase.MatchString(name) {
-				return "", fmt.Errorf("strategy name %q is not snake_case", name)
-			}
-			var obj map[string]json.RawMessage
-			if err := json.Unmarshal(cfg, &obj); err != nil || obj == nil {
-				return "", fmt.Errorf("config of strategy %q is not a JSON object", name)
-			}
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			fmt.Fprintf(&b, `{%q:`, name)
-			if err := json.Compact(&b, cfg); err != nil {
-				return "", fmt.Errorf("config of strategy %q: %v", name, err)
-			}
-			b.WriteByte('}')
+			links = append(links, wire.Link{Name: name})
 		}
 	}
-	b.WriteByte(']')
-	return b.String(), nil
+	if len(links) == 0 {
+		return "", errors.New("empty strategy chain")
+	}
+	return wire.FormatChain(links), nil
 }
 
 // ParseWeight parses a weight annotation value: an integer in

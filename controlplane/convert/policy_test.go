@@ -115,16 +115,21 @@ func TestPolicy_Annotations(t *testing.T) {
 			}),
 		},
 		{
+			name:        "strategy JSON null config stands for {}",
+			annotations: map[string]string{AnnotationStrategy: `[{"outlier": null}, {"p2c": {}}]`},
+			want:        with(func(p *topology.Policy) { p.Strategy = `[{"outlier":{}},{"p2c":{}}]` }),
+		},
+		{
 			name: "strategy JSON element with two keys", annotations: map[string]string{AnnotationStrategy: `[{"p2c":{},"outlier":{}}]`}, want: def(),
-			wantProblems: []Problem{invalid(`annotation fairway.io/strategy: invalid value "[{\"p2c\":{},\"outlier\":{}}]" (element 0 has 2 keys, want exactly one); using default "" (the client's default composition)`)},
+			wantProblems: []Problem{invalid(`annotation fairway.io/strategy: invalid value "[{\"p2c\":{},\"outlier\":{}}]" (fairway/wire: strategy chain element 0 has 2 keys, want exactly one strategy name); using default "" (the client's default composition)`)},
 		},
 		{
 			name: "strategy JSON name not snake_case", annotations: map[string]string{AnnotationStrategy: `[{"ZoneAffinity":{}}]`}, want: def(),
-			wantProblems: []Problem{invalid(`annotation fairway.io/strategy: invalid value "[{\"ZoneAffinity\":{}}]" (strategy name "ZoneAffinity" is not snake_case); using default "" (the client's default composition)`)},
+			wantProblems: []Problem{invalid(`annotation fairway.io/strategy: invalid value "[{\"ZoneAffinity\":{}}]" (fairway/wire: strategy name "ZoneAffinity" is not snake_case); using default "" (the client's default composition)`)},
 		},
 		{
 			name: "strategy JSON config not an object", annotations: map[string]string{AnnotationStrategy: `[{"p2c":3}]`}, want: def(),
-			wantProblems: []Problem{invalid(`annotation fairway.io/strategy: invalid value "[{\"p2c\":3}]" (config of strategy "p2c" is not a JSON object); using default "" (the client's default composition)`)},
+			wantProblems: []Problem{invalid(`annotation fairway.io/strategy: invalid value "[{\"p2c\":3}]" (fairway/wire: config of strategy "p2c" is not a JSON object); using default "" (the client's default composition)`)},
 		},
 		{
 			name: "strategy JSON empty", annotations: map[string]string{AnnotationStrategy: `[]`}, want: def(),
@@ -132,7 +137,7 @@ func TestPolicy_Annotations(t *testing.T) {
 		},
 		{
 			name: "strategy JSON broken", annotations: map[string]string{AnnotationStrategy: `[{"p2c":{}}`}, want: def(),
-			wantProblems: []Problem{invalid(`annotation fairway.io/strategy: invalid value "[{\"p2c\":{}}" (not a JSON array of objects: unexpected end of JSON input); using default "" (the client's default composition)`)},
+			wantProblems: []Problem{invalid(`annotation fairway.io/strategy: invalid value "[{\"p2c\":{}}" (fairway/wire: strategy chain is not a JSON array of single-key objects: unexpected end of JSON input); using default "" (the client's default composition)`)},
 		},
 		{
 			name: "strategy shorthand with an empty name", annotations: map[string]string{AnnotationStrategy: "p2c,,outlier"}, want: def(),

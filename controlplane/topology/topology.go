@@ -11,59 +11,19 @@ package topology
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fairway-lb/fairway/wire"
 )
 
-// ServiceKey names one port of one Kubernetes Service.
-type ServiceKey struct {
-	Namespace string
-	Name      string
-	Port      int32 // the Service port number (not the target port)
-}
-
-// ClusterDomain is the DNS suffix of the FQDN resource names.
-const ClusterDomain = "svc.cluster.local"
-
-// ResourceName is the xDS resource name of the service port,
-// "NAME.NAMESPACE:PORT". The Cluster, ClusterLoadAssignment, Listener and
-// RouteConfiguration of a service port all carry this name.
-func (k ServiceKey) ResourceName() string {
-	return k.Name + "." + k.Namespace + ":" + strconv.Itoa(int(k.Port))
-}
-
-// FQDNResourceName is the second Listener name a service port answers to,
-// "NAME.NAMESPACE.svc.cluster.local:PORT".
-func (k ServiceKey) FQDNResourceName() string {
-	return k.Name + "." + k.Namespace + "." + ClusterDomain + ":" + strconv.Itoa(int(k.Port))
-}
-
-func (k ServiceKey) String() string { return k.ResourceName() }
-
-// ParseResourceName parses "NAME.NAMESPACE:PORT" or
-// "NAME.NAMESPACE.svc.cluster.local:PORT" (also with a trailing dot after
-// "local").
-func ParseResourceName(s string) (ServiceKey, error) {
-	host, portStr, ok := strings.Cut(s, ":")
-	if !ok || host == "" || portStr == "" {
-		return ServiceKey{}, fmt.Errorf("fairway/topology: resource name %q is not NAME.NAMESPACE:PORT", s)
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil || port == 0 {
-		return ServiceKey{}, fmt.Errorf("fairway/topology: resource name %q: port %q is not a number in 1-65535", s, portStr)
-	}
-	host = strings.TrimSuffix(host, ".")
-	host = strings.TrimSuffix(host, "."+ClusterDomain)
-	name, ns, ok := strings.Cut(host, ".")
-	if !ok || name == "" || ns == "" || strings.Contains(ns, ".") {
-		return ServiceKey{}, fmt.Errorf("fairway/topology: resource name %q is not NAME.NAMESPACE:PORT", s)
-	}
-	return ServiceKey{Namespace: ns, Name: name, Port: int32(port)}, nil
-}
+// ServiceKey names one port of one Kubernetes Service. It is the wire
+// contract's key (package wire), whose ResourceName and FQDNResourceName are
+// the xDS resource names of the service port.
+type ServiceKey = wire.ServiceKey
 
 // Endpoint is one backend (pod) address serving a service port.
 type Endpoint struct {

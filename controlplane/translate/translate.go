@@ -11,9 +11,10 @@
 //     least 1);
 //   - a Cluster N of type EDS over ADS whose balancing policy is carried in
 //     load_balancing_policy, the field both Envoy and grpc-go read, and whose
-//     filter_metadata["fairway.io"] carries the Fairway strategy chain
-//     ("strategy") and, when given with WithCallerZones, the callers'
-//     distribution over zones ("caller_zones");
+//     Fairway metadata (filter_metadata[wire.MetadataNamespace]) carries the
+//     strategy chain (wire.MetadataStrategy) and, when given with
+//     WithCallerZones, the callers' distribution over zones
+//     (wire.MetadataCallerZones);
 //   - two Listeners, N and the FQDN form, each with an api_listener
 //     HttpConnectionManager that fetches RouteConfiguration N over ADS;
 //   - a RouteConfiguration N routing every request to Cluster N.
@@ -58,25 +59,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/wire"
 )
-
-// MetadataNamespace is the filter_metadata key under which Fairway puts its
-// own data: endpoint labels on LbEndpoints and the strategy chain on Clusters.
-const MetadataNamespace = "fairway.io"
-
-// CallerZonesKey is the key, in a Cluster's Fairway metadata, of the
-// callers' distribution over zones: a Struct mapping zone name to the
-// fraction (0..1, rounded to 3 decimals) of the xDS streams subscribed to the
-// Cluster whose node states that zone and declares CallerZonesFeature.
-const CallerZonesKey = "caller_zones"
-
-// CallerZonesFeature is the xDS client feature (node.client_features) of a
-// client that routes by the callers' zones: only such clients are counted
-// in CallerZonesKey. Callers that do not (proxyless gRPC, Envoy) spread
-// their requests over every zone by weight, loading every pod alike, which
-// needs no correction; counting them would make the zone-aware clients
-// correct for a concentration that is not there.
-const CallerZonesFeature = "io.fairway.caller_zones"
 
 // ConnectTimeout is the connect timeout set on every Cluster.
 const ConnectTimeout = 5 * time.Second
@@ -170,7 +154,7 @@ func lbEndpoint(ep topology.Endpoint, weight uint32, hs corepb.HealthStatus) *en
 		for k, v := range ep.Labels {
 			labels[k] = v
 		}
-		lbe.Metadata = fairwayMetadata(map[string]any{"labels": labels})
+		lbe.Metadata = fairwayMetadata(map[string]any{wire.MetadataLabels: labels})
 	}
 	return lbe
 }
@@ -181,7 +165,7 @@ func fairwayMetadata(fields map[string]any) *corepb.Metadata {
 		// Only strings, numbers and maps of them reach here.
 		panic("fairway/translate: building metadata: " + err.Error())
 	}
-	return &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: s}}
+	return &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{wire.MetadataNamespace: s}}
 }
 
 func adsConfigSource() *corepb.ConfigSource {
@@ -199,9 +183,13 @@ type clusterOptions struct {
 }
 
 // WithCallerZones puts the callers' distribution over zones into the
-// Cluster's Fairway metadata under CallerZonesKey: fractions maps a zone name
-// to the fraction of the callers in it. Fractions are clamped to [0, 1] and
-// rounded to 3 decimals; the empty zone and NaN are left out; nil or empty fractions add nothing.
+// Cluster's Fairway metadata under wire.MetadataCallerZones: fractions maps a
+// zone name to the fraction of the callers in it (the xDS streams subscribed
+// to the Cluster whose node states that zone and declares
+// wire.CallerZonesFeature; callers that do not, proxyless gRPC and Envoy,
+// spread their requests over every zone by weight, which needs no
+// correction). Fractions are clamped to [0, 1] and rounded to 3 decimals; the
+// empty zone and NaN are left out; nil or empty fractions add nothing.
 func WithCallerZones(fractions map[string]float64) ClusterOption {
 	return func(o *clusterOptions) { o.callerZones = fractions }
 }
@@ -230,7 +218,7 @@ func Cluster(svc *topology.Service, opts ...ClusterOption) *clusterpb.Cluster {
 	}
 	md := map[string]any{}
 	if svc.Policy.Strategy != "" {
-		md["strategy"] = svc.Policy.Strategy
+		md[wire.MetadataStrategy] = svc.Policy.Strategy
 	}
 	zones := make(map[string]any, len(o.callerZones))
 	for zone, f := range o.callerZones {
@@ -240,7 +228,7 @@ func Cluster(svc *topology.Service, opts ...ClusterOption) *clusterpb.Cluster {
 		zones[zone] = math.Round(min(max(f, 0), 1)*1000) / 1000
 	}
 	if len(zones) > 0 {
-		md[CallerZonesKey] = zones
+		md[wire.MetadataCallerZones] = zones
 	}
 	if len(md) > 0 {
 		c.Metadata = fairwayMetadata(md)

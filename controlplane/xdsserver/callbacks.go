@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
-	"github.com/fairway-lb/fairway/controlplane/translate"
+	"github.com/fairway-lb/fairway/wire"
 )
 
 const (
@@ -144,7 +144,7 @@ func (c *callbacks) request(protocol string, id int64, node *corepb.Node, typeUR
 	callersChanged := false
 	if node != nil && !st.nodeSeen {
 		zone := node.GetLocality().GetZone()
-		if !slices.Contains(node.GetClientFeatures(), translate.CallerZonesFeature) {
+		if !slices.Contains(node.GetClientFeatures(), wire.CallerZonesFeature) {
 			zone = "" // not a zone-aware caller: not counted
 		}
 		callersChanged = s.setZoneLocked(st, zone)
@@ -202,7 +202,7 @@ func known(snap *topology.Snapshot, typeURL, name string) bool {
 	if name == "*" || strings.HasPrefix(name, "xdstp:") {
 		return true // wildcard; xdstp names are not ours to judge
 	}
-	key, err := topology.ParseResourceName(name)
+	key, err := wire.ParseResourceName(name)
 	if err != nil {
 		return false
 	}

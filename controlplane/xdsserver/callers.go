@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/wire"
 )
 
 // CallerZonesMinMove is the smallest change of a zone's fraction of callers
@@ -196,7 +197,7 @@ func serviceOf(snap *topology.Snapshot, name string) (*topology.Service, bool) {
 	if strings.HasPrefix(name, "xdstp:") {
 		return nil, false
 	}
-	key, err := topology.ParseResourceName(name)
+	key, err := wire.ParseResourceName(name)
 	if err != nil {
 		return nil, false
 	}

@@ -18,14 +18,14 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
-	"github.com/fairway-lb/fairway/controlplane/translate"
 	"github.com/fairway-lb/fairway/controlplane/xdsserver"
+	"github.com/fairway-lb/fairway/wire"
 )
 
 // zoneNode is a Fairway client's node in zone (no locality when zone is
 // empty): it declares the caller-zones feature.
 func zoneNode(id, zone string) *corepb.Node {
-	n := &corepb.Node{Id: id, ClientFeatures: []string{translate.CallerZonesFeature}}
+	n := &corepb.Node{Id: id, ClientFeatures: []string{wire.CallerZonesFeature}}
 	if zone != "" {
 		n.Locality = &corepb.Locality{Zone: zone}
 	}
@@ -35,7 +35,7 @@ func zoneNode(id, zone string) *corepb.Node {
 // callerZones returns the caller_zones of c's Fairway metadata, nil when
 // absent.
 func callerZones(c *clusterpb.Cluster) map[string]float64 {
-	s := c.GetMetadata().GetFilterMetadata()[translate.MetadataNamespace].GetFields()[translate.CallerZonesKey].GetStructValue()
+	s := c.GetMetadata().GetFilterMetadata()[wire.MetadataNamespace].GetFields()[wire.MetadataCallerZones].GetStructValue()
 	if s == nil {
 		return nil
 	}

@@ -23,6 +23,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/fairway-lb/fairway/wire"
 )
 
 // Timeout bounds every wait of the helpers.
@@ -140,20 +142,20 @@ func (s *Server) Requests(typeURL string) []*discoverypb.DiscoveryRequest {
 	return out
 }
 
-// Cluster builds a Cluster carrying strategy ("" for none) in
-// filter_metadata["fairway.io"]["strategy"].
+// Cluster builds a Cluster carrying strategy ("" for none) in its Fairway
+// metadata (wire.MetadataStrategy).
 func Cluster(name, strategy string) *clusterpb.Cluster {
 	c := &clusterpb.Cluster{Name: name}
 	if strategy != "" {
 		c.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{
-			"fairway.io": {Fields: map[string]*structpb.Value{"strategy": structpb.NewStringValue(strategy)}},
+			wire.MetadataNamespace: {Fields: map[string]*structpb.Value{wire.MetadataStrategy: structpb.NewStringValue(strategy)}},
 		}}
 	}
 	return c
 }
 
-// WithCallerZones sets c's filter_metadata["fairway.io"]["caller_zones"] to
-// zones and returns c.
+// WithCallerZones sets c's Fairway metadata wire.MetadataCallerZones to zones
+// and returns c.
 func WithCallerZones(c *clusterpb.Cluster, zones map[string]float64) *clusterpb.Cluster {
 	if c.Metadata == nil {
 		c.Metadata = &corepb.Metadata{}
@@ -161,16 +163,16 @@ func WithCallerZones(c *clusterpb.Cluster, zones map[string]float64) *clusterpb.
 	if c.Metadata.FilterMetadata == nil {
 		c.Metadata.FilterMetadata = map[string]*structpb.Struct{}
 	}
-	md := c.Metadata.FilterMetadata["fairway.io"]
+	md := c.Metadata.FilterMetadata[wire.MetadataNamespace]
 	if md == nil {
 		md = &structpb.Struct{Fields: map[string]*structpb.Value{}}
-		c.Metadata.FilterMetadata["fairway.io"] = md
+		c.Metadata.FilterMetadata[wire.MetadataNamespace] = md
 	}
 	fields := make(map[string]*structpb.Value, len(zones))
 	for z, f := range zones {
 		fields[z] = structpb.NewNumberValue(f)
 	}
-	md.Fields["caller_zones"] = structpb.NewStructValue(&structpb.Struct{Fields: fields})
+	md.Fields[wire.MetadataCallerZones] = structpb.NewStructValue(&structpb.Struct{Fields: fields})
 	return c
 }
 
@@ -218,11 +220,11 @@ func CLA(name string, eps ...Endpoint) *endpointpb.ClusterLoadAssignment {
 			for k, v := range e.Labels {
 				labels[k] = v
 			}
-			md, err := structpb.NewStruct(map[string]any{"labels": labels})
+			md, err := structpb.NewStruct(map[string]any{wire.MetadataLabels: labels})
 			if err != nil {
 				panic(fmt.Sprintf("xdstest: %v", err))
 			}
-			lbe.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{"fairway.io": md}}
+			lbe.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{wire.MetadataNamespace: md}}
 		}
 		loc.LbEndpoints = append(loc.LbEndpoints, lbe)
 	}
