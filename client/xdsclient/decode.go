@@ -143,8 +143,8 @@ func decodeCluster(cl *clusterpb.Cluster, version string) (Cluster, error) {
 	return v, nil
 }
 
-// decodeCallerZones decodes md's wire.MetadataCallerZones: an object mapping non-empty
-// zone names to finite numbers within [0, 1]. Absent or null: nil.
+// decodeCallerZones decodes md's wire.MetadataCallerZones: an object mapping
+// non-empty zone names to finite numbers within [0, 1]. Absent or null: nil.
 func decodeCallerZones(md *structpb.Struct) (map[string]float64, error) {
 	cv, ok := md.GetFields()[wire.MetadataCallerZones]
 	if !ok {
