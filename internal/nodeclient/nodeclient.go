@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -102,7 +101,7 @@ type Client struct {
 	cmd      *exec.Cmd
 	stdin    io.WriteCloser
 	replies  chan []byte   // one per stdout line; closed at EOF
-	stderr   *syncBuffer   // the process's stderr
+	stderr   string        // file holding the process's stderr
 	stopping chan struct{} // closed when the test ends
 	exited   chan struct{} // closed once the process has been waited for
 }
@@ -123,9 +122,14 @@ func Start(t testing.TB, controlPlane, nodeID string) *Client {
 		"NODE_PATH="+filepath.Join(modules, "node_modules"),
 		"GRPC_XDS_BOOTSTRAP=",
 		"GRPC_XDS_BOOTSTRAP_CONFIG="+bootstrap)
-	c := &Client{t: t, cmd: cmd, replies: make(chan []byte, 1), stderr: &syncBuffer{},
+	c := &Client{t: t, cmd: cmd, replies: make(chan []byte, 1), stderr: filepath.Join(t.TempDir(), "node.stderr"),
 		stopping: make(chan struct{}), exited: make(chan struct{})}
-	cmd.Stderr = c.stderr
+	stderr, err := os.Create(c.stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close() // the child has its own copy
+	cmd.Stderr = stderr
 	cmd.WaitDelay = 5 * time.Second
 	if c.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -172,7 +176,13 @@ func (c *Client) CloseChannel(target string) {
 }
 
 // Stderr is what the process has written to stderr so far.
-func (c *Client) Stderr() string { return c.stderr.String() }
+func (c *Client) Stderr() string {
+	b, err := os.ReadFile(c.stderr)
+	if err != nil {
+		return fmt.Sprintf("(reading node's stderr: %v)", err)
+	}
+	return string(b)
+}
 
 func (c *Client) send(cmd map[string]any) {
 	c.t.Helper()
@@ -181,7 +191,7 @@ func (c *Client) send(cmd map[string]any) {
 		c.t.Fatal(err)
 	}
 	if _, err := c.stdin.Write(append(b, '\n')); err != nil {
-		c.t.Fatalf("fairway/nodeclient: writing to node: %v; stderr:\n%s", err, c.stderr.String())
+		c.t.Fatalf("fairway/nodeclient: writing to node: %v; stderr:\n%s", err, c.Stderr())
 	}
 }
 
@@ -194,7 +204,7 @@ func (c *Client) await(d time.Duration, what string) []byte {
 	select {
 	case line, ok := <-c.replies:
 		if !ok {
-			c.t.Fatalf("fairway/nodeclient: node exited while waiting for %s; stderr:\n%s", what, c.stderr.String())
+			c.t.Fatalf("fairway/nodeclient: node exited while waiting for %s; stderr:\n%s", what, c.Stderr())
 		}
 		var failed struct {
 			Error string `json:"error"`
@@ -204,7 +214,7 @@ func (c *Client) await(d time.Duration, what string) []byte {
 		}
 		return line
 	case <-timer.C:
-		c.t.Fatalf("fairway/nodeclient: no reply after %v waiting for %s; stderr:\n%s", d, what, c.stderr.String())
+		c.t.Fatalf("fairway/nodeclient: no reply after %v waiting for %s; stderr:\n%s", d, what, c.Stderr())
 		return nil
 	}
 }
@@ -237,25 +247,7 @@ func (c *Client) stop() {
 		_ = c.cmd.Process.Kill()
 		<-c.exited
 	}
-	if c.t.Failed() && c.stderr.String() != "" {
-		c.t.Logf("node client stderr:\n%s", c.stderr.String())
+	if out := c.Stderr(); c.t.Failed() && out != "" {
+		c.t.Logf("node client stderr:\n%s", out)
 	}
-}
-
-// syncBuffer is a goroutine-safe io.Writer.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
