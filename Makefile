@@ -1,7 +1,10 @@
 # Fairway build and test entry points.
 #
-#   make test         build the test binaries of kube-apiserver + etcd (cached), run every test
+#   make test         build the test binaries of kube-apiserver + etcd and install the Node
+#                     interop client (both cached), run every test
 #   make kubebins     build kube-apiserver and etcd into $(FAIRWAY_KUBEBINS) (first run ~5 min)
+#   make nodeclient   npm ci @grpc/grpc-js + @grpc/grpc-js-xds (hack/nodeclient) into
+#                     $HOME/.cache/fairway/node/<lock hash> or $(FAIRWAY_NODECLIENT) (first run ~30 s)
 #   make dev-cluster  run a local etcd + kube-apiserver and print its kubeconfig path
 
 SHELL := /usr/bin/env bash
@@ -17,8 +20,12 @@ GO_TEST_FLAGS ?= -count=1 -timeout 20m
 kubebins:
 	hack/kubebins/build.sh
 
+.PHONY: nodeclient
+nodeclient:
+	hack/nodeclient/install.sh
+
 .PHONY: test
-test: kubebins
+test: kubebins nodeclient
 	$(GO) test $(GO_TEST_FLAGS) ./...
 
 .PHONY: dev-cluster

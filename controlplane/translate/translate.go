@@ -10,7 +10,8 @@
 //     load_balancing_weight (the sum of its healthy endpoints' weights, at
 //     least 1);
 //   - a Cluster N of type EDS over ADS whose balancing policy is carried in
-//     load_balancing_policy, the field both Envoy and grpc-go read, and whose
+//     load_balancing_policy, the field every current client reads (and in
+//     lb_policy for older ones; see "Balancing policy" below), and whose
 //     Fairway metadata (filter_metadata[wire.MetadataNamespace]) carries the
 //     strategy chain (wire.MetadataStrategy) and, when given with
 //     WithCallerZones, the callers' distribution over zones
@@ -25,13 +26,22 @@
 // the Fairway client see that the pod exists, while grpc-go and Envoy send it
 // no new requests.
 //
-// Balancing policy: least_request becomes
-// envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest,
-// round_robin becomes ...round_robin.v3.RoundRobin (both with
-// slow_start_config when the policy asks for slow start; Envoy honours it,
-// grpc-go ignores it). random becomes ...random.v3.Random followed by
-// RoundRobin: grpc-go takes the first policy of the list it supports and has
-// no random policy, so it falls back to round robin while Envoy uses Random.
+// Balancing policy: Cluster.load_balancing_policy lists the intended policy
+// first and RoundRobin last. A client takes the first policy of the list it
+// implements and NACKs the Cluster when it implements none (gRFC A52);
+// RoundRobin is the one policy every xDS client implements (grpc-go,
+// grpc-java, C-core, grpc-js, Envoy). least_request becomes
+// envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest
+// then RoundRobin: grpc-go, grpc-java and Envoy balance by least request,
+// C-core and grpc-js (which lack it) by round robin. random becomes
+// ...random.v3.Random then RoundRobin: only Envoy has Random. round_robin
+// becomes RoundRobin alone. Every entry carries slow_start_config when the
+// policy asks for slow start; Envoy honours it, gRPC clients ignore it. The
+// legacy lb_policy field stays ROUND_ROBIN, the list's last entry: it is what
+// a client that ignores load_balancing_policy applies (older C-core such as
+// 1.51 without GRPC_EXPERIMENTAL_XDS_CUSTOM_LB_CONFIG=true), and grpc-go
+// NACKs a value it lacks even when load_balancing_policy is set.
+// docs/clients.md has the table of which client applies which policy.
 package translate
 
 import (
@@ -211,6 +221,7 @@ func Cluster(svc *topology.Service, opts ...ClusterOption) *clusterpb.Cluster {
 			ServiceName: name,
 		},
 		ConnectTimeout:      durationpb.New(ConnectTimeout),
+		LbPolicy:            legacyLBPolicy(svc.Policy),
 		LoadBalancingPolicy: loadBalancingPolicy(svc.Policy),
 	}
 	if o := svc.Policy.Outlier; o != nil {
@@ -236,26 +247,29 @@ func Cluster(svc *topology.Service, opts ...ClusterOption) *clusterpb.Cluster {
 	return c
 }
 
+// loadBalancingPolicy lists p's intended policy first and RoundRobin, the
+// policy every client implements, last (see the package comment).
 func loadBalancingPolicy(p topology.Policy) *clusterpb.LoadBalancingPolicy {
-	var policies []*clusterpb.LoadBalancingPolicy_Policy
+	fallback := lbPolicy(roundRobinName, &roundrobinpb.RoundRobin{SlowStartConfig: slowStart(p.SlowStart)})
+	var intended *clusterpb.LoadBalancingPolicy_Policy
 	switch p.LB {
 	case topology.RoundRobin:
-		policies = append(policies, lbPolicy(roundRobinName, &roundrobinpb.RoundRobin{SlowStartConfig: slowStart(p.SlowStart)}))
+		return &clusterpb.LoadBalancingPolicy{Policies: []*clusterpb.LoadBalancingPolicy_Policy{fallback}}
 	case topology.Random:
-		policies = append(policies,
-			lbPolicy(randomName, &randompb.Random{}),
-			lbPolicy(roundRobinName, &roundrobinpb.RoundRobin{SlowStartConfig: slowStart(p.SlowStart)}))
+		intended = lbPolicy(randomName, &randompb.Random{})
 	default: // topology.LeastRequest and unset
-		cc := p.ChoiceCount
-		if cc < 2 {
-			cc = 2
-		}
-		policies = append(policies, lbPolicy(leastRequestName, &leastrequestpb.LeastRequest{
-			ChoiceCount:     wrapperspb.UInt32(cc),
+		intended = lbPolicy(leastRequestName, &leastrequestpb.LeastRequest{
+			ChoiceCount:     wrapperspb.UInt32(max(p.ChoiceCount, 2)),
 			SlowStartConfig: slowStart(p.SlowStart),
-		}))
+		})
 	}
-	return &clusterpb.LoadBalancingPolicy{Policies: policies}
+	return &clusterpb.LoadBalancingPolicy{Policies: []*clusterpb.LoadBalancingPolicy_Policy{intended, fallback}}
+}
+
+// legacyLBPolicy is the Cluster's lb_policy: the enum form of the last entry
+// of loadBalancingPolicy's list, for clients that read only this field.
+func legacyLBPolicy(topology.Policy) clusterpb.Cluster_LbPolicy {
+	return clusterpb.Cluster_ROUND_ROBIN
 }
 
 func lbPolicy(name string, m proto.Message) *clusterpb.LoadBalancingPolicy_Policy {

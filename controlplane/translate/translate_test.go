@@ -1,6 +1,8 @@
 package translate_test
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,6 +168,7 @@ func TestCluster_Translation(t *testing.T) {
 			ClusterDiscoveryType: &clusterpb.Cluster_Type{Type: clusterpb.Cluster_EDS},
 			EdsClusterConfig:     &clusterpb.Cluster_EdsClusterConfig{EdsConfig: ads, ServiceName: "echo.default:8080"},
 			ConnectTimeout:       durationpb.New(translate.ConnectTimeout),
+			LbPolicy:             clusterpb.Cluster_ROUND_ROBIN,
 			LoadBalancingPolicy:  &clusterpb.LoadBalancingPolicy{Policies: policies},
 		}
 	}
@@ -179,7 +182,8 @@ func TestCluster_Translation(t *testing.T) {
 		MinWeightPercent: &typepb.Percent{Value: 10},
 	}
 
-	withOutlier := base(policy("envoy.load_balancing_policies.least_request", &leastrequestpb.LeastRequest{ChoiceCount: wrapperspb.UInt32(2)}))
+	roundRobin := policy("envoy.load_balancing_policies.round_robin", &roundrobinpb.RoundRobin{})
+	withOutlier := base(policy("envoy.load_balancing_policies.least_request", &leastrequestpb.LeastRequest{ChoiceCount: wrapperspb.UInt32(2)}), roundRobin)
 	withOutlier.OutlierDetection = &clusterpb.OutlierDetection{
 		Interval:                           durationpb.New(time.Second),
 		BaseEjectionTime:                   durationpb.New(30 * time.Second),
@@ -192,12 +196,12 @@ func TestCluster_Translation(t *testing.T) {
 		EnforcingConsecutive_5Xx:           wrapperspb.UInt32(0),
 		EnforcingConsecutiveGatewayFailure: wrapperspb.UInt32(0),
 	}
-	withStrategy := base(policy("envoy.load_balancing_policies.round_robin", &roundrobinpb.RoundRobin{}))
+	withStrategy := base(roundRobin)
 	withStrategy.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{"fairway.io": {Fields: map[string]*structpb.Value{
 		"strategy": structpb.NewStringValue(`[{"p2c":{}}]`),
 	}}}}
 
-	withCallers := base(policy("envoy.load_balancing_policies.round_robin", &roundrobinpb.RoundRobin{}))
+	withCallers := base(roundRobin)
 	withCallers.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{"fairway.io": {Fields: map[string]*structpb.Value{
 		"strategy": structpb.NewStringValue(`[{"p2c":{}}]`),
 		"caller_zones": structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
@@ -207,7 +211,7 @@ func TestCluster_Translation(t *testing.T) {
 			"zone-d": structpb.NewNumberValue(1),
 		}}),
 	}}}}
-	onlyCallers := base(policy("envoy.load_balancing_policies.round_robin", &roundrobinpb.RoundRobin{}))
+	onlyCallers := base(roundRobin)
 	onlyCallers.Metadata = &corepb.Metadata{FilterMetadata: map[string]*structpb.Struct{"fairway.io": {Fields: map[string]*structpb.Value{
 		"caller_zones": structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
 			"zone-a": structpb.NewNumberValue(1),
@@ -226,15 +230,16 @@ func TestCluster_Translation(t *testing.T) {
 			want:   withOutlier,
 		},
 		{
-			name:   "least request with slow start and choice count",
+			name:   "least request with slow start and choice count, falling back to round robin",
 			policy: topology.Policy{LB: topology.LeastRequest, ChoiceCount: 3, SlowStart: slow},
-			want: base(policy("envoy.load_balancing_policies.least_request",
-				&leastrequestpb.LeastRequest{ChoiceCount: wrapperspb.UInt32(3), SlowStartConfig: slowPB})),
+			want: base(
+				policy("envoy.load_balancing_policies.least_request", &leastrequestpb.LeastRequest{ChoiceCount: wrapperspb.UInt32(3), SlowStartConfig: slowPB}),
+				policy("envoy.load_balancing_policies.round_robin", &roundrobinpb.RoundRobin{SlowStartConfig: slowPB})),
 		},
 		{
 			name:   "unset policy is least request with two choices",
 			policy: topology.Policy{},
-			want:   base(policy("envoy.load_balancing_policies.least_request", &leastrequestpb.LeastRequest{ChoiceCount: wrapperspb.UInt32(2)})),
+			want:   base(policy("envoy.load_balancing_policies.least_request", &leastrequestpb.LeastRequest{ChoiceCount: wrapperspb.UInt32(2)}), roundRobin),
 		},
 		{
 			name:   "round robin with slow start",
@@ -245,9 +250,7 @@ func TestCluster_Translation(t *testing.T) {
 		{
 			name:   "random falls back to round robin",
 			policy: topology.Policy{LB: topology.Random},
-			want: base(
-				policy("envoy.load_balancing_policies.random", &randompb.Random{}),
-				policy("envoy.load_balancing_policies.round_robin", &roundrobinpb.RoundRobin{})),
+			want:   base(policy("envoy.load_balancing_policies.random", &randompb.Random{}), roundRobin),
 		},
 		{
 			name:   "strategy in metadata",
@@ -282,6 +285,58 @@ func TestCluster_Translation(t *testing.T) {
 				t.Errorf("Cluster mismatch (-got +want):\n%s", diff)
 			}
 		})
+	}
+}
+
+// clientPolicies are the load_balancing_policy entries each xDS client
+// implements (typed_config message names), as their sources register them:
+// grpc-go 1.85 internal/xds/xdsclient/xdslbregistry/converter, grpc-java
+// 1.85 xds LoadBalancerConfigFactory, C-core
+// src/core/xds/grpc/xds_lb_policy_registry.cc, grpc-js-xds 1.14
+// src/lb-policy-registry, Envoy's load_balancing_policies extensions
+// (TypedStruct custom policies left out). docs/clients.md holds the same
+// table.
+var clientPolicies = map[string][]string{
+	"grpc-go":   {"LeastRequest", "RoundRobin", "RingHash", "ClientSideWeightedRoundRobin", "WrrLocality", "PickFirst"},
+	"grpc-java": {"LeastRequest", "RoundRobin", "RingHash", "ClientSideWeightedRoundRobin", "WrrLocality", "PickFirst"},
+	"C-core":    {"RoundRobin", "RingHash", "ClientSideWeightedRoundRobin", "WrrLocality", "PickFirst"},
+	"grpc-js":   {"RoundRobin", "RingHash", "ClientSideWeightedRoundRobin", "WrrLocality", "PickFirst"},
+	"Envoy":     {"LeastRequest", "RoundRobin", "Random", "RingHash", "Maglev", "ClientSideWeightedRoundRobin", "WrrLocality", "PickFirst"},
+}
+
+// TestCluster_EveryClientFindsAPolicy: for every fairway.io/lb-policy value
+// each client finds a policy it implements in the Cluster's list (gRFC A52:
+// the first one it knows), the one docs/clients.md says; the list ends with
+// RoundRobin and the legacy lb_policy says ROUND_ROBIN, which every client
+// that reads only that field knows.
+func TestCluster_EveryClientFindsAPolicy(t *testing.T) {
+	roundRobinEverywhere := map[string]string{"grpc-go": "RoundRobin", "grpc-java": "RoundRobin", "C-core": "RoundRobin", "grpc-js": "RoundRobin", "Envoy": "RoundRobin"}
+	leastRequest := map[string]string{"grpc-go": "LeastRequest", "grpc-java": "LeastRequest", "C-core": "RoundRobin", "grpc-js": "RoundRobin", "Envoy": "LeastRequest"}
+	tests := map[topology.LBPolicy]map[string]string{
+		"":                    leastRequest, // the default
+		topology.LeastRequest: leastRequest,
+		topology.RoundRobin:   roundRobinEverywhere,
+		topology.Random:       {"grpc-go": "RoundRobin", "grpc-java": "RoundRobin", "C-core": "RoundRobin", "grpc-js": "RoundRobin", "Envoy": "Random"},
+	}
+	for lb, want := range tests {
+		c := translate.Cluster(&topology.Service{Key: key, Policy: topology.Policy{LB: lb}})
+		var list []string
+		for _, p := range c.GetLoadBalancingPolicy().GetPolicies() {
+			full := p.GetTypedExtensionConfig().GetTypedConfig().GetTypeUrl()
+			list = append(list, full[strings.LastIndex(full, ".")+1:])
+		}
+		got := map[string]string{}
+		for client, implemented := range clientPolicies {
+			if i := slices.IndexFunc(list, func(p string) bool { return slices.Contains(implemented, p) }); i >= 0 {
+				got[client] = list[i]
+			}
+		}
+		if diff := cmp.Diff(got, want); diff != "" {
+			t.Errorf("lb %q, list %v: policy each client applies (-got +want):\n%s", lb, list, diff)
+		}
+		if list[len(list)-1] != "RoundRobin" || c.GetLbPolicy() != clusterpb.Cluster_ROUND_ROBIN {
+			t.Errorf("lb %q: list %v, lb_policy %v; want RoundRobin last and lb_policy ROUND_ROBIN", lb, list, c.GetLbPolicy())
+		}
 	}
 }
 
