@@ -145,7 +145,7 @@ func TestServer_GRPCXDSClientAcceptsEveryPolicy(t *testing.T) {
 			}
 		})
 	}
-	if got := metric(t, s.reg, "fairway_xds_nacks_total", map[string]string{"type": "cluster"}); got != 0 {
+	if got := metric(t, s.reg, "fairway_xds_nacks_total", "type", "cluster"); got != 0 {
 		t.Errorf("fairway_xds_nacks_total{cluster} = %v, want 0", got)
 	}
 }
