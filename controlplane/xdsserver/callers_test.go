@@ -105,6 +105,22 @@ func (d *deltaStream) clusters() map[string]*clusterpb.Cluster {
 	return decode[*clusterpb.Cluster](d.t, deltaAnys(d.next()))
 }
 
+// waitCallerZones reads responses until Cluster name carries want, failing
+// on any other Cluster.
+func (d *deltaStream) waitCallerZones(name string, want map[string]float64) {
+	d.t.Helper()
+	for {
+		for n, c := range d.clusters() {
+			if n != name {
+				d.t.Fatalf("received Cluster %s while waiting for %s's caller_zones", n, name)
+			}
+			if cmp.Diff(callerZones(c), want) == "" {
+				return
+			}
+		}
+	}
+}
+
 func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
@@ -122,11 +138,7 @@ func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 	// see only a's Cluster change, never b's.
 	observer := newDeltaStream(ctx, t, s.addr)
 	observer.subscribe(resourcev3.ClusterType, name, "b.default:8080")
-	if got := slices.Sorted(func(yield func(string) bool) {
-		for n := range observer.clusters() {
-			yield(n)
-		}
-	}); !slices.Equal(got, []string{name, "b.default:8080"}) {
+	if got := sortedKeys(observer.clusters()); !slices.Equal(got, []string{name, "b.default:8080"}) {
 		t.Fatalf("observer's first response has %v, want a and b", got)
 	}
 
@@ -148,22 +160,11 @@ func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 	}
 
 	// (c) A delta stream in zone c subscribes, and sees the same fractions.
-	d, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds := &deltaStream{t: t, stream: d}
-	if err := d.Send(&discoverypb.DeltaDiscoveryRequest{Node: zoneNode("d1", "zone-c"), TypeUrl: resourcev3.ClusterType,
-		ResourceNamesSubscribe: []string{name}}); err != nil {
-		t.Fatal(err)
-	}
+	ds := newDeltaStream(ctx, t, s.addr)
+	ds.send(&discoverypb.DeltaDiscoveryRequest{Node: zoneNode("d1", "zone-c"), TypeUrl: resourcev3.ClusterType, ResourceNamesSubscribe: []string{name}})
 	want := map[string]float64{"zone-a": 0.667, "zone-c": 0.333}
 	s1.waitCallerZones(name, want)
-	for {
-		if c, ok := ds.clusters()[name]; ok && cmp.Diff(callerZones(c), want) == "" {
-			break
-		}
-	}
+	ds.waitCallerZones(name, want)
 
 	// (d) A stream without a zone, one in zone e whose client does not
 	// route by caller zones (proxyless gRPC: no client feature) and two
@@ -183,21 +184,11 @@ func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 	s1.waitCallerZones(name, map[string]float64{"zone-a": 0.75, "zone-c": 0.25})
 
 	// The delta stream unsubscribes: it no longer counts.
-	if err := d.Send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNamesUnsubscribe: []string{name}}); err != nil {
-		t.Fatal(err)
-	}
+	ds.send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNamesUnsubscribe: []string{name}})
 	s1.waitCallerZones(name, map[string]float64{"zone-a": 1})
 
 	// The observer saw a's Cluster reach the last state, and only a's.
-	for {
-		got := observer.clusters()
-		if _, ok := got["b.default:8080"]; ok {
-			t.Fatalf("observer received b's Cluster although only a's callers changed")
-		}
-		if c, ok := got[name]; ok && cmp.Diff(callerZones(c), map[string]float64{"zone-a": 1}) == "" {
-			break
-		}
-	}
+	observer.waitCallerZones(name, map[string]float64{"zone-a": 1})
 	// Callers alone never count as a topology push.
 	if got := metric(t, s.reg, "fairway_xds_pushes_total"); got != 1 {
 		t.Errorf("fairway_xds_pushes_total = %v, want 1", got)

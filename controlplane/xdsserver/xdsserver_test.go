@@ -187,20 +187,12 @@ func TestServer_SotWSubscribesToOneServiceAmongMany(t *testing.T) {
 	s.Update(topology.NewSnapshot(1, time.Now(), svcs))
 	testkit.Eventually(ctx, t, "first push", s.Ready)
 
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := newSotWADS(ctx, t, s.addr)
 	want := key("svc17").ResourceName()
-	if err := stream.Send(&discoverypb.DiscoveryRequest{
+	stream.send(&discoverypb.DiscoveryRequest{
 		Node: &corepb.Node{Id: "client-1"}, TypeUrl: resourcev3.EndpointType, ResourceNames: []string{want},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
+	resp := stream.recv()
 	got := decode[*endpointpb.ClusterLoadAssignment](t, resp.GetResources())
 	if diff := cmp.Diff(got, map[string]*endpointpb.ClusterLoadAssignment{want: translate.LoadAssignment(svcs[17])}, protocmp.Transform()); diff != "" {
 		t.Errorf("response mismatch (-got +want):\n%s", diff)
@@ -221,22 +213,14 @@ func TestServer_OneStreamServesTwoServices(t *testing.T) {
 	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{a, b, service("c", "10.0.0.4")}))
 	testkit.Eventually(ctx, t, "first push", s.Ready)
 
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := newSotWADS(ctx, t, s.addr)
 	names := []string{a.Key.ResourceName(), b.Key.ResourceName()}
 	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType} {
-		if err := stream.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "c"}, TypeUrl: typ, ResourceNames: names}); err != nil {
-			t.Fatal(err)
-		}
+		stream.send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "c"}, TypeUrl: typ, ResourceNames: names})
 	}
 	gotNames := map[string][]string{}
 	for range 2 {
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := stream.recv()
 		for _, r := range resp.GetResources() {
 			m, err := r.UnmarshalNew()
 			if err != nil {
@@ -264,17 +248,11 @@ func TestServer_DeltaSendsOnlyTheChangedService(t *testing.T) {
 	s.Update(snap)
 	testkit.Eventually(ctx, t, "first push", s.Ready)
 
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&discoverypb.DeltaDiscoveryRequest{
+	d := newDeltaStream(ctx, t, s.addr)
+	d.send(&discoverypb.DeltaDiscoveryRequest{
 		Node: &corepb.Node{Id: "envoy-1"}, TypeUrl: resourcev3.EndpointType,
 		ResourceNamesSubscribe: []string{a.Key.ResourceName(), b.Key.ResourceName()},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	d := &deltaStream{t: t, stream: stream}
+	})
 	recv := func() map[string]*endpointpb.ClusterLoadAssignment {
 		t.Helper()
 		resp := d.next()
@@ -320,33 +298,20 @@ func TestServer_UnknownNameKeepsStreamServing(t *testing.T) {
 	s.Update(snap)
 	testkit.Eventually(ctx, t, "first push", s.Ready)
 
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := newSotWADS(ctx, t, s.addr)
 	names := []string{"a.default:8080", "nope.default:8080", "not a name"}
 	req := &discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "client-1"}, TypeUrl: resourcev3.EndpointType, ResourceNames: names}
-	if err := stream.Send(req); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream.send(req)
+	resp := stream.recv()
 	if got := sortedKeys(decode[*endpointpb.ClusterLoadAssignment](t, resp.GetResources())); !slices.Equal(got, []string{"a.default:8080"}) {
 		t.Fatalf("response has %v, want only a.default:8080", got)
 	}
 	// ACK, then change a: the stream keeps serving the known name.
-	if err := stream.Send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: names,
-		VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
-		t.Fatal(err)
-	}
+	stream.send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: names,
+		VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
 	a2 := service("a", "10.0.0.1", "10.0.0.2")
 	s.Update(snap.With(2, time.Now(), []*topology.Service{a2}, nil))
-	resp, err = stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp = stream.recv()
 	if diff := cmp.Diff(decode[*endpointpb.ClusterLoadAssignment](t, resp.GetResources()), map[string]*endpointpb.ClusterLoadAssignment{"a.default:8080": translate.LoadAssignment(a2)}, protocmp.Transform()); diff != "" {
 		t.Errorf("response after change (-got +want):\n%s", diff)
 	}
@@ -363,24 +328,14 @@ func TestServer_NACKCounted(t *testing.T) {
 	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1")}))
 	testkit.Eventually(ctx, t, "first push", s.Ready)
 
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "picky"}, TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"a.default:8080"}}); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := newSotWADS(ctx, t, s.addr)
+	stream.send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "picky"}, TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"a.default:8080"}})
+	resp := stream.recv()
 	if got := metric(t, s.reg, "fairway_xds_nacks_total", "type", "cluster"); got != 0 {
 		t.Fatalf("fairway_xds_nacks_total{cluster} = %v before any NACK, want 0", got)
 	}
-	if err := stream.Send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"a.default:8080"},
-		ResponseNonce: resp.GetNonce(), ErrorDetail: &statuspb.Status{Code: 3, Message: "bad cluster"}}); err != nil {
-		t.Fatal(err)
-	}
+	stream.send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"a.default:8080"},
+		ResponseNonce: resp.GetNonce(), ErrorDetail: &statuspb.Status{Code: 3, Message: "bad cluster"}})
 	testkit.Eventually(ctx, t, "NACK metric", func() bool {
 		return metric(t, s.reg, "fairway_xds_nacks_total", "type", "cluster") == 1
 	})
@@ -468,6 +423,37 @@ func TestServer_AdminEndpoints(t *testing.T) {
 	}
 }
 
+// sotwADS is a raw SotW ADS stream.
+type sotwADS struct {
+	t      *testing.T
+	stream discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+}
+
+func newSotWADS(ctx context.Context, t *testing.T, addr string) *sotwADS {
+	t.Helper()
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, addr)).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sotwADS{t: t, stream: stream}
+}
+
+func (a *sotwADS) send(req *discoverypb.DiscoveryRequest) {
+	a.t.Helper()
+	if err := a.stream.Send(req); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+func (a *sotwADS) recv() *discoverypb.DiscoveryResponse {
+	a.t.Helper()
+	resp, err := a.stream.Recv()
+	if err != nil {
+		a.t.Fatalf("receiving a response: %v", err)
+	}
+	return resp
+}
+
 // deltaStream is a raw delta ADS stream that ACKs every response it reads.
 type deltaStream struct {
 	t      *testing.T
@@ -483,11 +469,16 @@ func newDeltaStream(ctx context.Context, t *testing.T, addr string) *deltaStream
 	return &deltaStream{t: t, stream: stream}
 }
 
-func (d *deltaStream) subscribe(typeURL string, names ...string) {
+func (d *deltaStream) send(req *discoverypb.DeltaDiscoveryRequest) {
 	d.t.Helper()
-	if err := d.stream.Send(&discoverypb.DeltaDiscoveryRequest{Node: &corepb.Node{Id: "delta-client"}, TypeUrl: typeURL, ResourceNamesSubscribe: names}); err != nil {
+	if err := d.stream.Send(req); err != nil {
 		d.t.Fatal(err)
 	}
+}
+
+func (d *deltaStream) subscribe(typeURL string, names ...string) {
+	d.t.Helper()
+	d.send(&discoverypb.DeltaDiscoveryRequest{Node: &corepb.Node{Id: "delta-client"}, TypeUrl: typeURL, ResourceNamesSubscribe: names})
 }
 
 // next reads one response and ACKs it.
