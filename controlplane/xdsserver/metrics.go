@@ -12,16 +12,16 @@ import (
 // metrics are the server's collectors. All of them are defined here and
 // registered by newMetrics.
 type metrics struct {
-	streams      *prometheus.GaugeVec // fairway_xds_streams{type, protocol}
-	pushes       prometheus.Counter   // fairway_xds_pushes_total
-	nacks        *prometheus.CounterVec
-	unknown      *prometheus.CounterVec
-	version      prometheus.Gauge
-	changeToPush prometheus.Histogram
-	resources    *prometheus.GaugeVec
+	streams      *prometheus.GaugeVec   // fairway_xds_streams{type, protocol}
+	pushes       prometheus.Counter     // fairway_xds_pushes_total
+	nacks        *prometheus.CounterVec // fairway_xds_nacks_total{type}
+	unknown      *prometheus.CounterVec // fairway_xds_unknown_resource_requests_total{type}
+	version      prometheus.Gauge       // fairway_xds_snapshot_version
+	changeToPush prometheus.Histogram   // fairway_xds_change_to_push_seconds
+	resources    *prometheus.GaugeVec   // fairway_xds_resources{type}
 
 	callerStreams      *prometheus.GaugeVec // fairway_xds_caller_streams{zone}, kept by callerZones
-	callerZonesUpdates prometheus.Counter
+	callerZonesUpdates prometheus.Counter   // fairway_xds_caller_zones_updates_total
 }
 
 // newMetrics creates the server's collectors and registers them with reg

@@ -568,3 +568,21 @@ func TestServer_DeltaPolicyChangeAndRemoval(t *testing.T) {
 		t.Errorf("fairway_xds_resources{listener} = %v, want 2", got)
 	}
 }
+
+// TestServer_NilRegistererRegistersNothing: WithRegisterer(nil) serves xDS
+// and health as usual, with no /metrics.
+func TestServer_NilRegistererRegistersNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	s := xdsserver.New(xdsserver.WithRegisterer(nil), xdsserver.WithDebounce(0))
+	defer s.Close()
+	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1")}))
+	testkit.Eventually(ctx, t, "first push", s.Ready)
+	for path, want := range map[string]int{"/readyz": http.StatusOK, "/metrics": http.StatusNotFound} {
+		rec := httptest.NewRecorder()
+		s.AdminHandler().ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, path, nil))
+		if rec.Code != want {
+			t.Errorf("%s = %d, want %d", path, rec.Code, want)
+		}
+	}
+}
