@@ -78,7 +78,7 @@ func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) er
 		return err
 	}
 
-	xds := xdsserver.New(xdsserver.WithDebounce(f.debounce), xdsserver.WithLogger(log), xdsserver.WithRegistry(reg),
+	xds := xdsserver.New(xdsserver.WithDebounce(f.debounce), xdsserver.WithLogger(log), xdsserver.WithRegisterer(reg),
 		xdsserver.WithCallerZonesWarmup(f.warmup))
 	defer xds.Close()
 	return serveControlPlane(ctx, log, src, xds, f.xdsAddr, f.adminAddr)

@@ -261,22 +261,53 @@ func clonePolicy(p topology.Policy) topology.Policy {
 }
 
 // slice adds the endpoints of one slice to byPort (Service port → endpoint
-// key → candidate).
+// key → candidate): it checks the slice, maps its ports to the Service's,
+// reads what the slice gives all its endpoints, then converts each endpoint
+// once per mapped port.
 func (c *converter) slice(sl *discoveryv1.EndpointSlice, portByName map[string]int32, byPort map[int32]map[string]candidate) {
 	obj := sliceObject(sl)
+	if !c.usable(obj, sl) {
+		return
+	}
+	pms := c.portMaps(obj, sl, portByName)
+	if len(pms) == 0 {
+		return
+	}
+	d := c.sliceDefaults(obj, sl)
+	for i, e := range sl.Endpoints {
+		ep, ok := c.endpoint(obj, sl, i, e, d)
+		if !ok {
+			continue
+		}
+		for _, pm := range pms {
+			ep := ep
+			ep.Port = pm.epPort
+			c.add(obj, sl.Name, pm.svcPort, ep, byPort)
+		}
+	}
+}
+
+// usable reports whether sl belongs to the Service and has a supported
+// address type, reporting it when not.
+func (c *converter) usable(obj string, sl *discoveryv1.EndpointSlice) bool {
 	if name, ok := ServiceNameOf(sl); !ok || name != c.svc.Name || sl.Namespace != c.svc.Namespace {
 		c.report(obj, ReasonForeignEndpointSlice, "the EndpointSlice does not belong to Service %s/%s; skipping it", c.svc.Namespace, c.svc.Name)
-		return
+		return false
 	}
 	switch sl.AddressType {
 	case discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6:
-	default:
-		c.report(obj, ReasonUnsupportedAddressType, "address type %q is not supported (only IPv4 and IPv6); skipping the EndpointSlice", sl.AddressType)
-		return
+		return true
 	}
+	c.report(obj, ReasonUnsupportedAddressType, "address type %q is not supported (only IPv4 and IPv6); skipping the EndpointSlice", sl.AddressType)
+	return false
+}
 
-	// Slice port → Service port.
-	type portMap struct{ svcPort, epPort int32 }
+// portMap maps a slice port to a Service port.
+type portMap struct{ svcPort, epPort int32 }
+
+// portMaps maps the TCP ports of sl to the Service ports of the same name,
+// reporting those that match none or have no number.
+func (c *converter) portMaps(obj string, sl *discoveryv1.EndpointSlice, portByName map[string]int32) []portMap {
 	var pms []portMap
 	for _, p := range sl.Ports {
 		name := ""
@@ -297,94 +328,107 @@ func (c *converter) slice(sl *discoveryv1.EndpointSlice, portByName map[string]i
 		}
 		pms = append(pms, portMap{svcPort, *p.Port})
 	}
-	if len(pms) == 0 {
-		return
-	}
+	return pms
+}
 
-	sliceWeight := uint32(1)
-	if v := strings.TrimSpace(sl.Annotations[AnnotationWeight]); v != "" {
-		w, err := ParseWeight(v)
-		if err != nil {
-			c.report(obj, ReasonInvalidAnnotation, "annotation %s: invalid value %q (%v); using default 1", AnnotationWeight, v, err)
-		} else {
-			sliceWeight = w
-		}
-	}
-	epWeights := c.endpointWeights(obj, sl.Annotations[AnnotationEndpointWeights])
+// sliceDefaults is what a slice gives each of its endpoints.
+type sliceDefaults struct {
+	weight    uint32            // the slice's fairway.io/weight, else 1
+	epWeights map[string]uint32 // fairway.io/endpoint-weights, by target name, hostname or address
+	labels    map[string]string // the slice's label.fairway.io/KEY labels, as KEY; nil when none
+}
 
-	var sliceLabels map[string]string
+func (c *converter) sliceDefaults(obj string, sl *discoveryv1.EndpointSlice) sliceDefaults {
+	d := sliceDefaults{weight: 1}
+	if w, ok := c.weightAnnotation(obj, sl.Annotations, "default 1"); ok {
+		d.weight = w
+	}
+	d.epWeights = c.endpointWeights(obj, sl.Annotations[AnnotationEndpointWeights])
 	for _, k := range slices.Sorted(maps.Keys(sl.Labels)) {
 		if key, ok := strings.CutPrefix(k, LabelPrefix); ok && key != "" {
-			if sliceLabels == nil {
-				sliceLabels = make(map[string]string)
+			if d.labels == nil {
+				d.labels = make(map[string]string)
 			}
-			sliceLabels[key] = sl.Labels[k]
+			d.labels[key] = sl.Labels[k]
 		}
 	}
+	return d
+}
 
-	for i, e := range sl.Endpoints {
-		if len(e.Addresses) == 0 {
-			c.report(obj, ReasonInvalidAddress, "endpoint %d has no address; skipping it", i)
-			continue
-		}
-		addr, err := netip.ParseAddr(e.Addresses[0])
-		if err != nil || addr.Zone() != "" || addr.Is4() != (sl.AddressType == discoveryv1.AddressTypeIPv4) {
-			c.report(obj, ReasonInvalidAddress, "endpoint address %q is not an %s address; skipping it", e.Addresses[0], sl.AddressType)
-			continue
-		}
-		ep := topology.Endpoint{Address: addr.String(), Weight: sliceWeight, Labels: sliceLabels}
-		if e.Zone != nil {
-			ep.Zone = *e.Zone
-		}
-		if e.NodeName != nil {
-			ep.Node = *e.NodeName
-		}
-		isPod := e.TargetRef != nil && e.TargetRef.Kind == "Pod" && e.TargetRef.Name != ""
-		switch {
-		case isPod:
-			ep.Hostname = e.TargetRef.Name
-		case e.Hostname != nil:
-			ep.Hostname = *e.Hostname
-		}
-		ep.Ready = e.Conditions.Ready == nil || *e.Conditions.Ready
-		ep.Serving = ep.Ready
-		if e.Conditions.Serving != nil {
-			ep.Serving = *e.Conditions.Serving
-		}
-		ep.Terminating = e.Conditions.Terminating != nil && *e.Conditions.Terminating
-
-		if isPod && c.opts.Pod != nil {
-			ns := cmp.Or(e.TargetRef.Namespace, sl.Namespace)
-			if podLabels, podAnn, ok := c.opts.Pod(ns, e.TargetRef.Name); ok {
-				if len(podLabels) > 0 {
-					merged := maps.Clone(podLabels)
-					maps.Copy(merged, sliceLabels)
-					ep.Labels = merged
-				}
-				if v := strings.TrimSpace(podAnn[AnnotationWeight]); v != "" {
-					w, err := ParseWeight(v)
-					if err != nil {
-						c.report("Pod "+ns+"/"+e.TargetRef.Name, ReasonInvalidAnnotation,
-							"annotation %s: invalid value %q (%v); using the slice weight %d", AnnotationWeight, v, err, sliceWeight)
-					} else {
-						ep.Weight = w
-					}
-				}
-			}
-		}
-		for _, key := range []string{targetName(e), ep.Hostname, ep.Address, e.Addresses[0]} {
-			if w, ok := epWeights[key]; ok && key != "" {
-				ep.Weight = w
-				break
-			}
-		}
-
-		for _, pm := range pms {
-			ep := ep
-			ep.Port = pm.epPort
-			c.add(obj, sl.Name, pm.svcPort, ep, byPort)
+// endpoint converts endpoint i of sl, e, without its port, or reports why
+// it is skipped.
+func (c *converter) endpoint(obj string, sl *discoveryv1.EndpointSlice, i int, e discoveryv1.Endpoint, d sliceDefaults) (topology.Endpoint, bool) {
+	if len(e.Addresses) == 0 {
+		c.report(obj, ReasonInvalidAddress, "endpoint %d has no address; skipping it", i)
+		return topology.Endpoint{}, false
+	}
+	addr, err := netip.ParseAddr(e.Addresses[0])
+	if err != nil || addr.Zone() != "" || addr.Is4() != (sl.AddressType == discoveryv1.AddressTypeIPv4) {
+		c.report(obj, ReasonInvalidAddress, "endpoint address %q is not an %s address; skipping it", e.Addresses[0], sl.AddressType)
+		return topology.Endpoint{}, false
+	}
+	ep := topology.Endpoint{Address: addr.String(), Weight: d.weight, Labels: d.labels}
+	if e.Zone != nil {
+		ep.Zone = *e.Zone
+	}
+	if e.NodeName != nil {
+		ep.Node = *e.NodeName
+	}
+	isPod := e.TargetRef != nil && e.TargetRef.Kind == "Pod" && e.TargetRef.Name != ""
+	switch {
+	case isPod:
+		ep.Hostname = e.TargetRef.Name
+	case e.Hostname != nil:
+		ep.Hostname = *e.Hostname
+	}
+	ep.Ready = e.Conditions.Ready == nil || *e.Conditions.Ready
+	ep.Serving = ep.Ready
+	if e.Conditions.Serving != nil {
+		ep.Serving = *e.Conditions.Serving
+	}
+	ep.Terminating = e.Conditions.Terminating != nil && *e.Conditions.Terminating
+	if isPod && c.opts.Pod != nil {
+		c.applyPod(&ep, cmp.Or(e.TargetRef.Namespace, sl.Namespace), e.TargetRef.Name, d)
+	}
+	for _, key := range []string{targetName(e), ep.Hostname, ep.Address, e.Addresses[0]} {
+		if w, ok := d.epWeights[key]; ok && key != "" {
+			ep.Weight = w
+			break
 		}
 	}
+	return ep, true
+}
+
+// applyPod adds the labels of pod ns/name to ep's (the slice's win) and
+// gives ep the pod's fairway.io/weight, when Options.Pod knows the pod.
+func (c *converter) applyPod(ep *topology.Endpoint, ns, name string, d sliceDefaults) {
+	podLabels, podAnn, ok := c.opts.Pod(ns, name)
+	if !ok {
+		return
+	}
+	if len(podLabels) > 0 {
+		merged := maps.Clone(podLabels)
+		maps.Copy(merged, d.labels)
+		ep.Labels = merged
+	}
+	if w, ok := c.weightAnnotation("Pod "+ns+"/"+name, podAnn, fmt.Sprintf("the slice weight %d", d.weight)); ok {
+		ep.Weight = w
+	}
+}
+
+// weightAnnotation parses the fairway.io/weight annotation in ann. An
+// invalid value is reported on obj, saying that instead is used.
+func (c *converter) weightAnnotation(obj string, ann map[string]string, instead string) (uint32, bool) {
+	v := strings.TrimSpace(ann[AnnotationWeight])
+	if v == "" {
+		return 0, false
+	}
+	w, err := ParseWeight(v)
+	if err != nil {
+		c.report(obj, ReasonInvalidAnnotation, "annotation %s: invalid value %q (%v); using %s", AnnotationWeight, v, err, instead)
+		return 0, false
+	}
+	return w, true
 }
 
 func targetName(e discoveryv1.Endpoint) string {

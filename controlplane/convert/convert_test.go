@@ -455,6 +455,21 @@ func TestService_Conversion(t *testing.T) {
 			}},
 		},
 		{
+			name: "invalid slice weight and endpoint weights: reported in that order",
+			svc:  echo,
+			slices: []*discoveryv1.EndpointSlice{
+				withAnnotations(endpointSlice("default", "echo-a", "echo", v4, grpcPort, podEP("10.0.0.1", "echo-1", "zone-a")),
+					AnnotationWeight, "0", AnnotationEndpointWeights, "echo-1"),
+			},
+			want: []*topology.Service{topoSvc("default", "echo", 80, ep("10.0.0.1", 8080, "echo-1", "zone-a"))},
+			wantProblems: []Problem{
+				{Namespace: "default", Service: "echo", Object: "EndpointSlice default/echo-a", Reason: ReasonInvalidAnnotation,
+					Message: `annotation fairway.io/weight: invalid value "0" (want an integer in 1-10000); using default 1`},
+				{Namespace: "default", Service: "echo", Object: "EndpointSlice default/echo-a", Reason: ReasonInvalidAnnotation,
+					Message: `annotation fairway.io/endpoint-weights: invalid entry "echo-1" (want KEY=N); ignoring it, the endpoint keeps its default weight`},
+			},
+		},
+		{
 			name: "endpoint weights by targetRef name, hostname and address override the slice weight; bad entries reported",
 			svc:  echo,
 			slices: []*discoveryv1.EndpointSlice{

@@ -13,12 +13,12 @@ import (
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/controlplane/xdsserver"
+	"github.com/fairway-lb/fairway/internal/testkit"
 	"github.com/fairway-lb/fairway/wire"
 )
 
@@ -78,14 +78,7 @@ func (s *sotwStream) recv() map[string]*clusterpb.Cluster {
 	if err != nil {
 		s.t.Fatalf("receiving Clusters: %v", err)
 	}
-	out := map[string]*clusterpb.Cluster{}
-	for _, a := range resp.GetResources() {
-		c := &clusterpb.Cluster{}
-		if err := a.UnmarshalTo(c); err != nil {
-			s.t.Fatal(err)
-		}
-		out[c.GetName()] = c
-	}
+	out := decode[*clusterpb.Cluster](s.t, resp.GetResources())
 	if err := s.stream.Send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNames: s.names,
 		VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
 		s.t.Fatal(err)
@@ -105,26 +98,27 @@ func (s *sotwStream) waitCallerZones(name string, want map[string]float64) {
 	}
 }
 
-// deltaClusters reads one delta response of d, ACKs it, and returns its
+// clusters reads one delta response of d, ACKs it, and returns its
 // Clusters by name.
-func deltaClusters(t *testing.T, d *deltaStream) map[string]*clusterpb.Cluster {
-	t.Helper()
-	resp, err := d.stream.Recv()
-	if err != nil {
-		t.Fatalf("receiving delta Clusters: %v", err)
-	}
-	out := map[string]*clusterpb.Cluster{}
-	for _, r := range resp.GetResources() {
-		c := &clusterpb.Cluster{}
-		if err := r.GetResource().UnmarshalTo(c); err != nil {
-			t.Fatal(err)
+func (d *deltaStream) clusters() map[string]*clusterpb.Cluster {
+	d.t.Helper()
+	return decode[*clusterpb.Cluster](d.t, deltaAnys(d.next()))
+}
+
+// waitCallerZones reads responses until Cluster name carries want, failing
+// on any other Cluster.
+func (d *deltaStream) waitCallerZones(name string, want map[string]float64) {
+	d.t.Helper()
+	for {
+		for n, c := range d.clusters() {
+			if n != name {
+				d.t.Fatalf("received Cluster %s while waiting for %s's caller_zones", n, name)
+			}
+			if cmp.Diff(callerZones(c), want) == "" {
+				return
+			}
 		}
-		out[r.GetName()] = c
 	}
-	if err := d.stream.Send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
@@ -133,22 +127,18 @@ func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 	s := startServer(t)
 	a, b := service("a", "10.0.0.1"), service("b", "10.0.0.2")
 	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{a, b}))
-	eventually(ctx, t, "first push", s.Ready)
+	testkit.Eventually(ctx, t, "first push", s.Ready)
 	cc := dial(t, s.addr)
 	const name = "a.default:8080"
 	callerStreams := func(zone string) float64 {
-		return metric(t, s.reg, "fairway_xds_caller_streams", map[string]string{"zone": zone})
+		return metric(t, s.reg, "fairway_xds_caller_streams", "zone", zone)
 	}
 
 	// An observer without a zone subscribed to a and b over delta: it must
 	// see only a's Cluster change, never b's.
 	observer := newDeltaStream(ctx, t, s.addr)
 	observer.subscribe(resourcev3.ClusterType, name, "b.default:8080")
-	if got := slices.Sorted(func(yield func(string) bool) {
-		for n := range deltaClusters(t, observer) {
-			yield(n)
-		}
-	}); !slices.Equal(got, []string{name, "b.default:8080"}) {
+	if got := sortedKeys(observer.clusters()); !slices.Equal(got, []string{name, "b.default:8080"}) {
 		t.Fatalf("observer's first response has %v, want a and b", got)
 	}
 
@@ -164,28 +154,17 @@ func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 	// (b) The zone-b stream closes.
 	s3.cancel()
 	s1.waitCallerZones(name, map[string]float64{"zone-a": 1})
-	eventually(ctx, t, "fairway_xds_caller_streams{zone-b} = 0", func() bool { return callerStreams("zone-b") == 0 })
-	if n := seriesWith(t, s.reg, "fairway_xds_caller_streams", "zone", "zone-b"); n != 0 {
+	testkit.Eventually(ctx, t, "fairway_xds_caller_streams{zone-b} = 0", func() bool { return callerStreams("zone-b") == 0 })
+	if n := len(series(t, s.reg, "fairway_xds_caller_streams", "zone", "zone-b")); n != 0 {
 		t.Errorf("fairway_xds_caller_streams keeps %d zone-b series after its last stream closed, want none", n)
 	}
 
 	// (c) A delta stream in zone c subscribes, and sees the same fractions.
-	d, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds := &deltaStream{t: t, stream: d}
-	if err := d.Send(&discoverypb.DeltaDiscoveryRequest{Node: zoneNode("d1", "zone-c"), TypeUrl: resourcev3.ClusterType,
-		ResourceNamesSubscribe: []string{name}}); err != nil {
-		t.Fatal(err)
-	}
+	ds := newDeltaStream(ctx, t, s.addr)
+	ds.send(&discoverypb.DeltaDiscoveryRequest{Node: zoneNode("d1", "zone-c"), TypeUrl: resourcev3.ClusterType, ResourceNamesSubscribe: []string{name}})
 	want := map[string]float64{"zone-a": 0.667, "zone-c": 0.333}
 	s1.waitCallerZones(name, want)
-	for {
-		if c, ok := deltaClusters(t, ds)[name]; ok && cmp.Diff(callerZones(c), want) == "" {
-			break
-		}
-	}
+	ds.waitCallerZones(name, want)
 
 	// (d) A stream without a zone, one in zone e whose client does not
 	// route by caller zones (proxyless gRPC: no client feature) and two
@@ -193,7 +172,7 @@ func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 	// answered, the next counted stream gives a: 3/4, c: 1/4.
 	newSotWStream(ctx, t, cc, zoneNode("nozone", ""), name).recv()
 	newSotWStream(ctx, t, cc, &corepb.Node{Id: "grpc-go", Locality: &corepb.Locality{Zone: "zone-e"}}, name).recv()
-	if got := seriesWith(t, s.reg, "fairway_xds_caller_streams", "zone", "zone-e"); got != 0 {
+	if got := len(series(t, s.reg, "fairway_xds_caller_streams", "zone", "zone-e")); got != 0 {
 		t.Errorf("fairway_xds_caller_streams has %d zone-e series for a client without the caller-zones feature, want none", got)
 	}
 	newSotWStream(ctx, t, cc, zoneNode("wild1", "zone-d")).recv()
@@ -205,26 +184,16 @@ func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 	s1.waitCallerZones(name, map[string]float64{"zone-a": 0.75, "zone-c": 0.25})
 
 	// The delta stream unsubscribes: it no longer counts.
-	if err := d.Send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNamesUnsubscribe: []string{name}}); err != nil {
-		t.Fatal(err)
-	}
+	ds.send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNamesUnsubscribe: []string{name}})
 	s1.waitCallerZones(name, map[string]float64{"zone-a": 1})
 
 	// The observer saw a's Cluster reach the last state, and only a's.
-	for {
-		got := deltaClusters(t, observer)
-		if _, ok := got["b.default:8080"]; ok {
-			t.Fatalf("observer received b's Cluster although only a's callers changed")
-		}
-		if c, ok := got[name]; ok && cmp.Diff(callerZones(c), map[string]float64{"zone-a": 1}) == "" {
-			break
-		}
-	}
+	observer.waitCallerZones(name, map[string]float64{"zone-a": 1})
 	// Callers alone never count as a topology push.
-	if got := metric(t, s.reg, "fairway_xds_pushes_total", nil); got != 1 {
+	if got := metric(t, s.reg, "fairway_xds_pushes_total"); got != 1 {
 		t.Errorf("fairway_xds_pushes_total = %v, want 1", got)
 	}
-	if got := metric(t, s.reg, "fairway_xds_caller_zones_updates_total", nil); got < 5 {
+	if got := metric(t, s.reg, "fairway_xds_caller_zones_updates_total"); got < 5 {
 		t.Errorf("fairway_xds_caller_zones_updates_total = %v, want at least 5", got)
 	}
 }
@@ -235,9 +204,9 @@ func TestServer_CallerZonesRepublishedOnlyWhenMovedEnough(t *testing.T) {
 	s := startServer(t)
 	cc := dial(t, s.addr)
 	const name = "a.default:8080"
-	updates := func() float64 { return metric(t, s.reg, "fairway_xds_caller_zones_updates_total", nil) }
+	updates := func() float64 { return metric(t, s.reg, "fairway_xds_caller_zones_updates_total") }
 	callerStreams := func(zone string) float64 {
-		return metric(t, s.reg, "fairway_xds_caller_streams", map[string]string{"zone": zone})
+		return metric(t, s.reg, "fairway_xds_caller_streams", "zone", zone)
 	}
 
 	// 25 streams in each of zones a and b subscribe before the first
@@ -246,10 +215,10 @@ func TestServer_CallerZonesRepublishedOnlyWhenMovedEnough(t *testing.T) {
 		newSotWStream(ctx, t, cc, zoneNode(fmt.Sprintf("a%d", i), "zone-a"), name)
 		newSotWStream(ctx, t, cc, zoneNode(fmt.Sprintf("b%d", i), "zone-b"), name)
 	}
-	eventually(ctx, t, "50 streams counted", func() bool { return callerStreams("zone-a") == 25 && callerStreams("zone-b") == 25 })
+	testkit.Eventually(ctx, t, "50 streams counted", func() bool { return callerStreams("zone-a") == 25 && callerStreams("zone-b") == 25 })
 	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1"), service("other", "10.0.0.2")})
 	s.Update(snap)
-	eventually(ctx, t, "first push", s.Ready)
+	testkit.Eventually(ctx, t, "first push", s.Ready)
 	observer := newSotWStream(ctx, t, cc, zoneNode("observer", ""), name)
 	if got := callerZones(observer.recv()[name]); cmp.Diff(got, map[string]float64{"zone-a": 0.5, "zone-b": 0.5}) != "" {
 		t.Fatalf("first Cluster a: caller_zones %v, want zone-a: 0.5, zone-b: 0.5", got)
@@ -261,13 +230,13 @@ func TestServer_CallerZonesRepublishedOnlyWhenMovedEnough(t *testing.T) {
 	// leaves a's Cluster alone.
 	for i, version := range []uint64{2, 3} {
 		newSotWStream(ctx, t, cc, zoneNode(fmt.Sprintf("extra%d", i), "zone-a"), name)
-		eventually(ctx, t, "the extra stream counted", func() bool {
+		testkit.Eventually(ctx, t, "the extra stream counted", func() bool {
 			return callerStreams("zone-a") == float64(26+i)
 		})
 		snap = snap.With(version, time.Now(), []*topology.Service{service("other", fmt.Sprintf("10.0.1.%d", version))}, nil)
 		s.Update(snap)
-		eventually(ctx, t, fmt.Sprintf("push of version %d", version), func() bool {
-			return metric(t, s.reg, "fairway_xds_snapshot_version", nil) == float64(version)
+		testkit.Eventually(ctx, t, fmt.Sprintf("push of version %d", version), func() bool {
+			return metric(t, s.reg, "fairway_xds_snapshot_version") == float64(version)
 		})
 		if got := updates(); got != before {
 			t.Fatalf("with %d streams in zone a: fairway_xds_caller_zones_updates_total = %v, want %v (no republish)", 26+i, got, before)
@@ -282,29 +251,6 @@ func TestServer_CallerZonesRepublishedOnlyWhenMovedEnough(t *testing.T) {
 	}
 }
 
-// seriesWith counts the series of metric name whose label has value.
-func seriesWith(t *testing.T, reg *prometheus.Registry, name, label, value string) int {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					n++
-				}
-			}
-		}
-	}
-	return n
-}
-
 // TestServer_CallerZonesWaitForWarmup: during the warm-up the Cluster
 // carries no caller_zones, whoever subscribes; once it ends, the Clusters
 // with callers are republished with them, without any other change.
@@ -314,24 +260,24 @@ func TestServer_CallerZonesWaitForWarmup(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Now())
 	s := startServer(t, xdsserver.WithClock(clk), xdsserver.WithDebounce(0), xdsserver.WithCallerZonesWarmup(5*time.Second))
 	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1")}))
-	eventually(ctx, t, "first push", s.Ready)
+	testkit.Eventually(ctx, t, "first push", s.Ready)
 	cc := dial(t, s.addr)
 	const name = "a.default:8080"
 	st := newSotWStream(ctx, t, cc, zoneNode("n1", "zone-a"), name)
 	if c := st.recv()[name]; c == nil || callerZones(c) != nil {
 		t.Fatalf("Cluster during the warm-up = %v, want %s without caller_zones", c, name)
 	}
-	eventually(ctx, t, "the stream counted", func() bool {
-		return metric(t, s.reg, "fairway_xds_caller_streams", map[string]string{"zone": "zone-a"}) == 1
+	testkit.Eventually(ctx, t, "the stream counted", func() bool {
+		return metric(t, s.reg, "fairway_xds_caller_streams", "zone", "zone-a") == 1
 	})
 	clk.Step(4 * time.Second)
 	s.Update(topology.NewSnapshot(2, time.Now(), []*topology.Service{service("a", "10.0.0.1", "10.0.0.3")}))
-	if got := metric(t, s.reg, "fairway_xds_caller_zones_updates_total", nil); got != 0 {
+	if got := metric(t, s.reg, "fairway_xds_caller_zones_updates_total"); got != 0 {
 		t.Errorf("caller_zones updates during the warm-up = %v, want 0", got)
 	}
 	clk.Step(time.Second)
 	st.waitCallerZones(name, map[string]float64{"zone-a": 1})
-	if got := metric(t, s.reg, "fairway_xds_caller_zones_updates_total", nil); got != 1 {
+	if got := metric(t, s.reg, "fairway_xds_caller_zones_updates_total"); got != 1 {
 		t.Errorf("caller_zones updates after the warm-up = %v, want 1", got)
 	}
 }

@@ -22,6 +22,17 @@ func backendService(name string, zones []string, backends ...*testbackend.Backen
 	return svc
 }
 
+// startBackend starts a test backend named name on addr until the test ends.
+func startBackend(t *testing.T, addr, name string) *testbackend.Backend {
+	t.Helper()
+	b, err := testbackend.Start(addr, testbackend.WithName(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Stop)
+	return b
+}
+
 func TestServer_GRPCXDSClientEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -29,18 +40,9 @@ func TestServer_GRPCXDSClientEndToEnd(t *testing.T) {
 
 	var backends []*testbackend.Backend
 	for i := 1; i <= 3; i++ {
-		b, err := testbackend.Start(fmt.Sprintf("127.0.0.%d:0", i), testbackend.WithName(fmt.Sprintf("echo-%d", i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Stop)
-		backends = append(backends, b)
+		backends = append(backends, startBackend(t, fmt.Sprintf("127.0.0.%d:0", i), fmt.Sprintf("echo-%d", i)))
 	}
-	other, err := testbackend.Start("127.0.0.4:0", testbackend.WithName("other-1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(other.Stop)
+	other := startBackend(t, "127.0.0.4:0", "other-1")
 	zones := []string{"zone-a", "zone-b", "zone-c"}
 	echo := backendService("echo", zones, backends...)
 	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{echo, backendService("other", zones, other)})
@@ -111,11 +113,7 @@ func TestServer_GRPCXDSClientAcceptsEveryPolicy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	s := startServer(t)
-	b, err := testbackend.Start("127.0.0.1:0", testbackend.WithName("backend"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Stop)
+	b := startBackend(t, "127.0.0.1:0", "backend")
 	outlier := topology.DefaultOutlier()
 	slow := &topology.SlowStart{Window: 30 * time.Second, Aggression: 1.5, MinWeightPercent: 10}
 	policies := map[string]topology.Policy{
@@ -145,7 +143,7 @@ func TestServer_GRPCXDSClientAcceptsEveryPolicy(t *testing.T) {
 			}
 		})
 	}
-	if got := metric(t, s.reg, "fairway_xds_nacks_total", map[string]string{"type": "cluster"}); got != 0 {
+	if got := metric(t, s.reg, "fairway_xds_nacks_total", "type", "cluster"); got != 0 {
 		t.Errorf("fairway_xds_nacks_total{cluster} = %v, want 0", got)
 	}
 }

@@ -30,19 +30,25 @@
 //
 // Caller zones: the server counts, per Cluster name, the streams subscribed
 // to it by name whose node states a zone (node.locality.zone of the first
-// request carrying a node), by zone. A SotW Cluster request's resource_names
-// replace a stream's set, a delta request subscribes and unsubscribes; the
-// wildcard counts for no Cluster; a closed stream counts for nothing. Each
-// Cluster carries the fractions in filter_metadata["fairway.io"]
-// ["caller_zones"] (see translate.WithCallerZones). A change of callers
-// marks the Cluster and rides the debounced push; the push re-renders a
-// Cluster whose callers alone changed only when a zone appeared or
-// disappeared or a fraction moved by CallerZonesMinMove or more from the
-// published one, and updates just that Cluster in its cache. A push of
-// callers alone counts neither in fairway_xds_pushes_total nor in the
-// snapshot version; fairway_xds_caller_zones_updates_total counts the
-// Clusters it re-renders and fairway_xds_caller_streams{zone} the open
-// streams that stated a zone (a zone's series goes when its last stream does).
+// request carrying a node) and declares wire.CallerZonesFeature, by zone
+// (type callerZones). A SotW Cluster request's resource_names replace a
+// stream's set, a delta request subscribes and unsubscribes; the wildcard
+// counts for no Cluster; a closed stream counts for nothing. Each Cluster
+// carries the fractions in filter_metadata["fairway.io"]["caller_zones"]
+// (see translate.WithCallerZones). A change of callers marks the Cluster and
+// rides the debounced push; the push re-renders a Cluster whose callers
+// alone changed only when a zone appeared or disappeared or a fraction moved
+// by CallerZonesMinMove or more from the published one, and updates just
+// that Cluster in its cache. A push of callers alone counts neither in
+// fairway_xds_pushes_total nor in the snapshot version;
+// fairway_xds_caller_zones_updates_total counts the Clusters it re-renders
+// and fairway_xds_caller_streams{zone} the open streams that stated a zone
+// (a zone's series goes when its last stream does).
+//
+// A push (push.go) reads as its steps: diff the last pushed snapshot with
+// the new one, let callerZones add the Clusters whose callers moved, render
+// the resources, update the caches. The go-control-plane callbacks are in
+// callbacks.go, every collector in metrics.go.
 package xdsserver
 
 import (
@@ -59,7 +65,6 @@ import (
 	endpointservicepb "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservicepb "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservicepb "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
@@ -71,7 +76,6 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
-	"github.com/fairway-lb/fairway/controlplane/translate"
 )
 
 // DefaultDebounce is the default debounce window.
@@ -92,7 +96,8 @@ type options struct {
 	debounce  time.Duration
 	nackDelay time.Duration
 	logger    *slog.Logger
-	registry  *prometheus.Registry
+	reg       prometheus.Registerer
+	regSet    bool // WithRegisterer was given
 	clock     clock.WithDelayedExecution
 	warmup    time.Duration
 }
@@ -111,10 +116,14 @@ func WithNACKDelay(d time.Duration) Option { return func(o *options) { o.nackDel
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
-// WithRegistry registers the server's metrics in r and serves r on /metrics.
-// By default the server creates its own registry with the Go and process
-// collectors.
-func WithRegistry(r *prometheus.Registry) Option { return func(o *options) { o.registry = r } }
+// WithRegisterer registers the server's metrics with r (nil: not
+// registered), reusing those already registered there, and serves r on
+// /metrics when it is also a prometheus.Gatherer (as a *prometheus.Registry
+// is; otherwise AdminHandler has no /metrics). Without this option the
+// server creates its own registry with the Go and process collectors.
+func WithRegisterer(r prometheus.Registerer) Option {
+	return func(o *options) { o.reg, o.regSet = r, true }
+}
 
 // WithClock sets the clock the debounce timer runs on (default the real
 // clock); tests pass a fake clock.
@@ -137,8 +146,9 @@ type Server struct {
 	debounce  time.Duration
 	nackDelay time.Duration
 	clock     clock.WithDelayedExecution
-	registry  *prometheus.Registry
+	gatherer  prometheus.Gatherer // served on /metrics; nil: none
 	metrics   *metrics
+	callers   *callerZones
 	caches    map[string]*cachev3.LinearCache // by type URL
 	xds       serverv3.Server
 	ctx       context.Context
@@ -146,12 +156,14 @@ type Server struct {
 	kick      chan struct{} // buffered(1): a push is due
 	wg        sync.WaitGroup
 
+	warmupTimer clock.Timer // set by New; nil without a warm-up; stopped by Close
+
 	// pushed is the last snapshot in the caches; nil before the first push.
 	// Written only by the push goroutine.
 	pushed atomic.Pointer[topology.Snapshot]
 
 	// Lock order: mu before streamsMu; neither is held while calling into
-	// the caches.
+	// the caches or into callers (whose lock is a leaf).
 	mu        sync.Mutex
 	latest    *topology.Snapshot // guarded by mu
 	scheduled bool               // guarded by mu: a push is due for latest
@@ -161,56 +173,6 @@ type Server struct {
 
 	streamsMu sync.Mutex
 	streams   map[streamID]*streamState // guarded by streamsMu
-	// callers counts, per Cluster name, the streams subscribed to it by
-	// name whose node states a zone, by zone.
-	callers map[string]map[string]int // guarded by streamsMu
-	// zoneStreams counts the open streams that stated each zone.
-	zoneStreams map[string]int // guarded by streamsMu
-	// callersDirty holds the Cluster names whose callers changed since the
-	// push goroutine last took them.
-	callersDirty map[string]bool // guarded by streamsMu
-
-	// published is, per Cluster name, the callers' distribution (zone to
-	// thousandths) in the Cluster in the cache. Owned by the push goroutine.
-	published map[string]map[string]int
-	// callersFrom is when caller_zones may be published (immutable);
-	// warmedUp records, for the push goroutine, that it has seen it pass.
-	callersFrom time.Time
-	warmedUp    bool
-	warmupTimer clock.Timer // nil without a warm-up; stopped by Close
-}
-
-type streamID struct {
-	protocol string // "sotw" or "delta"
-	id       int64
-}
-
-type streamState struct {
-	nodeID   string
-	nodeSeen bool            // a request carrying a node has been seen
-	zone     string          // the node's locality zone, from the first request carrying a node
-	clusters map[string]bool // Cluster names subscribed to by name
-	types    map[string]bool // type URLs this stream has requested
-	unknown  map[string]bool // "type/name" already reported as unknown
-	nacked   map[string]bool // "type/error" already logged as NACKed
-}
-
-func newStreamState() *streamState {
-	return &streamState{types: map[string]bool{}, unknown: map[string]bool{}, nacked: map[string]bool{}}
-}
-
-// throttleNACK delays the stream that sent a NACK by the NACK delay (or until
-// Close). It runs on that stream's goroutine.
-func (s *Server) throttleNACK() {
-	if s.nackDelay <= 0 {
-		return
-	}
-	t := time.NewTimer(s.nackDelay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-s.ctx.Done():
-	}
 }
 
 // New creates a Server and starts its push goroutine.
@@ -225,26 +187,25 @@ func New(opts ...Option) *Server {
 	if o.clock == nil {
 		o.clock = clock.RealClock{}
 	}
-	if o.registry == nil {
-		o.registry = prometheus.NewRegistry()
-		o.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if !o.regSet {
+		r := prometheus.NewRegistry()
+		r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		o.reg = r
 	}
+	log := o.logger.With("component", "fairway/xdsserver")
+	m := newMetrics(o.reg, log)
+	gatherer, _ := o.reg.(prometheus.Gatherer)
 	s := &Server{
-		log:       o.logger.With("component", "xdsserver"),
+		log:       log,
 		debounce:  o.debounce,
 		nackDelay: o.nackDelay,
 		clock:     o.clock,
-		registry:  o.registry,
-		metrics:   newMetrics(o.registry),
+		gatherer:  gatherer,
+		metrics:   m,
+		callers:   newCallerZones(m.callerStreams, o.clock.Now().Add(o.warmup)),
 		caches:    make(map[string]*cachev3.LinearCache, len(typeURLs)),
 		kick:      make(chan struct{}, 1),
 		streams:   make(map[streamID]*streamState),
-
-		callers:      map[string]map[string]int{},
-		callersDirty: map[string]bool{},
-		zoneStreams:  map[string]int{},
-		published:    map[string]map[string]int{},
-		callersFrom:  o.clock.Now().Add(o.warmup),
 	}
 	mux := &cachev3.MuxCache{
 		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
@@ -258,7 +219,7 @@ func New(opts ...Option) *Server {
 		s.metrics.resources.WithLabelValues(typeLabel(t)).Set(0)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.xds = serverv3.NewServer(s.ctx, mux, &callbacks{s: s})
+	s.xds = serverv3.NewServer(s.ctx, mux, s.callbacks())
 	if o.warmup > 0 {
 		// kickPush only sends on a channel: safe under a fake clock's lock.
 		s.warmupTimer = o.clock.AfterFunc(o.warmup, s.kickPush)
@@ -293,6 +254,17 @@ func (s *Server) scheduleLocked() {
 	s.timer = s.clock.AfterFunc(s.debounce, s.kickPush)
 }
 
+// callersChanged schedules a push for a change of callers. Called from a
+// stream's goroutine without streamsMu held.
+func (s *Server) callersChanged() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.scheduleLocked()
+}
+
 // kickPush wakes the push goroutine. It may run under the (fake) clock's
 // lock, so it only sends on a channel.
 func (s *Server) kickPush() {
@@ -319,127 +291,6 @@ func (s *Server) run() {
 			s.push(snap)
 		}
 	}
-}
-
-// push brings the caches from the last pushed snapshot to snap, and
-// republishes the Clusters whose callers' distribution moved. Called only
-// from the push goroutine.
-func (s *Server) push(snap *topology.Snapshot) {
-	prev := s.pushed.Load()
-	update := make(map[string]map[string]types.Resource, len(typeURLs))
-	remove := make(map[string][]string, len(typeURLs))
-	for _, t := range typeURLs {
-		update[t] = map[string]types.Resource{}
-	}
-	clusters := map[string]*topology.Service{} // Clusters to render, by name
-	changed, removed := 0, 0
-	if snap != prev {
-		for svc := range snap.All() {
-			var old *topology.Service
-			if prev != nil {
-				old, _ = prev.Service(svc.Key)
-			}
-			if old == svc || (old != nil && old.Equal(svc)) {
-				continue
-			}
-			changed++
-			name := svc.Key.ResourceName()
-			if old == nil || !endpointsEqual(old, svc) {
-				update[resourcev3.EndpointType][name] = translate.LoadAssignment(svc)
-			}
-			if old == nil || !old.Policy.Equal(svc.Policy) {
-				clusters[name] = svc
-			}
-			if old == nil {
-				update[resourcev3.RouteType][name] = translate.RouteConfig(svc)
-				for _, l := range translate.Listeners(svc) {
-					update[resourcev3.ListenerType][l.GetName()] = l
-				}
-			}
-		}
-		if prev != nil {
-			for svc := range prev.All() {
-				if _, ok := snap.Service(svc.Key); ok {
-					continue
-				}
-				removed++
-				name := svc.Key.ResourceName()
-				delete(s.published, name)
-				remove[resourcev3.EndpointType] = append(remove[resourcev3.EndpointType], name)
-				remove[resourcev3.ClusterType] = append(remove[resourcev3.ClusterType], name)
-				remove[resourcev3.RouteType] = append(remove[resourcev3.RouteType], name)
-				remove[resourcev3.ListenerType] = append(remove[resourcev3.ListenerType], name, svc.Key.FQDNResourceName())
-			}
-		}
-	}
-	// A Cluster rendered for a topology change carries its current callers;
-	// one whose callers alone changed is rendered only when they moved
-	// enough from the published ones. None carries callers before the
-	// warm-up ends; the first push after it looks at every Cluster.
-	warm := !s.clock.Now().Before(s.callersFrom)
-	if warm && !s.warmedUp {
-		s.warmedUp = true
-		s.markAllCallersDirty()
-	}
-	dirty, cur := s.takeCallers(clusters)
-	if !warm {
-		dirty, cur = nil, nil
-	}
-	republished := 0
-	for name := range dirty {
-		if clusters[name] != nil {
-			continue
-		}
-		svc, ok := serviceOf(snap, name)
-		if !ok || !callerZonesMoved(s.published[name], cur[name]) {
-			continue
-		}
-		clusters[name] = svc
-		republished++
-	}
-	for name, svc := range clusters {
-		update[resourcev3.ClusterType][name] = translate.Cluster(svc, translate.WithCallerZones(fractions(cur[name])))
-		if len(cur[name]) == 0 {
-			delete(s.published, name)
-		} else {
-			s.published[name] = cur[name]
-		}
-	}
-	for _, t := range typeURLs {
-		if len(update[t]) == 0 && len(remove[t]) == 0 {
-			continue
-		}
-		if err := s.caches[t].UpdateResources(update[t], remove[t]); err != nil {
-			s.log.Error("updating xDS cache", "type", typeLabel(t), "error", err)
-		}
-		s.metrics.resources.WithLabelValues(typeLabel(t)).Set(float64(s.caches[t].NumResources()))
-	}
-	s.metrics.callerZonesUpdates.Add(float64(republished))
-	if republished > 0 {
-		s.log.Debug("republished Clusters for a change of callers", "clusters", republished)
-	}
-	if snap == prev {
-		return
-	}
-	s.pushed.Store(snap)
-	s.metrics.pushes.Inc()
-	s.metrics.version.Set(float64(snap.Version()))
-	if !snap.Changed().IsZero() {
-		s.metrics.changeToPush.Observe(time.Since(snap.Changed()).Seconds())
-	}
-	s.log.Debug("pushed snapshot", "version", snap.Version(), "services", snap.Len(), "changed", changed, "removed", removed)
-}
-
-func endpointsEqual(a, b *topology.Service) bool {
-	if len(a.Endpoints) != len(b.Endpoints) {
-		return false
-	}
-	for i := range a.Endpoints {
-		if !a.Endpoints[i].Equal(b.Endpoints[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 // Ready reports whether the first snapshot has been pushed to the caches.
@@ -494,7 +345,9 @@ func (s *Server) AdminHandler() http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
-	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	if s.gatherer != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	}
 	return mux
 }
 

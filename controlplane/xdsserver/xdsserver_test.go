@@ -21,16 +21,21 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/anypb"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/controlplane/translate"
 	"github.com/fairway-lb/fairway/controlplane/xdsserver"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -69,7 +74,7 @@ func startServer(t *testing.T, opts ...xdsserver.Option) *testServer {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	s := xdsserver.New(append([]xdsserver.Option{
-		xdsserver.WithRegistry(reg), xdsserver.WithDebounce(time.Millisecond),
+		xdsserver.WithRegisterer(reg), xdsserver.WithDebounce(time.Millisecond),
 		xdsserver.WithLogger(slog.New(slog.NewTextHandler(t.Output(), nil))),
 	}, opts...)...)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -97,63 +102,67 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 	return cc
 }
 
-// metric returns the value of the counter or gauge name with the given
-// labels, 0 when absent.
-func metric(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+// metric is testkit.MetricValue, except that it gives 0 for a metric
+// without any series yet (a vector before its first use).
+func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	n, err := testutil.GatherAndCount(reg, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		return 0
+	}
+	return testkit.MetricValue(t, reg, name, labels...)
+}
+
+// series returns the series of metric name whose label has value (all of
+// them when label is "").
+func series(t *testing.T, reg *prometheus.Registry, name, label, value string) []*dto.Metric {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var out []*dto.Metric
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
 		}
-	next:
 		for _, m := range mf.GetMetric() {
-			got := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				got[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if got[k] != v {
-					continue next
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				return float64(m.GetHistogram().GetSampleCount())
+			if label == "" || slices.ContainsFunc(m.GetLabel(), func(lp *dto.LabelPair) bool {
+				return lp.GetName() == label && lp.GetValue() == value
+			}) {
+				out = append(out, m)
 			}
 		}
 	}
-	return 0
+	return out
 }
 
-// eventually polls cond until it holds or the context ends.
-func eventually(ctx context.Context, t *testing.T, what string, cond func() bool) {
+// decode unmarshals resources, all of type M, by resource name.
+func decode[M proto.Message](t *testing.T, resources []*anypb.Any) map[string]M {
 	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-}
-
-func decodeCLAs(t *testing.T, resp *discoverypb.DiscoveryResponse) map[string]*endpointpb.ClusterLoadAssignment {
-	t.Helper()
-	out := map[string]*endpointpb.ClusterLoadAssignment{}
-	for _, a := range resp.GetResources() {
-		cla := &endpointpb.ClusterLoadAssignment{}
-		if err := a.UnmarshalTo(cla); err != nil {
+	out := map[string]M{}
+	for _, a := range resources {
+		m, err := a.UnmarshalNew()
+		if err != nil {
 			t.Fatal(err)
 		}
-		out[cla.GetClusterName()] = cla
+		r, ok := m.(M)
+		if !ok {
+			t.Fatalf("resource of type %s, want %T", a.GetTypeUrl(), r)
+		}
+		out[cachev3.GetResourceName(r)] = r
+	}
+	return out
+}
+
+// deltaAnys are the resources of a delta response.
+func deltaAnys(resp *discoverypb.DeltaDiscoveryResponse) []*anypb.Any {
+	out := make([]*anypb.Any, 0, len(resp.GetResources()))
+	for _, r := range resp.GetResources() {
+		out = append(out, r.GetResource())
 	}
 	return out
 }
@@ -176,30 +185,22 @@ func TestServer_SotWSubscribesToOneServiceAmongMany(t *testing.T) {
 		svcs = append(svcs, service(fmt.Sprintf("svc%02d", i), fmt.Sprintf("10.0.0.%d", i+1)))
 	}
 	s.Update(topology.NewSnapshot(1, time.Now(), svcs))
-	eventually(ctx, t, "first push", s.Ready)
+	testkit.Eventually(ctx, t, "first push", s.Ready)
 
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := newSotWADS(ctx, t, s.addr)
 	want := key("svc17").ResourceName()
-	if err := stream.Send(&discoverypb.DiscoveryRequest{
+	stream.send(&discoverypb.DiscoveryRequest{
 		Node: &corepb.Node{Id: "client-1"}, TypeUrl: resourcev3.EndpointType, ResourceNames: []string{want},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := decodeCLAs(t, resp)
+	})
+	resp := stream.recv()
+	got := decode[*endpointpb.ClusterLoadAssignment](t, resp.GetResources())
 	if diff := cmp.Diff(got, map[string]*endpointpb.ClusterLoadAssignment{want: translate.LoadAssignment(svcs[17])}, protocmp.Transform()); diff != "" {
 		t.Errorf("response mismatch (-got +want):\n%s", diff)
 	}
-	if g := metric(t, s.reg, "fairway_xds_streams", map[string]string{"type": "endpoint", "protocol": "sotw"}); g != 1 {
+	if g := metric(t, s.reg, "fairway_xds_streams", "type", "endpoint", "protocol", "sotw"); g != 1 {
 		t.Errorf("fairway_xds_streams{endpoint,sotw} = %v, want 1", g)
 	}
-	if g := metric(t, s.reg, "fairway_xds_resources", map[string]string{"type": "listener"}); g != 100 {
+	if g := metric(t, s.reg, "fairway_xds_resources", "type", "listener"); g != 100 {
 		t.Errorf("fairway_xds_resources{listener} = %v, want 100", g)
 	}
 }
@@ -210,24 +211,16 @@ func TestServer_OneStreamServesTwoServices(t *testing.T) {
 	s := startServer(t)
 	a, b := service("a", "10.0.0.1"), service("b", "10.0.0.2", "10.0.0.3")
 	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{a, b, service("c", "10.0.0.4")}))
-	eventually(ctx, t, "first push", s.Ready)
+	testkit.Eventually(ctx, t, "first push", s.Ready)
 
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := newSotWADS(ctx, t, s.addr)
 	names := []string{a.Key.ResourceName(), b.Key.ResourceName()}
 	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType} {
-		if err := stream.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "c"}, TypeUrl: typ, ResourceNames: names}); err != nil {
-			t.Fatal(err)
-		}
+		stream.send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "c"}, TypeUrl: typ, ResourceNames: names})
 	}
 	gotNames := map[string][]string{}
 	for range 2 {
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := stream.recv()
 		for _, r := range resp.GetResources() {
 			m, err := r.UnmarshalNew()
 			if err != nil {
@@ -253,39 +246,20 @@ func TestServer_DeltaSendsOnlyTheChangedService(t *testing.T) {
 	a, b, c := service("a", "10.0.0.1"), service("b", "10.0.0.2"), service("c", "10.0.0.3")
 	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{a, b, c})
 	s.Update(snap)
-	eventually(ctx, t, "first push", s.Ready)
+	testkit.Eventually(ctx, t, "first push", s.Ready)
 
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).DeltaAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&discoverypb.DeltaDiscoveryRequest{
+	d := newDeltaStream(ctx, t, s.addr)
+	d.send(&discoverypb.DeltaDiscoveryRequest{
 		Node: &corepb.Node{Id: "envoy-1"}, TypeUrl: resourcev3.EndpointType,
 		ResourceNamesSubscribe: []string{a.Key.ResourceName(), b.Key.ResourceName()},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	})
 	recv := func() map[string]*endpointpb.ClusterLoadAssignment {
 		t.Helper()
-		resp, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := d.next()
 		if len(resp.GetRemovedResources()) > 0 {
 			t.Errorf("removed resources %v, want none", resp.GetRemovedResources())
 		}
-		out := map[string]*endpointpb.ClusterLoadAssignment{}
-		for _, r := range resp.GetResources() {
-			cla := &endpointpb.ClusterLoadAssignment{}
-			if err := r.GetResource().UnmarshalTo(cla); err != nil {
-				t.Fatal(err)
-			}
-			out[r.GetName()] = cla
-		}
-		if err := stream.Send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResponseNonce: resp.GetNonce()}); err != nil {
-			t.Fatal(err)
-		}
-		return out
+		return decode[*endpointpb.ClusterLoadAssignment](t, deltaAnys(resp))
 	}
 	if got := sortedKeys(recv()); !slices.Equal(got, []string{"a.default:8080", "b.default:8080"}) {
 		t.Fatalf("initial delta response has %v, want a and b", got)
@@ -299,10 +273,10 @@ func TestServer_DeltaSendsOnlyTheChangedService(t *testing.T) {
 	if diff := cmp.Diff(recv(), map[string]*endpointpb.ClusterLoadAssignment{"a.default:8080": translate.LoadAssignment(a2)}, protocmp.Transform()); diff != "" {
 		t.Errorf("delta after changing a (-got +want):\n%s", diff)
 	}
-	eventually(ctx, t, "push of version 2", func() bool { return metric(t, s.reg, "fairway_xds_snapshot_version", nil) == 2 })
+	testkit.Eventually(ctx, t, "push of version 2", func() bool { return metric(t, s.reg, "fairway_xds_snapshot_version") == 2 })
 	snap = snap.With(3, time.Now(), []*topology.Service{service("c", "10.0.0.33")}, nil)
 	s.Update(snap)
-	eventually(ctx, t, "push of version 3", func() bool { return metric(t, s.reg, "fairway_xds_snapshot_version", nil) == 3 })
+	testkit.Eventually(ctx, t, "push of version 3", func() bool { return metric(t, s.reg, "fairway_xds_snapshot_version") == 3 })
 	// An equal but newly built a must not be re-sent either.
 	b2 := service("b", "10.0.0.22")
 	snap = snap.With(4, time.Now(), []*topology.Service{service("a", "10.0.0.1", "10.0.0.11"), b2}, nil)
@@ -310,7 +284,7 @@ func TestServer_DeltaSendsOnlyTheChangedService(t *testing.T) {
 	if diff := cmp.Diff(recv(), map[string]*endpointpb.ClusterLoadAssignment{"b.default:8080": translate.LoadAssignment(b2)}, protocmp.Transform()); diff != "" {
 		t.Errorf("delta after changing c and b (-got +want):\n%s", diff)
 	}
-	if g := metric(t, s.reg, "fairway_xds_streams", map[string]string{"type": "endpoint", "protocol": "delta"}); g != 1 {
+	if g := metric(t, s.reg, "fairway_xds_streams", "type", "endpoint", "protocol", "delta"); g != 1 {
 		t.Errorf("fairway_xds_streams{endpoint,delta} = %v, want 1", g)
 	}
 }
@@ -322,40 +296,27 @@ func TestServer_UnknownNameKeepsStreamServing(t *testing.T) {
 	a := service("a", "10.0.0.1")
 	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{a})
 	s.Update(snap)
-	eventually(ctx, t, "first push", s.Ready)
+	testkit.Eventually(ctx, t, "first push", s.Ready)
 
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream := newSotWADS(ctx, t, s.addr)
 	names := []string{"a.default:8080", "nope.default:8080", "not a name"}
 	req := &discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "client-1"}, TypeUrl: resourcev3.EndpointType, ResourceNames: names}
-	if err := stream.Send(req); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := sortedKeys(decodeCLAs(t, resp)); !slices.Equal(got, []string{"a.default:8080"}) {
+	stream.send(req)
+	resp := stream.recv()
+	if got := sortedKeys(decode[*endpointpb.ClusterLoadAssignment](t, resp.GetResources())); !slices.Equal(got, []string{"a.default:8080"}) {
 		t.Fatalf("response has %v, want only a.default:8080", got)
 	}
 	// ACK, then change a: the stream keeps serving the known name.
-	if err := stream.Send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: names,
-		VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
-		t.Fatal(err)
-	}
+	stream.send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNames: names,
+		VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()})
 	a2 := service("a", "10.0.0.1", "10.0.0.2")
 	s.Update(snap.With(2, time.Now(), []*topology.Service{a2}, nil))
-	resp, err = stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(decodeCLAs(t, resp), map[string]*endpointpb.ClusterLoadAssignment{"a.default:8080": translate.LoadAssignment(a2)}, protocmp.Transform()); diff != "" {
+	resp = stream.recv()
+	if diff := cmp.Diff(decode[*endpointpb.ClusterLoadAssignment](t, resp.GetResources()), map[string]*endpointpb.ClusterLoadAssignment{"a.default:8080": translate.LoadAssignment(a2)}, protocmp.Transform()); diff != "" {
 		t.Errorf("response after change (-got +want):\n%s", diff)
 	}
 	// Two unknown names, each counted once although requested twice.
-	if got := metric(t, s.reg, "fairway_xds_unknown_resource_requests_total", map[string]string{"type": "endpoint"}); got != 2 {
+	if got := metric(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "endpoint"); got != 2 {
 		t.Errorf("fairway_xds_unknown_resource_requests_total{endpoint} = %v, want 2", got)
 	}
 }
@@ -365,28 +326,18 @@ func TestServer_NACKCounted(t *testing.T) {
 	defer cancel()
 	s := startServer(t)
 	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1")}))
-	eventually(ctx, t, "first push", s.Ready)
+	testkit.Eventually(ctx, t, "first push", s.Ready)
 
-	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "picky"}, TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"a.default:8080"}}); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := metric(t, s.reg, "fairway_xds_nacks_total", map[string]string{"type": "cluster"}); got != 0 {
+	stream := newSotWADS(ctx, t, s.addr)
+	stream.send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "picky"}, TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"a.default:8080"}})
+	resp := stream.recv()
+	if got := metric(t, s.reg, "fairway_xds_nacks_total", "type", "cluster"); got != 0 {
 		t.Fatalf("fairway_xds_nacks_total{cluster} = %v before any NACK, want 0", got)
 	}
-	if err := stream.Send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"a.default:8080"},
-		ResponseNonce: resp.GetNonce(), ErrorDetail: &statuspb.Status{Code: 3, Message: "bad cluster"}}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(ctx, t, "NACK metric", func() bool {
-		return metric(t, s.reg, "fairway_xds_nacks_total", map[string]string{"type": "cluster"}) == 1
+	stream.send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"a.default:8080"},
+		ResponseNonce: resp.GetNonce(), ErrorDetail: &statuspb.Status{Code: 3, Message: "bad cluster"}})
+	testkit.Eventually(ctx, t, "NACK metric", func() bool {
+		return metric(t, s.reg, "fairway_xds_nacks_total", "type", "cluster") == 1
 	})
 }
 
@@ -396,10 +347,10 @@ func TestServer_DebounceCoalescesBurstAndBoundsLoneChange(t *testing.T) {
 	const window = 20 * time.Millisecond
 	clk := clocktesting.NewFakeClock(time.Now())
 	reg := prometheus.NewRegistry()
-	s := xdsserver.New(xdsserver.WithRegistry(reg), xdsserver.WithDebounce(window), xdsserver.WithClock(clk))
+	s := xdsserver.New(xdsserver.WithRegisterer(reg), xdsserver.WithDebounce(window), xdsserver.WithClock(clk))
 	defer s.Close()
-	pushes := func() float64 { return metric(t, reg, "fairway_xds_pushes_total", nil) }
-	version := func() float64 { return metric(t, reg, "fairway_xds_snapshot_version", nil) }
+	pushes := func() float64 { return metric(t, reg, "fairway_xds_pushes_total") }
+	version := func() float64 { return metric(t, reg, "fairway_xds_snapshot_version") }
 
 	// A burst of 10 updates spread over less than one window: one push,
 	// carrying the last snapshot, once the window after the first has passed.
@@ -415,7 +366,7 @@ func TestServer_DebounceCoalescesBurstAndBoundsLoneChange(t *testing.T) {
 		t.Fatalf("pushes before the window passed = %v, want 0", got)
 	}
 	clk.Step(window / 2)
-	eventually(ctx, t, "the burst's push", func() bool { return pushes() == 1 })
+	testkit.Eventually(ctx, t, "the burst's push", func() bool { return pushes() == 1 })
 	if got := version(); got != 10 {
 		t.Errorf("pushed version = %v, want 10 (the burst's last)", got)
 	}
@@ -427,12 +378,16 @@ func TestServer_DebounceCoalescesBurstAndBoundsLoneChange(t *testing.T) {
 		t.Fatalf("pushes before the lone update's window passed = %v, want 1", got)
 	}
 	clk.Step(time.Nanosecond)
-	eventually(ctx, t, "the lone update's push", func() bool { return pushes() == 2 })
+	testkit.Eventually(ctx, t, "the lone update's push", func() bool { return pushes() == 2 })
 	if got := version(); got != 11 {
 		t.Errorf("pushed version = %v, want 11", got)
 	}
-	if got := metric(t, reg, "fairway_xds_change_to_push_seconds", nil); got != 2 {
-		t.Errorf("fairway_xds_change_to_push_seconds count = %v, want 2", got)
+	var observed uint64
+	for _, m := range series(t, reg, "fairway_xds_change_to_push_seconds", "", "") {
+		observed += m.GetHistogram().GetSampleCount()
+	}
+	if observed != 2 {
+		t.Errorf("fairway_xds_change_to_push_seconds count = %v, want 2", observed)
 	}
 }
 
@@ -459,13 +414,44 @@ func TestServer_AdminEndpoints(t *testing.T) {
 		t.Errorf("/readyz before the first snapshot = %d, want 503", got)
 	}
 	s.Update(topology.NewSnapshot(7, time.Now(), nil)) // an empty world is a world
-	eventually(ctx, t, "/readyz 200", func() bool { return get("/readyz") == http.StatusOK })
+	testkit.Eventually(ctx, t, "/readyz 200", func() bool { return get("/readyz") == http.StatusOK })
 	if got := get("/metrics"); got != http.StatusOK {
 		t.Errorf("/metrics = %d, want 200", got)
 	}
-	if got := metric(t, s.reg, "fairway_xds_snapshot_version", nil); got != 7 {
+	if got := metric(t, s.reg, "fairway_xds_snapshot_version"); got != 7 {
 		t.Errorf("fairway_xds_snapshot_version = %v, want 7", got)
 	}
+}
+
+// sotwADS is a raw SotW ADS stream.
+type sotwADS struct {
+	t      *testing.T
+	stream discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+}
+
+func newSotWADS(ctx context.Context, t *testing.T, addr string) *sotwADS {
+	t.Helper()
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, addr)).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sotwADS{t: t, stream: stream}
+}
+
+func (a *sotwADS) send(req *discoverypb.DiscoveryRequest) {
+	a.t.Helper()
+	if err := a.stream.Send(req); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+func (a *sotwADS) recv() *discoverypb.DiscoveryResponse {
+	a.t.Helper()
+	resp, err := a.stream.Recv()
+	if err != nil {
+		a.t.Fatalf("receiving a response: %v", err)
+	}
+	return resp
 }
 
 // deltaStream is a raw delta ADS stream that ACKs every response it reads.
@@ -483,29 +469,41 @@ func newDeltaStream(ctx context.Context, t *testing.T, addr string) *deltaStream
 	return &deltaStream{t: t, stream: stream}
 }
 
-func (d *deltaStream) subscribe(typeURL string, names ...string) {
+func (d *deltaStream) send(req *discoverypb.DeltaDiscoveryRequest) {
 	d.t.Helper()
-	if err := d.stream.Send(&discoverypb.DeltaDiscoveryRequest{Node: &corepb.Node{Id: "delta-client"}, TypeUrl: typeURL, ResourceNamesSubscribe: names}); err != nil {
+	if err := d.stream.Send(req); err != nil {
 		d.t.Fatal(err)
 	}
+}
+
+func (d *deltaStream) subscribe(typeURL string, names ...string) {
+	d.t.Helper()
+	d.send(&discoverypb.DeltaDiscoveryRequest{Node: &corepb.Node{Id: "delta-client"}, TypeUrl: typeURL, ResourceNamesSubscribe: names})
+}
+
+// next reads one response and ACKs it.
+func (d *deltaStream) next() *discoverypb.DeltaDiscoveryResponse {
+	d.t.Helper()
+	resp, err := d.stream.Recv()
+	if err != nil {
+		d.t.Fatalf("receiving a delta response: %v", err)
+	}
+	if err := d.stream.Send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
+		d.t.Fatal(err)
+	}
+	return resp
 }
 
 // recv reads one response, ACKs it and returns its type, the names of its
 // resources and the names it removes.
 func (d *deltaStream) recv() (typeURL string, names, removed []string) {
 	d.t.Helper()
-	resp, err := d.stream.Recv()
-	if err != nil {
-		d.t.Fatal(err)
-	}
+	resp := d.next()
 	for _, r := range resp.GetResources() {
 		names = append(names, r.GetName())
 	}
 	slices.Sort(names)
 	removed = slices.Sorted(slices.Values(resp.GetRemovedResources()))
-	if err := d.stream.Send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
-		d.t.Fatal(err)
-	}
 	return resp.GetTypeUrl(), names, removed
 }
 
@@ -521,7 +519,7 @@ func TestServer_DeltaPolicyChangeAndRemoval(t *testing.T) {
 	a, b := service("a", "10.0.0.1"), service("b", "10.0.0.2")
 	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{a, b})
 	s.Update(snap)
-	eventually(ctx, t, "first push", s.Ready)
+	testkit.Eventually(ctx, t, "first push", s.Ready)
 
 	d := newDeltaStream(ctx, t, s.addr)
 	d.subscribe(resourcev3.ClusterType, "a.default:8080", "b.default:8080")
@@ -529,12 +527,12 @@ func TestServer_DeltaPolicyChangeAndRemoval(t *testing.T) {
 	var got []deltaResp
 	for range 2 {
 		typ, names, removed := d.recv()
-		got = append(got, deltaResp{typeLabelOf(typ), names, removed})
+		got = append(got, deltaResp{typ, names, removed})
 	}
 	slices.SortFunc(got, func(x, y deltaResp) int { return strings.Compare(x.Type, y.Type) })
 	want := []deltaResp{
-		{"cluster", []string{"a.default:8080", "b.default:8080"}, nil},
-		{"endpoint", []string{"a.default:8080", "b.default:8080"}, nil},
+		{resourcev3.ClusterType, []string{"a.default:8080", "b.default:8080"}, nil},
+		{resourcev3.EndpointType, []string{"a.default:8080", "b.default:8080"}, nil},
 	}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Fatalf("initial responses (-got +want):\n%s", diff)
@@ -546,37 +544,45 @@ func TestServer_DeltaPolicyChangeAndRemoval(t *testing.T) {
 	snap = snap.With(2, time.Now(), []*topology.Service{a2}, nil)
 	s.Update(snap)
 	typ, names, removed := d.recv()
-	if diff := cmp.Diff(deltaResp{typeLabelOf(typ), names, removed}, deltaResp{"cluster", []string{"a.default:8080"}, nil}); diff != "" {
+	if diff := cmp.Diff(deltaResp{typ, names, removed}, deltaResp{resourcev3.ClusterType, []string{"a.default:8080"}, nil}); diff != "" {
 		t.Errorf("response to a policy change (-got +want):\n%s", diff)
 	}
 	s.Update(snap.With(3, time.Now(), nil, []topology.ServiceKey{b.Key}))
 	got = nil
 	for range 2 {
 		typ, names, removed := d.recv()
-		got = append(got, deltaResp{typeLabelOf(typ), names, removed})
+		got = append(got, deltaResp{typ, names, removed})
 	}
 	slices.SortFunc(got, func(x, y deltaResp) int { return strings.Compare(x.Type, y.Type) })
 	want = []deltaResp{
-		{"cluster", nil, []string{"b.default:8080"}},
-		{"endpoint", nil, []string{"b.default:8080"}},
+		{resourcev3.ClusterType, nil, []string{"b.default:8080"}},
+		{resourcev3.EndpointType, nil, []string{"b.default:8080"}},
 	}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("responses to removing b (-got +want):\n%s", diff)
 	}
-	if got := metric(t, s.reg, "fairway_xds_unknown_resource_requests_total", map[string]string{"type": "endpoint"}); got != 1 {
+	if got := metric(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "endpoint"); got != 1 {
 		t.Errorf("fairway_xds_unknown_resource_requests_total{endpoint} = %v, want 1", got)
 	}
-	if got := metric(t, s.reg, "fairway_xds_resources", map[string]string{"type": "listener"}); got != 2 {
+	if got := metric(t, s.reg, "fairway_xds_resources", "type", "listener"); got != 2 {
 		t.Errorf("fairway_xds_resources{listener} = %v, want 2", got)
 	}
 }
 
-func typeLabelOf(typeURL string) string {
-	switch typeURL {
-	case resourcev3.ClusterType:
-		return "cluster"
-	case resourcev3.EndpointType:
-		return "endpoint"
+// TestServer_NilRegistererRegistersNothing: WithRegisterer(nil) serves xDS
+// and health as usual, with no /metrics.
+func TestServer_NilRegistererRegistersNothing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	s := xdsserver.New(xdsserver.WithRegisterer(nil), xdsserver.WithDebounce(0))
+	defer s.Close()
+	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1")}))
+	testkit.Eventually(ctx, t, "first push", s.Ready)
+	for path, want := range map[string]int{"/readyz": http.StatusOK, "/metrics": http.StatusNotFound} {
+		rec := httptest.NewRecorder()
+		s.AdminHandler().ServeHTTP(rec, httptest.NewRequestWithContext(ctx, http.MethodGet, path, nil))
+		if rec.Code != want {
+			t.Errorf("%s = %d, want %d", path, rec.Code, want)
+		}
 	}
-	return typeURL
 }

@@ -1,0 +1,96 @@
+package xdsserver
+
+import (
+	"log/slog"
+
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fairway-lb/fairway/internal/promreg"
+)
+
+// metrics are the server's collectors. All of them are defined here and
+// registered by newMetrics.
+type metrics struct {
+	streams      *prometheus.GaugeVec   // fairway_xds_streams{type, protocol}
+	pushes       prometheus.Counter     // fairway_xds_pushes_total
+	nacks        *prometheus.CounterVec // fairway_xds_nacks_total{type}
+	unknown      *prometheus.CounterVec // fairway_xds_unknown_resource_requests_total{type}
+	version      prometheus.Gauge       // fairway_xds_snapshot_version
+	changeToPush prometheus.Histogram   // fairway_xds_change_to_push_seconds
+	resources    *prometheus.GaugeVec   // fairway_xds_resources{type}
+
+	callerStreams      *prometheus.GaugeVec // fairway_xds_caller_streams{zone}, kept by callerZones
+	callerZonesUpdates prometheus.Counter   // fairway_xds_caller_zones_updates_total
+}
+
+// newMetrics creates the server's collectors and registers them with reg
+// through promreg.Register (nil: not registered), reusing those another
+// Server registered there before. A collector that cannot be registered is
+// logged and kept unregistered: the server counts, nobody scrapes it.
+func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
+	m := &metrics{}
+	m.streams = register(reg, log, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fairway_xds_streams",
+		Help: "Open xDS streams by resource type and protocol (an ADS stream counts once per type it has requested).",
+	}, []string{"type", "protocol"}))
+	m.pushes = register(reg, log, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fairway_xds_pushes_total",
+		Help: "Snapshots pushed to the xDS caches.",
+	}))
+	m.nacks = register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fairway_xds_nacks_total",
+		Help: "Responses rejected by clients (requests carrying error_detail), by resource type.",
+	}, []string{"type"}))
+	m.unknown = register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fairway_xds_unknown_resource_requests_total",
+		Help: "Requests for resource names the server does not serve (counted once per stream and name), by resource type.",
+	}, []string{"type"}))
+	m.version = register(reg, log, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "fairway_xds_snapshot_version",
+		Help: "Version of the last topology snapshot pushed to the xDS caches.",
+	}))
+	m.changeToPush = register(reg, log, prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "fairway_xds_change_to_push_seconds",
+		Help:    "Time from a source observing a change to its resources being in the xDS caches.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	}))
+	m.resources = register(reg, log, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fairway_xds_resources",
+		Help: "Resources in the xDS caches by type.",
+	}, []string{"type"}))
+	m.callerStreams = register(reg, log, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "fairway_xds_caller_streams",
+		Help: "Open xDS streams whose node states a locality zone, by zone.",
+	}, []string{"zone"}))
+	m.callerZonesUpdates = register(reg, log, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fairway_xds_caller_zones_updates_total",
+		Help: "Clusters re-rendered because their callers' distribution over zones moved (without a topology change).",
+	}))
+	return m
+}
+
+// register is promreg.Register, logging the error it may return.
+func register[C prometheus.Collector](reg prometheus.Registerer, log *slog.Logger, c C) C {
+	c, err := promreg.Register(reg, c)
+	if err != nil {
+		log.Error("registering a metric; it will not be exported", "error", err)
+	}
+	return c
+}
+
+// typeLabel is the metric label of a type URL: "cluster", "endpoint",
+// "listener", "route", or the type URL itself for anything else.
+func typeLabel(typeURL string) string {
+	switch typeURL {
+	case resourcev3.ClusterType:
+		return "cluster"
+	case resourcev3.EndpointType:
+		return "endpoint"
+	case resourcev3.ListenerType:
+		return "listener"
+	case resourcev3.RouteType:
+		return "route"
+	}
+	return typeURL
+}
