@@ -3,12 +3,12 @@ package xdsserver
 import (
 	"context"
 	"strings"
-	"time"
 
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
 )
@@ -24,22 +24,37 @@ type streamID struct {
 }
 
 // streamState is the server's accounting of one stream (its caller zone is
-// kept by callerZones).
+// kept by callerZones). It stays small: types and nacked have at most one
+// entry per type the server serves (a request for another type ends the
+// stream).
 type streamState struct {
 	nodeID  string
-	types   map[string]bool // type URLs this stream has requested
-	unknown map[string]bool // "type/name" already reported as unknown
-	nacked  map[string]bool // "type/error" already logged as NACKed
+	types   map[string]bool   // type URLs this stream has requested
+	unknown map[string]bool   // "type/name" already reported as unknown
+	nacked  map[string]string // type URL → response nonce of the last NACK counted
 }
 
 func newStreamState() *streamState {
-	return &streamState{types: map[string]bool{}, unknown: map[string]bool{}, nacked: map[string]bool{}}
+	return &streamState{types: map[string]bool{}, unknown: map[string]bool{}, nacked: map[string]string{}}
 }
+
+// streamRequest is what the callbacks read of a SotW or delta request.
+type streamRequest struct {
+	node        *corepb.Node
+	typeURL     string
+	names       []string // SotW resource_names; delta resource_names_subscribe
+	unsubscribe []string // delta resource_names_unsubscribe
+	version     string   // SotW version_info (the last version accepted); delta: ""
+	nonce       string   // response_nonce
+	errorDetail *statuspb.Status
+}
+
+// nack reports whether the request is a NACK.
+func (r streamRequest) nack() bool { return r.errorDetail != nil }
 
 // callbacks returns the go-control-plane callbacks of s: stream accounting,
 // caller zones, NACKs and unknown names. go-control-plane calls them from
-// each stream's goroutine; they do not block, except that a NACK delays its
-// own stream (throttleNACK).
+// each stream's goroutine; they do not block.
 func (s *Server) callbacks() serverv3.CallbackFuncs {
 	return serverv3.CallbackFuncs{
 		StreamOpenFunc: func(_ context.Context, id int64, _ string) error {
@@ -53,13 +68,17 @@ func (s *Server) callbacks() serverv3.CallbackFuncs {
 		},
 		DeltaStreamClosedFunc: func(id int64, _ *corepb.Node) { s.streamClosed(streamID{protoDelta, id}) },
 		StreamRequestFunc: func(id int64, req *discoverypb.DiscoveryRequest) error {
-			s.request(streamID{protoSotW, id}, req.GetNode(), req.GetTypeUrl(), req.GetResourceNames(), nil,
-				req.GetErrorDetail().GetMessage())
+			s.request(streamID{protoSotW, id}, streamRequest{
+				node: req.GetNode(), typeURL: req.GetTypeUrl(), names: req.GetResourceNames(),
+				version: req.GetVersionInfo(), nonce: req.GetResponseNonce(), errorDetail: req.GetErrorDetail(),
+			})
 			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoverypb.DeltaDiscoveryRequest) error {
-			s.request(streamID{protoDelta, id}, req.GetNode(), req.GetTypeUrl(), req.GetResourceNamesSubscribe(),
-				req.GetResourceNamesUnsubscribe(), req.GetErrorDetail().GetMessage())
+			s.request(streamID{protoDelta, id}, streamRequest{
+				node: req.GetNode(), typeURL: req.GetTypeUrl(), names: req.GetResourceNamesSubscribe(),
+				unsubscribe: req.GetResourceNamesUnsubscribe(), nonce: req.GetResponseNonce(), errorDetail: req.GetErrorDetail(),
+			})
 			return nil
 		},
 	}
@@ -89,33 +108,32 @@ func (s *Server) streamClosed(sid streamID) {
 }
 
 // request handles one request of a stream: callers' zones, stream
-// accounting, NACKs and unknown names. names are the SotW resource names or
-// the delta names subscribed to, unsubscribe the delta names unsubscribed
-// from.
-func (s *Server) request(sid streamID, node *corepb.Node, typeURL string, names, unsubscribe []string, errDetail string) {
-	callersChanged := s.callers.node(sid, node)
-	if typeURL == resourcev3.ClusterType {
-		callersChanged = s.callers.subscribe(sid, names, unsubscribe) || callersChanged
+// accounting, NACKs and unknown names.
+func (s *Server) request(sid streamID, req streamRequest) {
+	callersChanged := s.callers.node(sid, req.node)
+	if req.typeURL == resourcev3.ClusterType {
+		callersChanged = s.callers.subscribe(sid, req.names, req.unsubscribe) || callersChanged
 	}
 	if callersChanged {
 		s.callersChanged()
 	}
-	nodeID, unknown, firstNACK := s.account(sid, node, typeURL, names, errDetail)
-	if errDetail != "" {
-		s.nacked(sid, nodeID, typeURL, names, errDetail, firstNACK)
+	nodeID, unknown, firstNACK := s.account(sid, req)
+	if req.nack() {
+		s.nacked(sid, nodeID, req, firstNACK)
 	}
 	for _, name := range unknown {
-		s.metrics.unknown.WithLabelValues(typeLabel(typeURL)).Inc()
+		s.metrics.unknown.WithLabelValues(typeLabel(req.typeURL)).Inc()
 		s.log.Info("xDS client requested a resource this server does not serve; answering without it",
-			"node", nodeID, "stream", sid.id, "protocol", sid.protocol, "type", typeLabel(typeURL), "name", name)
+			"node", nodeID, "stream", sid.id, "protocol", sid.protocol, "type", typeLabel(req.typeURL), "name", name)
 	}
 }
 
 // account records a request in its stream's state: the node ID, the type
-// requested, the names not known since the first push. It returns the
-// node ID, the names to report as unknown (each once per stream) and
-// whether the stream reports errDetail for typeURL for the first time.
-func (s *Server) account(sid streamID, node *corepb.Node, typeURL string, names []string, errDetail string) (nodeID string, unknown []string, firstNACK bool) {
+// requested, the names not known since the first push, the NACK. It
+// returns the node ID, the names to report as unknown (each once per
+// stream) and whether the request is the stream's first NACK of the
+// response it names (by nonce) for a type the server serves.
+func (s *Server) account(sid streamID, req streamRequest) (nodeID string, unknown []string, firstNACK bool) {
 	pushed := s.pushed.Load()
 	s.streamsMu.Lock()
 	defer s.streamsMu.Unlock()
@@ -124,57 +142,29 @@ func (s *Server) account(sid streamID, node *corepb.Node, typeURL string, names 
 		st = newStreamState()
 		s.streams[sid] = st
 	}
-	if node.GetId() != "" {
-		st.nodeID = node.GetId()
+	if req.node.GetId() != "" {
+		st.nodeID = req.node.GetId()
 	}
-	if typeURL != "" && !st.types[typeURL] {
-		st.types[typeURL] = true
-		s.metrics.streams.WithLabelValues(typeLabel(typeURL), sid.protocol).Inc()
+	_, served := s.caches[req.typeURL]
+	if served && !st.types[req.typeURL] {
+		st.types[req.typeURL] = true
+		s.metrics.streams.WithLabelValues(typeLabel(req.typeURL), sid.protocol).Inc()
 	}
-	if pushed != nil {
-		for _, name := range names {
-			if known(pushed, typeURL, name) || st.unknown[typeURL+"/"+name] {
+	if pushed != nil && served {
+		for _, name := range req.names {
+			if known(pushed, req.typeURL, name) || st.unknown[req.typeURL+"/"+name] {
 				continue
 			}
-			st.unknown[typeURL+"/"+name] = true
+			st.unknown[req.typeURL+"/"+name] = true
 			unknown = append(unknown, name)
 		}
 	}
-	if errDetail != "" && !st.nacked[typeURL+"/"+errDetail] {
-		st.nacked[typeURL+"/"+errDetail] = true
-		firstNACK = true
+	if req.nack() && served {
+		last, ok := st.nacked[req.typeURL]
+		firstNACK = !ok || last != req.nonce
+		st.nacked[req.typeURL] = req.nonce
 	}
 	return st.nodeID, unknown, firstNACK
-}
-
-// nacked counts and logs a NACK (at warn level the first time the stream
-// reports the error for the type), then delays the stream: go-control-plane
-// answers a NACK at once with the same resources, which the client NACKs
-// again.
-func (s *Server) nacked(sid streamID, nodeID, typeURL string, names []string, errDetail string, first bool) {
-	s.metrics.nacks.WithLabelValues(typeLabel(typeURL)).Inc()
-	attrs := []any{"node", nodeID, "stream", sid.id, "protocol", sid.protocol,
-		"type", typeLabel(typeURL), "names", names, "error", errDetail}
-	if first {
-		s.log.Warn("xDS client rejected a response (NACK)", attrs...)
-	} else {
-		s.log.Debug("xDS client rejected a response again (NACK)", attrs...)
-	}
-	s.throttleNACK()
-}
-
-// throttleNACK delays the stream that sent a NACK by the NACK delay (or until
-// Close). It runs on that stream's goroutine.
-func (s *Server) throttleNACK() {
-	if s.nackDelay <= 0 {
-		return
-	}
-	t := time.NewTimer(s.nackDelay) // real time: a fake clock (WithClock) drives only pushes
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-s.ctx.Done():
-	}
 }
 
 // known reports whether a resource of type typeURL named name is in the

@@ -22,11 +22,13 @@
 // nothing is sent for it), logged once per stream and name, and counted in
 // fairway_xds_unknown_resource_requests_total; the stream keeps serving its
 // other names. The check starts with the first push (before it every name is
-// unknown). A NACK (a request carrying error_detail) is counted in
-// fairway_xds_nacks_total, logged at warn level the first time a stream
-// reports a given error for a type (at debug level after that), and delays
-// that stream's next answer by the NACK delay (WithNACKDelay), since
-// go-control-plane re-sends the rejected resources at once.
+// unknown). A NACK (a request carrying error_detail) leaves the stream
+// without an answer for the type until the resources it rejected change, as
+// istiod does (nack.go): go-control-plane alone answers a SotW NACK of a
+// stream's first response at once with the same resources, which the client
+// rejects again. Each rejected response counts once per stream in
+// fairway_xds_nacks_total and logs one warn line with the client's
+// error_detail.
 //
 // Caller zones: the server counts, per Cluster name, the streams subscribed
 // to it by name whose node states a zone (node.locality.zone of the first
@@ -81,10 +83,6 @@ import (
 // DefaultDebounce is the default debounce window.
 const DefaultDebounce = 20 * time.Millisecond
 
-// DefaultNACKDelay is how long, by default, a stream waits after a NACK
-// before the server answers it again.
-const DefaultNACKDelay = 100 * time.Millisecond
-
 // The resource types the server serves, in the order a push updates them
 // (what a resource points to is in the caches before the resource).
 var typeURLs = []string{resourcev3.EndpointType, resourcev3.ClusterType, resourcev3.RouteType, resourcev3.ListenerType}
@@ -93,25 +91,17 @@ var typeURLs = []string{resourcev3.EndpointType, resourcev3.ClusterType, resourc
 type Option func(*options)
 
 type options struct {
-	debounce  time.Duration
-	nackDelay time.Duration
-	logger    *slog.Logger
-	reg       prometheus.Registerer
-	regSet    bool // WithRegisterer was given
-	clock     clock.WithDelayedExecution
-	warmup    time.Duration
+	debounce time.Duration
+	logger   *slog.Logger
+	reg      prometheus.Registerer
+	regSet   bool // WithRegisterer was given
+	clock    clock.WithDelayedExecution
+	warmup   time.Duration
 }
 
 // WithDebounce sets the debounce window (default DefaultDebounce). Zero or
 // less pushes every Update at once.
 func WithDebounce(d time.Duration) Option { return func(o *options) { o.debounce = d } }
-
-// WithNACKDelay sets how long a stream waits after sending a NACK before
-// the server processes its next request (default DefaultNACKDelay; zero or
-// less: no wait). go-control-plane answers a NACK at once with the same
-// resources, so without a delay a client that rejects them loops as fast as
-// the network allows.
-func WithNACKDelay(d time.Duration) Option { return func(o *options) { o.nackDelay = d } }
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
@@ -142,19 +132,18 @@ func WithCallerZonesWarmup(d time.Duration) Option { return func(o *options) { o
 // with Close.
 type Server struct {
 	// immutable
-	log       *slog.Logger
-	debounce  time.Duration
-	nackDelay time.Duration
-	clock     clock.WithDelayedExecution
-	gatherer  prometheus.Gatherer // served on /metrics; nil: none
-	metrics   *metrics
-	callers   *callerZones
-	caches    map[string]*cachev3.LinearCache // by type URL
-	xds       serverv3.Server
-	ctx       context.Context
-	cancel    context.CancelFunc
-	kick      chan struct{} // buffered(1): a push is due
-	wg        sync.WaitGroup
+	log      *slog.Logger
+	debounce time.Duration
+	clock    clock.WithDelayedExecution
+	gatherer prometheus.Gatherer // served on /metrics; nil: none
+	metrics  *metrics
+	callers  *callerZones
+	caches   map[string]*cachev3.LinearCache // by type URL
+	xds      serverv3.Server
+	ctx      context.Context
+	cancel   context.CancelFunc
+	kick     chan struct{} // buffered(1): a push is due
+	wg       sync.WaitGroup
 
 	warmupTimer clock.Timer // set by New; nil without a warm-up; stopped by Close
 
@@ -163,7 +152,9 @@ type Server struct {
 	pushed atomic.Pointer[topology.Snapshot]
 
 	// Lock order: mu before streamsMu; neither is held while calling into
-	// the caches or into callers (whose lock is a leaf).
+	// the caches or into callers (whose lock is a leaf). go-control-plane
+	// calls the caches (through nackCache, which holds no lock) and the
+	// callbacks from stream goroutines without any of these held.
 	mu        sync.Mutex
 	latest    *topology.Snapshot // guarded by mu
 	scheduled bool               // guarded by mu: a push is due for latest
@@ -177,7 +168,7 @@ type Server struct {
 
 // New creates a Server and starts its push goroutine.
 func New(opts ...Option) *Server {
-	o := options{debounce: DefaultDebounce, nackDelay: DefaultNACKDelay}
+	o := options{debounce: DefaultDebounce}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -196,16 +187,15 @@ func New(opts ...Option) *Server {
 	m := newMetrics(o.reg, log)
 	gatherer, _ := o.reg.(prometheus.Gatherer)
 	s := &Server{
-		log:       log,
-		debounce:  o.debounce,
-		nackDelay: o.nackDelay,
-		clock:     o.clock,
-		gatherer:  gatherer,
-		metrics:   m,
-		callers:   newCallerZones(m.callerStreams, o.clock.Now().Add(o.warmup)),
-		caches:    make(map[string]*cachev3.LinearCache, len(typeURLs)),
-		kick:      make(chan struct{}, 1),
-		streams:   make(map[streamID]*streamState),
+		log:      log,
+		debounce: o.debounce,
+		clock:    o.clock,
+		gatherer: gatherer,
+		metrics:  m,
+		callers:  newCallerZones(m.callerStreams, o.clock.Now().Add(o.warmup)),
+		caches:   make(map[string]*cachev3.LinearCache, len(typeURLs)),
+		kick:     make(chan struct{}, 1),
+		streams:  make(map[streamID]*streamState),
 	}
 	mux := &cachev3.MuxCache{
 		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
@@ -213,13 +203,13 @@ func New(opts ...Option) *Server {
 		Caches:        make(map[string]cachev3.Cache, len(typeURLs)),
 	}
 	for _, t := range typeURLs {
-		c := cachev3.NewLinearCache(t)
+		c := cachev3.NewLinearCache(t) // no version prefix: nackCache relies on it
 		s.caches[t] = c
 		mux.Caches[t] = c
 		s.metrics.resources.WithLabelValues(typeLabel(t)).Set(0)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.xds = serverv3.NewServer(s.ctx, mux, s.callbacks())
+	s.xds = serverv3.NewServer(s.ctx, nackCache{mux}, s.callbacks())
 	if o.warmup > 0 {
 		// kickPush only sends on a channel: safe under a fake clock's lock.
 		s.warmupTimer = o.clock.AfterFunc(o.warmup, s.kickPush)

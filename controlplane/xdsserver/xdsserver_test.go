@@ -24,7 +24,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
-	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -319,26 +318,6 @@ func TestServer_UnknownNameKeepsStreamServing(t *testing.T) {
 	if got := metric(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "endpoint"); got != 2 {
 		t.Errorf("fairway_xds_unknown_resource_requests_total{endpoint} = %v, want 2", got)
 	}
-}
-
-func TestServer_NACKCounted(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	s := startServer(t)
-	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1")}))
-	testkit.Eventually(ctx, t, "first push", s.Ready)
-
-	stream := newSotWADS(ctx, t, s.addr)
-	stream.send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "picky"}, TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"a.default:8080"}})
-	resp := stream.recv()
-	if got := metric(t, s.reg, "fairway_xds_nacks_total", "type", "cluster"); got != 0 {
-		t.Fatalf("fairway_xds_nacks_total{cluster} = %v before any NACK, want 0", got)
-	}
-	stream.send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNames: []string{"a.default:8080"},
-		ResponseNonce: resp.GetNonce(), ErrorDetail: &statuspb.Status{Code: 3, Message: "bad cluster"}})
-	testkit.Eventually(ctx, t, "NACK metric", func() bool {
-		return metric(t, s.reg, "fairway_xds_nacks_total", "type", "cluster") == 1
-	})
 }
 
 func TestServer_DebounceCoalescesBurstAndBoundsLoneChange(t *testing.T) {
