@@ -60,13 +60,16 @@ func (b *lockedBuffer) count(parts ...string) int {
 	return n
 }
 
-// startLoggedServer is startServer with its log also kept in the returned
-// buffer.
-func startLoggedServer(t *testing.T) (*testServer, *lockedBuffer) {
+// startNACKServer is startServer with its log also kept in the returned
+// buffer, once it has pushed the returned snapshot of services a and b.
+func startNACKServer(ctx context.Context, t *testing.T) (*testServer, *lockedBuffer, *topology.Snapshot) {
 	t.Helper()
 	log := &lockedBuffer{}
 	s := startServer(t, xdsserver.WithLogger(slog.New(slog.NewTextHandler(io.MultiWriter(log, t.Output()), nil))))
-	return s, log
+	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1"), service("b", "10.0.0.2")})
+	s.Update(snap)
+	testkit.Eventually(ctx, t, "first push", s.Ready)
+	return s, log, snap
 }
 
 // responses forwards what recv returns to the channel it returns until recv
@@ -145,10 +148,7 @@ func TestServer_SotWNACKGetsNothingUntilChange(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	s, log := startLoggedServer(t)
-	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1"), service("b", "10.0.0.2")})
-	s.Update(snap)
-	testkit.Eventually(ctx, t, "first push", s.Ready)
+	s, log, snap := startNACKServer(ctx, t)
 
 	names := []string{"a.default:8080"}
 	open := func(typeURL, id string) (*sotwADS, <-chan *discoverypb.DiscoveryResponse) {
@@ -201,10 +201,7 @@ func TestServer_DeltaNACKGetsNothingUntilChange(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	s, log := startLoggedServer(t)
-	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1"), service("b", "10.0.0.2")})
-	s.Update(snap)
-	testkit.Eventually(ctx, t, "first push", s.Ready)
+	s, log, snap := startNACKServer(ctx, t)
 
 	nacker := newDeltaStream(ctx, t, s.addr)
 	nacker.subscribe(resourcev3.ClusterType, "a.default:8080")
