@@ -18,7 +18,8 @@
 //     (wire.MetadataCallerZones);
 //   - two Listeners, N and the FQDN form, each with an api_listener
 //     HttpConnectionManager that fetches RouteConfiguration N over ADS;
-//   - a RouteConfiguration N routing every request to Cluster N.
+//   - a RouteConfiguration N routing every request to Cluster N (hashing on a
+//     request header for ring_hash).
 //
 // Health mapping: a ready endpoint is HEALTHY; an endpoint that is not ready
 // but serving and terminating is DRAINING; anything else is UNHEALTHY.
@@ -35,12 +36,18 @@
 // then RoundRobin: grpc-go, grpc-java and Envoy balance by least request,
 // C-core and grpc-js (which lack it) by round robin. random becomes
 // ...random.v3.Random then RoundRobin: only Envoy has Random. round_robin
-// becomes RoundRobin alone. Every entry carries slow_start_config when the
-// policy asks for slow start; Envoy honours it, gRPC clients ignore it. The
-// legacy lb_policy field stays ROUND_ROBIN, the list's last entry: it is what
-// a client that ignores load_balancing_policy applies (older C-core such as
-// 1.51 without GRPC_EXPERIMENTAL_XDS_CUSTOM_LB_CONFIG=true), and grpc-go
-// NACKs a value it lacks even when load_balancing_policy is set.
+// becomes RoundRobin alone. weighted_round_robin becomes gRFC A58's
+// ...client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin then
+// RoundRobin: every client has it; it weights endpoints by their ORCA
+// utilization reports and, without reports, spreads like round robin.
+// ring_hash becomes gRFC A42's ...ring_hash.v3.RingHash (XX_HASH) then
+// RoundRobin, and its RouteConfiguration hashes on a request header. Every
+// entry carries slow_start_config when the policy asks for slow start and the
+// message has the field; Envoy honours it, gRPC clients ignore it. The legacy
+// lb_policy field is what a client that ignores load_balancing_policy applies
+// (older C-core such as 1.51 without GRPC_EXPERIMENTAL_XDS_CUSTOM_LB_CONFIG=true):
+// RING_HASH for ring_hash, ROUND_ROBIN, the list's last entry, otherwise;
+// grpc-go NACKs a value it lacks even when load_balancing_policy is set.
 // docs/clients.md has the table of which client applies which policy.
 package translate
 
@@ -57,9 +64,11 @@ import (
 	routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	wrrpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/client_side_weighted_round_robin/v3"
 	lbcommonpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/common/v3"
 	leastrequestpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	randompb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
+	ringhashpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/ring_hash/v3"
 	roundrobinpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	typepb "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
@@ -80,6 +89,8 @@ const (
 	leastRequestName = "envoy.load_balancing_policies.least_request"
 	roundRobinName   = "envoy.load_balancing_policies.round_robin"
 	randomName       = "envoy.load_balancing_policies.random"
+	wrrName          = "envoy.load_balancing_policies.client_side_weighted_round_robin"
+	ringHashName     = "envoy.load_balancing_policies.ring_hash"
 	routerFilterName = "envoy.filters.http.router"
 )
 
@@ -257,6 +268,12 @@ func loadBalancingPolicy(p topology.Policy) *clusterpb.LoadBalancingPolicy {
 		return &clusterpb.LoadBalancingPolicy{Policies: []*clusterpb.LoadBalancingPolicy_Policy{fallback}}
 	case topology.Random:
 		intended = lbPolicy(randomName, &randompb.Random{})
+	case topology.WeightedRoundRobin:
+		intended = lbPolicy(wrrName, &wrrpb.ClientSideWeightedRoundRobin{SlowStartConfig: slowStart(p.SlowStart)})
+	case topology.RingHash:
+		// gRPC clients accept XX_HASH only, not DEFAULT_HASH (which Envoy
+		// reads as XX_HASH).
+		intended = lbPolicy(ringHashName, &ringhashpb.RingHash{HashFunction: ringhashpb.RingHash_XX_HASH})
 	default: // topology.LeastRequest and unset
 		intended = lbPolicy(leastRequestName, &leastrequestpb.LeastRequest{
 			ChoiceCount:     wrapperspb.UInt32(max(p.ChoiceCount, 2)),
@@ -266,9 +283,17 @@ func loadBalancingPolicy(p topology.Policy) *clusterpb.LoadBalancingPolicy {
 	return &clusterpb.LoadBalancingPolicy{Policies: []*clusterpb.LoadBalancingPolicy_Policy{intended, fallback}}
 }
 
-// legacyLBPolicy is the Cluster's lb_policy: the enum form of the last entry
-// of loadBalancingPolicy's list, for clients that read only this field.
-func legacyLBPolicy(topology.Policy) clusterpb.Cluster_LbPolicy {
+// legacyLBPolicy is the Cluster's lb_policy, for clients that read only this
+// field and know only ROUND_ROBIN and RING_HASH there: RING_HASH for
+// ring_hash (the field's default ring_hash_lb_config is XX_HASH, which every
+// gRPC client accepts), so that such a client still hashes on the route's
+// header, and otherwise ROUND_ROBIN, the last entry of loadBalancingPolicy's
+// list. Clients that read load_balancing_policy ignore it, but grpc-go checks
+// it first and NACKs a value it lacks.
+func legacyLBPolicy(p topology.Policy) clusterpb.Cluster_LbPolicy {
+	if p.LB == topology.RingHash {
+		return clusterpb.Cluster_RING_HASH
+	}
 	return clusterpb.Cluster_ROUND_ROBIN
 }
 
@@ -353,19 +378,28 @@ func listener(name, routeName string) *listenerpb.Listener {
 }
 
 // RouteConfig translates svc into its RouteConfiguration: one virtual host
-// for every domain, every path to Cluster svc.Key.ResourceName().
+// for every domain, every path to Cluster svc.Key.ResourceName(). For
+// ring_hash the route hashes on the request header svc.Policy.HashHeader
+// (topology.DefaultHashHeader when empty); a request without the header gets
+// a random hash (gRFC A42).
 func RouteConfig(svc *topology.Service) *routepb.RouteConfiguration {
 	name := svc.Key.ResourceName()
+	action := &routepb.RouteAction{ClusterSpecifier: &routepb.RouteAction_Cluster{Cluster: name}}
+	if svc.Policy.LB == topology.RingHash {
+		action.HashPolicy = []*routepb.RouteAction_HashPolicy{{
+			PolicySpecifier: &routepb.RouteAction_HashPolicy_Header_{Header: &routepb.RouteAction_HashPolicy_Header{
+				HeaderName: cmp.Or(svc.Policy.HashHeader, topology.DefaultHashHeader),
+			}},
+		}}
+	}
 	return &routepb.RouteConfiguration{
 		Name: name,
 		VirtualHosts: []*routepb.VirtualHost{{
 			Name:    name,
 			Domains: []string{"*"},
 			Routes: []*routepb.Route{{
-				Match: &routepb.RouteMatch{PathSpecifier: &routepb.RouteMatch_Prefix{Prefix: ""}},
-				Action: &routepb.Route_Route{Route: &routepb.RouteAction{
-					ClusterSpecifier: &routepb.RouteAction_Cluster{Cluster: name},
-				}},
+				Match:  &routepb.RouteMatch{PathSpecifier: &routepb.RouteMatch_Prefix{Prefix: ""}},
+				Action: &routepb.Route_Route{Route: action},
 			}},
 		}},
 	}
