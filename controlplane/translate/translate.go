@@ -9,8 +9,9 @@
 //     empty zone is a locality with an empty zone), every locality carrying a
 //     load_balancing_weight (the sum of its healthy endpoints' weights, at
 //     least 1);
-//   - a Cluster N of type EDS over ADS whose balancing policy is carried in
-//     load_balancing_policy, the field every current client reads (and in
+//   - a Cluster N of type EDS over ADS with HTTP/2 upstream (Envoy would
+//     speak HTTP/1.1 to the pods otherwise), whose balancing policy is carried
+//     in load_balancing_policy, the field every current client reads (and in
 //     lb_policy for older ones; see "Balancing policy" below), and whose
 //     Fairway metadata (filter_metadata[wire.MetadataNamespace]) carries the
 //     strategy chain (wire.MetadataStrategy) and, when given with
@@ -70,6 +71,7 @@ import (
 	randompb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
 	ringhashpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/ring_hash/v3"
 	roundrobinpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
+	httpupstreampb "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typepb "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -92,6 +94,9 @@ const (
 	wrrName          = "envoy.load_balancing_policies.client_side_weighted_round_robin"
 	ringHashName     = "envoy.load_balancing_policies.ring_hash"
 	routerFilterName = "envoy.filters.http.router"
+	// httpProtocolOptionsName is the key of an Envoy Cluster's upstream HTTP
+	// options in typed_extension_protocol_options.
+	httpProtocolOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
 // ServiceResources are all the xDS resources of one service port.
@@ -234,6 +239,9 @@ func Cluster(svc *topology.Service, opts ...ClusterOption) *clusterpb.Cluster {
 		ConnectTimeout:      durationpb.New(ConnectTimeout),
 		LbPolicy:            legacyLBPolicy(svc.Policy),
 		LoadBalancingPolicy: loadBalancingPolicy(svc.Policy),
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{
+			httpProtocolOptionsName: http2Upstream(),
+		},
 	}
 	if o := svc.Policy.Outlier; o != nil {
 		c.OutlierDetection = outlierDetection(*o)
@@ -256,6 +264,21 @@ func Cluster(svc *topology.Service, opts ...ClusterOption) *clusterpb.Cluster {
 		c.Metadata = fairwayMetadata(md)
 	}
 	return c
+}
+
+// http2Upstream tells an Envoy to speak HTTP/2 to the endpoints, as gRPC
+// needs (Envoy's default is HTTP/1.1). gRPC clients ignore it (grpc-go,
+// grpc-js) or read only its common_http_protocol_options (C-core).
+func http2Upstream() *anypb.Any {
+	return mustAny(&httpupstreampb.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpupstreampb.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &httpupstreampb.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpupstreampb.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corepb.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
 }
 
 // loadBalancingPolicy lists p's intended policy first and RoundRobin, the

@@ -1,6 +1,7 @@
 package translate_test
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	randompb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
 	ringhashpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/ring_hash/v3"
 	roundrobinpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
+	httpupstreampb "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typepb "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
@@ -172,6 +174,13 @@ func TestCluster_Translation(t *testing.T) {
 			ConnectTimeout:       durationpb.New(translate.ConnectTimeout),
 			LbPolicy:             clusterpb.Cluster_ROUND_ROBIN,
 			LoadBalancingPolicy:  &clusterpb.LoadBalancingPolicy{Policies: policies},
+			TypedExtensionProtocolOptions: map[string]*anypb.Any{
+				"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(t, &httpupstreampb.HttpProtocolOptions{
+					UpstreamProtocolOptions: &httpupstreampb.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpupstreampb.HttpProtocolOptions_ExplicitHttpConfig{
+						ProtocolConfig: &httpupstreampb.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corepb.Http2ProtocolOptions{}},
+					}},
+				}),
+			},
 		}
 	}
 	policy := func(name string, m proto.Message) *clusterpb.LoadBalancingPolicy_Policy {
@@ -473,8 +482,12 @@ func TestResources_ValidateAll(t *testing.T) {
 				t.Fatal(err)
 			}
 			all = append(all, hcm)
+			typed := slices.Collect(maps.Values(r.Cluster.GetTypedExtensionProtocolOptions()))
 			for _, p := range r.Cluster.GetLoadBalancingPolicy().GetPolicies() {
-				m, err := p.GetTypedExtensionConfig().GetTypedConfig().UnmarshalNew()
+				typed = append(typed, p.GetTypedExtensionConfig().GetTypedConfig())
+			}
+			for _, a := range typed {
+				m, err := a.UnmarshalNew()
 				if err != nil {
 					t.Fatal(err)
 				}
