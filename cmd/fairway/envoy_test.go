@@ -159,6 +159,22 @@ func TestEnvoyBootstrap_ParsesAndValidates(t *testing.T) {
 	}
 }
 
+// rawADS opens an ADS stream to the control plane at xdsAddr; the
+// connection is closed when the test ends.
+func rawADS(ctx context.Context, t *testing.T, xdsAddr string) discoverypb.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
+	t.Helper()
+	cc, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	ads, err := discoverypb.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ads
+}
+
 // adsResources sends one request on a raw ADS stream and returns the
 // resources of the first response of that type.
 func adsResources(t *testing.T, ads discoverypb.AggregatedDiscoveryService_StreamAggregatedResourcesClient, req *discoverypb.DiscoveryRequest) []*anypb.Any {
@@ -190,15 +206,7 @@ func TestEnvoyBootstrap_ClustersAreServed(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cc, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	ads, err := discoverypb.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ads := rawADS(ctx, t, xdsAddr)
 	var served, edsNames []string
 	for _, a := range adsResources(t, ads, &discoverypb.DiscoveryRequest{Node: b.GetNode(), TypeUrl: resource.ClusterType}) {
 		c := &clusterpb.Cluster{}
