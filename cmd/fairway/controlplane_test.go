@@ -18,8 +18,6 @@ import (
 	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/fairway-lb/fairway/internal/testbackend"
 )
@@ -221,15 +219,7 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 
 	// One raw ADS stream carries both services; an unknown name is logged
 	// and does not disturb the others.
-	cc, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	ads, err := discoverypb.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ads := rawADS(ctx, t, xdsAddr)
 	if err := ads.Send(&discoverypb.DiscoveryRequest{
 		Node:          &corepb.Node{Id: "raw"},
 		TypeUrl:       resource.EndpointType,

@@ -14,7 +14,7 @@ import (
 
 // nodeLBPolicies are the values of fairway.io/lb-policy; each gets a Service
 // lb-<value> in nodeWorld.
-var nodeLBPolicies = []string{"least_request", "round_robin", "random"}
+var nodeLBPolicies = []string{"least_request", "round_robin", "random", "weighted_round_robin", "ring_hash"}
 
 const nodeService = `apiVersion: v1
 kind: Service
@@ -135,7 +135,9 @@ func TestNodeClient_Interop(t *testing.T) {
 	}
 
 	// Every fairway.io/lb-policy value: grpc-js-xds falls back to RoundRobin
-	// (docs/clients.md).
+	// for least_request and random, and applies weighted_round_robin (no ORCA
+	// reports: weights alike) and ring_hash (no hash header here: a random
+	// hash per RPC) itself (docs/clients.md).
 	for _, p := range nodeLBPolicies {
 		target := lbPolicyService(p) + ".default:8080"
 		wantSpread(t, node, target, echo)

@@ -23,6 +23,7 @@ const (
 	AnnotationOutlierMaxEjectionPercent = "fairway.io/outlier-max-ejection-percent"
 	AnnotationOutlierBaseEjectionTime   = "fairway.io/outlier-base-ejection-time"
 	AnnotationStrategy                  = "fairway.io/strategy"
+	AnnotationHashHeader                = "fairway.io/hash-header"
 )
 
 // EndpointSlice (and Pod) annotations and labels, documented in
@@ -56,10 +57,17 @@ func Policy(annotations map[string]string) (topology.Policy, []Problem) {
 
 	if v, ok := p.get(annotations, AnnotationLBPolicy); ok {
 		switch lb := topology.LBPolicy(v); lb {
-		case topology.LeastRequest, topology.RoundRobin, topology.Random:
+		case topology.LeastRequest, topology.RoundRobin, topology.Random, topology.WeightedRoundRobin, topology.RingHash:
 			pol.LB = lb
 		default:
-			p.invalid(AnnotationLBPolicy, v, "want least_request, round_robin or random", string(pol.LB))
+			p.invalid(AnnotationLBPolicy, v, "want least_request, round_robin, random, weighted_round_robin or ring_hash", string(pol.LB))
+		}
+	}
+	if v, ok := p.get(annotations, AnnotationHashHeader); ok {
+		if err := ValidateHashHeader(v); err != nil {
+			p.invalid(AnnotationHashHeader, v, err.Error(), topology.DefaultHashHeader)
+		} else {
+			pol.HashHeader = v
 		}
 	}
 	pol.ChoiceCount = uint32(p.integer(annotations, AnnotationChoiceCount, 2, 100, int64(pol.ChoiceCount)))
@@ -131,6 +139,25 @@ func NormalizeStrategy(v string) (string, error) {
 		return "", errors.New("empty strategy chain")
 	}
 	return wire.FormatChain(links), nil
+}
+
+// ValidateHashHeader checks that v can be ring_hash's request header: a
+// lowercase HTTP header name of letters, digits, '-', '_' and '.' (what gRPC
+// metadata keys allow), neither a binary header ("-bin" suffix, which gRPC
+// clients never hash on) nor a reserved "grpc-" one.
+func ValidateHashHeader(v string) error {
+	for _, c := range v {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("want a lowercase HTTP header name (a-z, 0-9, '-', '_', '.'), found %q", c)
+		}
+	}
+	switch {
+	case strings.HasSuffix(v, "-bin"):
+		return errors.New("a binary (-bin) header, which gRPC clients do not hash on")
+	case strings.HasPrefix(v, "grpc-"):
+		return errors.New("a reserved grpc- header")
+	}
+	return nil
 }
 
 // ParseWeight parses a weight annotation value: an integer in

@@ -29,9 +29,36 @@ func TestPolicy_Annotations(t *testing.T) {
 		{name: "lb-policy round_robin", annotations: map[string]string{AnnotationLBPolicy: "round_robin"}, want: with(func(p *topology.Policy) { p.LB = topology.RoundRobin })},
 		{name: "lb-policy random", annotations: map[string]string{AnnotationLBPolicy: "random"}, want: with(func(p *topology.Policy) { p.LB = topology.Random })},
 		{name: "lb-policy least_request", annotations: map[string]string{AnnotationLBPolicy: "least_request"}, want: def()},
+		{name: "lb-policy weighted_round_robin", annotations: map[string]string{AnnotationLBPolicy: "weighted_round_robin"}, want: with(func(p *topology.Policy) { p.LB = topology.WeightedRoundRobin })},
+		{name: "lb-policy ring_hash", annotations: map[string]string{AnnotationLBPolicy: "ring_hash"}, want: with(func(p *topology.Policy) { p.LB = topology.RingHash })},
+		{
+			name:        "ring_hash with its hash header",
+			annotations: map[string]string{AnnotationLBPolicy: "ring_hash", AnnotationHashHeader: " x-tenant.id_2 "},
+			want:        with(func(p *topology.Policy) { p.LB = topology.RingHash; p.HashHeader = "x-tenant.id_2" }),
+		},
+		{
+			name: "hash-header uppercase", annotations: map[string]string{AnnotationHashHeader: "X-Shard"}, want: def(),
+			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "X-Shard" (want a lowercase HTTP header name (a-z, 0-9, '-', '_', '.'), found 'X'); using default x-fairway-shard`)},
+		},
+		{
+			name: "hash-header with a space", annotations: map[string]string{AnnotationHashHeader: "x shard"}, want: def(),
+			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "x shard" (want a lowercase HTTP header name (a-z, 0-9, '-', '_', '.'), found ' '); using default x-fairway-shard`)},
+		},
+		{
+			name: "hash-header pseudo-header", annotations: map[string]string{AnnotationHashHeader: ":authority"}, want: def(),
+			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value ":authority" (want a lowercase HTTP header name (a-z, 0-9, '-', '_', '.'), found ':'); using default x-fairway-shard`)},
+		},
+		{
+			name: "hash-header binary", annotations: map[string]string{AnnotationHashHeader: "x-shard-bin"}, want: def(),
+			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "x-shard-bin" (a binary (-bin) header, which gRPC clients do not hash on); using default x-fairway-shard`)},
+		},
+		{
+			name: "hash-header reserved", annotations: map[string]string{AnnotationHashHeader: "grpc-timeout"}, want: def(),
+			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "grpc-timeout" (a reserved grpc- header); using default x-fairway-shard`)},
+		},
 		{
 			name: "lb-policy invalid", annotations: map[string]string{AnnotationLBPolicy: "maglev"}, want: def(),
-			wantProblems: []Problem{invalid(`annotation fairway.io/lb-policy: invalid value "maglev" (want least_request, round_robin or random); using default least_request`)},
+			wantProblems: []Problem{invalid(`annotation fairway.io/lb-policy: invalid value "maglev" (want least_request, round_robin, random, weighted_round_robin or ring_hash); using default least_request`)},
 		},
 		{name: "choice-count", annotations: map[string]string{AnnotationChoiceCount: "5"}, want: with(func(p *topology.Policy) { p.ChoiceCount = 5 })},
 		{name: "choice-count upper bound", annotations: map[string]string{AnnotationChoiceCount: "100"}, want: with(func(p *topology.Policy) { p.ChoiceCount = 100 })},
@@ -158,7 +185,7 @@ func TestPolicy_Annotations(t *testing.T) {
 			},
 			want: with(func(p *topology.Policy) { p.ChoiceCount = 3 }),
 			wantProblems: []Problem{
-				invalid(`annotation fairway.io/lb-policy: invalid value "fastest" (want least_request, round_robin or random); using default least_request`),
+				invalid(`annotation fairway.io/lb-policy: invalid value "fastest" (want least_request, round_robin, random, weighted_round_robin or ring_hash); using default least_request`),
 				invalid(`annotation fairway.io/outlier-detection: invalid value "no" (want true or false); using default true`),
 			},
 		},

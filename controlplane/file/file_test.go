@@ -432,7 +432,7 @@ metadata: {name: echo, namespace: default}
 		{Namespace: "default", Object: "EndpointSlice default/stray", Reason: convert.ReasonMissingServiceLabel,
 			Message: "the EndpointSlice has no kubernetes.io/service-name label; skipping it"},
 		{Namespace: "default", Service: "echo", Object: "Service default/echo", Reason: convert.ReasonInvalidAnnotation,
-			Message: `annotation fairway.io/lb-policy: invalid value "fastest" (want least_request, round_robin or random); using default least_request`},
+			Message: `annotation fairway.io/lb-policy: invalid value "fastest" (want least_request, round_robin, random, weighted_round_robin or ring_hash); using default least_request`},
 	}
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("problems (-got +want):\n%s", diff)

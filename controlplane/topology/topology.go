@@ -67,7 +67,17 @@ const (
 	LeastRequest LBPolicy = "least_request"
 	RoundRobin   LBPolicy = "round_robin"
 	Random       LBPolicy = "random"
+	// WeightedRoundRobin is gRFC A58's client-side weighted round robin:
+	// weights from the endpoints' ORCA utilization reports.
+	WeightedRoundRobin LBPolicy = "weighted_round_robin"
+	// RingHash is gRFC A42's consistent hashing on a request header
+	// (Policy.HashHeader).
+	RingHash LBPolicy = "ring_hash"
 )
+
+// DefaultHashHeader is the request header ring_hash hashes on when the
+// service does not name one.
+const DefaultHashHeader = "x-fairway-shard"
 
 // SlowStart asks Envoy (and the Fairway client's slow_start strategy) to ramp a
 // new endpoint's weight: weight × max(MinWeightPercent/100, (t/Window)^(1/Aggression)).
@@ -94,6 +104,9 @@ type Policy struct {
 	ChoiceCount uint32     // least_request only; >= 2, default 2
 	SlowStart   *SlowStart // nil: off
 	Outlier     *Outlier   // nil: off
+	// HashHeader is the request header ring_hash hashes on; "" means
+	// DefaultHashHeader. Other policies ignore it.
+	HashHeader string
 	// Strategy is the Fairway client's strategy chain as JSON (see
 	// docs/annotations.md); "" means the client's default composition.
 	Strategy string
@@ -120,7 +133,7 @@ func DefaultPolicy() Policy {
 
 // Equal reports whether two policies are the same.
 func (p Policy) Equal(o Policy) bool {
-	if p.LB != o.LB || p.ChoiceCount != o.ChoiceCount || p.Strategy != o.Strategy {
+	if p.LB != o.LB || p.ChoiceCount != o.ChoiceCount || p.Strategy != o.Strategy || p.HashHeader != o.HashHeader {
 		return false
 	}
 	if (p.SlowStart == nil) != (o.SlowStart == nil) || (p.SlowStart != nil && *p.SlowStart != *o.SlowStart) {

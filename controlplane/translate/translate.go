@@ -9,8 +9,9 @@
 //     empty zone is a locality with an empty zone), every locality carrying a
 //     load_balancing_weight (the sum of its healthy endpoints' weights, at
 //     least 1);
-//   - a Cluster N of type EDS over ADS whose balancing policy is carried in
-//     load_balancing_policy, the field every current client reads (and in
+//   - a Cluster N of type EDS over ADS with HTTP/2 upstream (Envoy would
+//     speak HTTP/1.1 to the pods otherwise), whose balancing policy is carried
+//     in load_balancing_policy, the field every current client reads (and in
 //     lb_policy for older ones; see "Balancing policy" below), and whose
 //     Fairway metadata (filter_metadata[wire.MetadataNamespace]) carries the
 //     strategy chain (wire.MetadataStrategy) and, when given with
@@ -18,7 +19,8 @@
 //     (wire.MetadataCallerZones);
 //   - two Listeners, N and the FQDN form, each with an api_listener
 //     HttpConnectionManager that fetches RouteConfiguration N over ADS;
-//   - a RouteConfiguration N routing every request to Cluster N.
+//   - a RouteConfiguration N routing every request to Cluster N (hashing on a
+//     request header for ring_hash).
 //
 // Health mapping: a ready endpoint is HEALTHY; an endpoint that is not ready
 // but serving and terminating is DRAINING; anything else is UNHEALTHY.
@@ -35,12 +37,18 @@
 // then RoundRobin: grpc-go, grpc-java and Envoy balance by least request,
 // C-core and grpc-js (which lack it) by round robin. random becomes
 // ...random.v3.Random then RoundRobin: only Envoy has Random. round_robin
-// becomes RoundRobin alone. Every entry carries slow_start_config when the
-// policy asks for slow start; Envoy honours it, gRPC clients ignore it. The
-// legacy lb_policy field stays ROUND_ROBIN, the list's last entry: it is what
-// a client that ignores load_balancing_policy applies (older C-core such as
-// 1.51 without GRPC_EXPERIMENTAL_XDS_CUSTOM_LB_CONFIG=true), and grpc-go
-// NACKs a value it lacks even when load_balancing_policy is set.
+// becomes RoundRobin alone. weighted_round_robin becomes gRFC A58's
+// ...client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin then
+// RoundRobin: every client has it; it weights endpoints by their ORCA
+// utilization reports and, without reports, spreads like round robin.
+// ring_hash becomes gRFC A42's ...ring_hash.v3.RingHash (XX_HASH) then
+// RoundRobin, and its RouteConfiguration hashes on a request header. Every
+// entry carries slow_start_config when the policy asks for slow start and the
+// message has the field; Envoy honours it, gRPC clients ignore it. The legacy
+// lb_policy field is what a client that ignores load_balancing_policy applies
+// (older C-core such as 1.51 without GRPC_EXPERIMENTAL_XDS_CUSTOM_LB_CONFIG=true):
+// RING_HASH for ring_hash, ROUND_ROBIN, the list's last entry, otherwise;
+// grpc-go NACKs a value it lacks even when load_balancing_policy is set.
 // docs/clients.md has the table of which client applies which policy.
 package translate
 
@@ -57,10 +65,13 @@ import (
 	routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	wrrpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/client_side_weighted_round_robin/v3"
 	lbcommonpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/common/v3"
 	leastrequestpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	randompb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
+	ringhashpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/ring_hash/v3"
 	roundrobinpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
+	httpupstreampb "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typepb "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -80,7 +91,12 @@ const (
 	leastRequestName = "envoy.load_balancing_policies.least_request"
 	roundRobinName   = "envoy.load_balancing_policies.round_robin"
 	randomName       = "envoy.load_balancing_policies.random"
+	wrrName          = "envoy.load_balancing_policies.client_side_weighted_round_robin"
+	ringHashName     = "envoy.load_balancing_policies.ring_hash"
 	routerFilterName = "envoy.filters.http.router"
+	// httpProtocolOptionsName is the key of an Envoy Cluster's upstream HTTP
+	// options in typed_extension_protocol_options.
+	httpProtocolOptionsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
 // ServiceResources are all the xDS resources of one service port.
@@ -223,6 +239,9 @@ func Cluster(svc *topology.Service, opts ...ClusterOption) *clusterpb.Cluster {
 		ConnectTimeout:      durationpb.New(ConnectTimeout),
 		LbPolicy:            legacyLBPolicy(svc.Policy),
 		LoadBalancingPolicy: loadBalancingPolicy(svc.Policy),
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{
+			httpProtocolOptionsName: http2Upstream(),
+		},
 	}
 	if o := svc.Policy.Outlier; o != nil {
 		c.OutlierDetection = outlierDetection(*o)
@@ -247,6 +266,21 @@ func Cluster(svc *topology.Service, opts ...ClusterOption) *clusterpb.Cluster {
 	return c
 }
 
+// http2Upstream tells an Envoy to speak HTTP/2 to the endpoints, as gRPC
+// needs (Envoy's default is HTTP/1.1). gRPC clients ignore it (grpc-go,
+// grpc-js) or read only its common_http_protocol_options (C-core).
+func http2Upstream() *anypb.Any {
+	return mustAny(&httpupstreampb.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpupstreampb.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &httpupstreampb.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpupstreampb.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corepb.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
+}
+
 // loadBalancingPolicy lists p's intended policy first and RoundRobin, the
 // policy every client implements, last (see the package comment).
 func loadBalancingPolicy(p topology.Policy) *clusterpb.LoadBalancingPolicy {
@@ -257,6 +291,12 @@ func loadBalancingPolicy(p topology.Policy) *clusterpb.LoadBalancingPolicy {
 		return &clusterpb.LoadBalancingPolicy{Policies: []*clusterpb.LoadBalancingPolicy_Policy{fallback}}
 	case topology.Random:
 		intended = lbPolicy(randomName, &randompb.Random{})
+	case topology.WeightedRoundRobin:
+		intended = lbPolicy(wrrName, &wrrpb.ClientSideWeightedRoundRobin{SlowStartConfig: slowStart(p.SlowStart)})
+	case topology.RingHash:
+		// gRPC clients accept XX_HASH only, not DEFAULT_HASH (which Envoy
+		// reads as XX_HASH).
+		intended = lbPolicy(ringHashName, &ringhashpb.RingHash{HashFunction: ringhashpb.RingHash_XX_HASH})
 	default: // topology.LeastRequest and unset
 		intended = lbPolicy(leastRequestName, &leastrequestpb.LeastRequest{
 			ChoiceCount:     wrapperspb.UInt32(max(p.ChoiceCount, 2)),
@@ -266,9 +306,17 @@ func loadBalancingPolicy(p topology.Policy) *clusterpb.LoadBalancingPolicy {
 	return &clusterpb.LoadBalancingPolicy{Policies: []*clusterpb.LoadBalancingPolicy_Policy{intended, fallback}}
 }
 
-// legacyLBPolicy is the Cluster's lb_policy: the enum form of the last entry
-// of loadBalancingPolicy's list, for clients that read only this field.
-func legacyLBPolicy(topology.Policy) clusterpb.Cluster_LbPolicy {
+// legacyLBPolicy is the Cluster's lb_policy, for clients that read only this
+// field and know only ROUND_ROBIN and RING_HASH there: RING_HASH for
+// ring_hash (the field's default ring_hash_lb_config is XX_HASH, which every
+// gRPC client accepts), so that such a client still hashes on the route's
+// header, and otherwise ROUND_ROBIN, the last entry of loadBalancingPolicy's
+// list. Clients that read load_balancing_policy ignore it, but grpc-go checks
+// it first and NACKs a value it lacks.
+func legacyLBPolicy(p topology.Policy) clusterpb.Cluster_LbPolicy {
+	if p.LB == topology.RingHash {
+		return clusterpb.Cluster_RING_HASH
+	}
 	return clusterpb.Cluster_ROUND_ROBIN
 }
 
@@ -353,19 +401,28 @@ func listener(name, routeName string) *listenerpb.Listener {
 }
 
 // RouteConfig translates svc into its RouteConfiguration: one virtual host
-// for every domain, every path to Cluster svc.Key.ResourceName().
+// for every domain, every path to Cluster svc.Key.ResourceName(). For
+// ring_hash the route hashes on the request header svc.Policy.HashHeader
+// (topology.DefaultHashHeader when empty); a request without the header gets
+// a random hash (gRFC A42).
 func RouteConfig(svc *topology.Service) *routepb.RouteConfiguration {
 	name := svc.Key.ResourceName()
+	action := &routepb.RouteAction{ClusterSpecifier: &routepb.RouteAction_Cluster{Cluster: name}}
+	if svc.Policy.LB == topology.RingHash {
+		action.HashPolicy = []*routepb.RouteAction_HashPolicy{{
+			PolicySpecifier: &routepb.RouteAction_HashPolicy_Header_{Header: &routepb.RouteAction_HashPolicy_Header{
+				HeaderName: cmp.Or(svc.Policy.HashHeader, topology.DefaultHashHeader),
+			}},
+		}}
+	}
 	return &routepb.RouteConfiguration{
 		Name: name,
 		VirtualHosts: []*routepb.VirtualHost{{
 			Name:    name,
 			Domains: []string{"*"},
 			Routes: []*routepb.Route{{
-				Match: &routepb.RouteMatch{PathSpecifier: &routepb.RouteMatch_Prefix{Prefix: ""}},
-				Action: &routepb.Route_Route{Route: &routepb.RouteAction{
-					ClusterSpecifier: &routepb.RouteAction_Cluster{Cluster: name},
-				}},
+				Match:  &routepb.RouteMatch{PathSpecifier: &routepb.RouteMatch_Prefix{Prefix: ""}},
+				Action: &routepb.Route_Route{Route: action},
 			}},
 		}},
 	}

@@ -1,6 +1,7 @@
 package translate_test
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -13,10 +14,13 @@ import (
 	routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmpb "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	wrrpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/client_side_weighted_round_robin/v3"
 	lbcommonpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/common/v3"
 	leastrequestpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	randompb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/random/v3"
+	ringhashpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/ring_hash/v3"
 	roundrobinpb "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
+	httpupstreampb "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typepb "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
@@ -170,6 +174,13 @@ func TestCluster_Translation(t *testing.T) {
 			ConnectTimeout:       durationpb.New(translate.ConnectTimeout),
 			LbPolicy:             clusterpb.Cluster_ROUND_ROBIN,
 			LoadBalancingPolicy:  &clusterpb.LoadBalancingPolicy{Policies: policies},
+			TypedExtensionProtocolOptions: map[string]*anypb.Any{
+				"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(t, &httpupstreampb.HttpProtocolOptions{
+					UpstreamProtocolOptions: &httpupstreampb.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpupstreampb.HttpProtocolOptions_ExplicitHttpConfig{
+						ProtocolConfig: &httpupstreampb.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corepb.Http2ProtocolOptions{}},
+					}},
+				}),
+			},
 		}
 	}
 	policy := func(name string, m proto.Message) *clusterpb.LoadBalancingPolicy_Policy {
@@ -218,6 +229,9 @@ func TestCluster_Translation(t *testing.T) {
 		}}),
 	}}}}
 
+	ringHash := base(policy("envoy.load_balancing_policies.ring_hash", &ringhashpb.RingHash{HashFunction: ringhashpb.RingHash_XX_HASH}), roundRobin)
+	ringHash.LbPolicy = clusterpb.Cluster_RING_HASH
+
 	tests := []struct {
 		name   string
 		policy topology.Policy
@@ -251,6 +265,18 @@ func TestCluster_Translation(t *testing.T) {
 			name:   "random falls back to round robin",
 			policy: topology.Policy{LB: topology.Random},
 			want:   base(policy("envoy.load_balancing_policies.random", &randompb.Random{}), roundRobin),
+		},
+		{
+			name:   "weighted round robin with slow start falls back to round robin",
+			policy: topology.Policy{LB: topology.WeightedRoundRobin, SlowStart: slow},
+			want: base(
+				policy("envoy.load_balancing_policies.client_side_weighted_round_robin", &wrrpb.ClientSideWeightedRoundRobin{SlowStartConfig: slowPB}),
+				policy("envoy.load_balancing_policies.round_robin", &roundrobinpb.RoundRobin{SlowStartConfig: slowPB})),
+		},
+		{
+			name:   "ring hash with XX_HASH falls back to round robin, legacy lb_policy RING_HASH",
+			policy: topology.Policy{LB: topology.RingHash, HashHeader: "x-tenant"},
+			want:   ringHash,
 		},
 		{
 			name:   "strategy in metadata",
@@ -307,18 +333,26 @@ var clientPolicies = map[string][]string{
 // TestCluster_EveryClientFindsAPolicy: for every fairway.io/lb-policy value
 // each client finds a policy it implements in the Cluster's list (gRFC A52:
 // the first one it knows), the one docs/clients.md says; the list ends with
-// RoundRobin and the legacy lb_policy says ROUND_ROBIN, which every client
-// that reads only that field knows.
+// RoundRobin, and the legacy lb_policy says RING_HASH for ring_hash and
+// ROUND_ROBIN otherwise, both known to every client that reads only that
+// field.
 func TestCluster_EveryClientFindsAPolicy(t *testing.T) {
-	roundRobinEverywhere := map[string]string{"grpc-go": "RoundRobin", "grpc-java": "RoundRobin", "C-core": "RoundRobin", "grpc-js": "RoundRobin", "Envoy": "RoundRobin"}
-	leastRequest := map[string]string{"grpc-go": "LeastRequest", "grpc-java": "LeastRequest", "C-core": "RoundRobin", "grpc-js": "RoundRobin", "Envoy": "LeastRequest"}
-	tests := map[topology.LBPolicy]map[string]string{
-		"":                    leastRequest, // the default
-		topology.LeastRequest: leastRequest,
-		topology.RoundRobin:   roundRobinEverywhere,
-		topology.Random:       {"grpc-go": "RoundRobin", "grpc-java": "RoundRobin", "C-core": "RoundRobin", "grpc-js": "RoundRobin", "Envoy": "Random"},
+	everywhere := func(p string) map[string]string {
+		return map[string]string{"grpc-go": p, "grpc-java": p, "C-core": p, "grpc-js": p, "Envoy": p}
 	}
-	for lb, want := range tests {
+	leastRequest := map[string]string{"grpc-go": "LeastRequest", "grpc-java": "LeastRequest", "C-core": "RoundRobin", "grpc-js": "RoundRobin", "Envoy": "LeastRequest"}
+	tests := map[topology.LBPolicy]struct {
+		want   map[string]string
+		legacy clusterpb.Cluster_LbPolicy
+	}{
+		"":                          {leastRequest, clusterpb.Cluster_ROUND_ROBIN}, // the default
+		topology.LeastRequest:       {leastRequest, clusterpb.Cluster_ROUND_ROBIN},
+		topology.RoundRobin:         {everywhere("RoundRobin"), clusterpb.Cluster_ROUND_ROBIN},
+		topology.Random:             {map[string]string{"grpc-go": "RoundRobin", "grpc-java": "RoundRobin", "C-core": "RoundRobin", "grpc-js": "RoundRobin", "Envoy": "Random"}, clusterpb.Cluster_ROUND_ROBIN},
+		topology.WeightedRoundRobin: {everywhere("ClientSideWeightedRoundRobin"), clusterpb.Cluster_ROUND_ROBIN},
+		topology.RingHash:           {everywhere("RingHash"), clusterpb.Cluster_RING_HASH},
+	}
+	for lb, tt := range tests {
 		c := translate.Cluster(&topology.Service{Key: key, Policy: topology.Policy{LB: lb}})
 		var list []string
 		for _, p := range c.GetLoadBalancingPolicy().GetPolicies() {
@@ -331,11 +365,11 @@ func TestCluster_EveryClientFindsAPolicy(t *testing.T) {
 				got[client] = list[i]
 			}
 		}
-		if diff := cmp.Diff(got, want); diff != "" {
+		if diff := cmp.Diff(got, tt.want); diff != "" {
 			t.Errorf("lb %q, list %v: policy each client applies (-got +want):\n%s", lb, list, diff)
 		}
-		if list[len(list)-1] != "RoundRobin" || c.GetLbPolicy() != clusterpb.Cluster_ROUND_ROBIN {
-			t.Errorf("lb %q: list %v, lb_policy %v; want RoundRobin last and lb_policy ROUND_ROBIN", lb, list, c.GetLbPolicy())
+		if list[len(list)-1] != "RoundRobin" || c.GetLbPolicy() != tt.legacy {
+			t.Errorf("lb %q: list %v, lb_policy %v; want RoundRobin last and lb_policy %v", lb, list, c.GetLbPolicy(), tt.legacy)
 		}
 	}
 }
@@ -376,6 +410,35 @@ func TestListenersAndRoute_Translation(t *testing.T) {
 	}
 }
 
+func TestRouteConfig_RingHashHashesOnHeader(t *testing.T) {
+	tests := map[string]struct {
+		policy topology.Policy
+		want   []*routepb.RouteAction_HashPolicy
+	}{
+		"default header": {policy: topology.Policy{LB: topology.RingHash}, want: headerHash("x-fairway-shard")},
+		"own header":     {policy: topology.Policy{LB: topology.RingHash, HashHeader: "x-tenant"}, want: headerHash("x-tenant")},
+		"not ring_hash":  {policy: topology.Policy{LB: topology.WeightedRoundRobin, HashHeader: "x-tenant"}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			rc := translate.RouteConfig(&topology.Service{Key: key, Policy: tt.policy})
+			got := rc.GetVirtualHosts()[0].GetRoutes()[0].GetRoute().GetHashPolicy()
+			if diff := cmp.Diff(got, tt.want, protocmp.Transform()); diff != "" {
+				t.Errorf("hash policy mismatch (-got +want):\n%s", diff)
+			}
+			if err := rc.ValidateAll(); err != nil {
+				t.Errorf("ValidateAll() = %v", err)
+			}
+		})
+	}
+}
+
+func headerHash(name string) []*routepb.RouteAction_HashPolicy {
+	return []*routepb.RouteAction_HashPolicy{{PolicySpecifier: &routepb.RouteAction_HashPolicy_Header_{
+		Header: &routepb.RouteAction_HashPolicy_Header{HeaderName: name},
+	}}}
+}
+
 type validator interface {
 	proto.Message
 	ValidateAll() error
@@ -399,6 +462,8 @@ func TestResources_ValidateAll(t *testing.T) {
 		"least request slow":     {Key: key, Policy: topology.Policy{LB: topology.LeastRequest, ChoiceCount: 4, SlowStart: &topology.SlowStart{Window: 30 * time.Second, Aggression: 1, MinWeightPercent: 10}, Outlier: &outlier}},
 		"round robin slow":       {Key: key, Policy: topology.Policy{LB: topology.RoundRobin, SlowStart: &topology.SlowStart{Window: time.Second}}},
 		"random":                 {Key: key, Policy: topology.Policy{LB: topology.Random}},
+		"weighted round robin":   {Key: key, Policy: topology.Policy{LB: topology.WeightedRoundRobin, SlowStart: &topology.SlowStart{Window: time.Second}}},
+		"ring hash":              {Key: key, Policy: topology.Policy{LB: topology.RingHash, HashHeader: "x-tenant"}},
 		"strategy":               {Key: key, Policy: topology.Policy{Strategy: `[{"zone_affinity":{}},{"p2c":{}}]`}},
 		"labels, weight, host":   {Key: key, Policy: topology.DefaultPolicy(), Endpoints: []topology.Endpoint{labelled}},
 		"IPv6":                   {Key: topology.ServiceKey{Namespace: "ns", Name: "v6", Port: 443}, Policy: topology.DefaultPolicy(), Endpoints: []topology.Endpoint{ep("fd00::1", "z", true, true, false), ep("::1", "z", true, true, false)}},
@@ -417,8 +482,12 @@ func TestResources_ValidateAll(t *testing.T) {
 				t.Fatal(err)
 			}
 			all = append(all, hcm)
+			typed := slices.Collect(maps.Values(r.Cluster.GetTypedExtensionProtocolOptions()))
 			for _, p := range r.Cluster.GetLoadBalancingPolicy().GetPolicies() {
-				m, err := p.GetTypedExtensionConfig().GetTypedConfig().UnmarshalNew()
+				typed = append(typed, p.GetTypedExtensionConfig().GetTypedConfig())
+			}
+			for _, a := range typed {
+				m, err := a.UnmarshalNew()
 				if err != nil {
 					t.Fatal(err)
 				}
