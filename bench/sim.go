@@ -16,10 +16,7 @@ import (
 	"github.com/fairway-lb/fairway/bench/backend"
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
-	_ "github.com/fairway-lb/fairway/client/strategy/outlier"      // registers outlier
-	_ "github.com/fairway-lb/fairway/client/strategy/p2c"          // registers p2c
-	_ "github.com/fairway-lb/fairway/client/strategy/slowstart"    // registers slow_start
-	_ "github.com/fairway-lb/fairway/client/strategy/zoneaffinity" // registers zone_affinity
+	_ "github.com/fairway-lb/fairway/client/strategy/all" // registers the built-in strategies
 )
 
 // The simulation runs the same arrival schedule against simulated pods: each
@@ -465,13 +462,12 @@ func (s *sim) finish(r *simReq, c codes.Code) {
 		s.chans[r.ch].inflight[r.pod]--
 	}
 	if e := r.ep; e != nil {
-		ch := s.chans[r.ch]
-		if ch.opts.Features.LatencyAlpha > 0 {
+		if s.chain.Needs.LatencyAlpha > 0 {
 			d := lat
 			if err != nil {
-				d = max(d, time.Duration(float64(e.Latency())*max(ch.opts.Features.FailurePenalty, 1)))
+				d = max(d, time.Duration(float64(e.Latency())*max(s.chain.Needs.FailurePenalty, 1)))
 			}
-			e.ObserveLatency(d, ch.opts.Features.LatencyAlpha)
+			e.ObserveLatency(d, s.chain.Needs.LatencyAlpha)
 		}
 		e.Finish(c)
 	}

@@ -41,13 +41,8 @@ import (
 
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
-	_ "github.com/fairway-lb/fairway/client/strategy/outlier"      // registers outlier
-	_ "github.com/fairway-lb/fairway/client/strategy/p2c"          // registers p2c
-	_ "github.com/fairway-lb/fairway/client/strategy/roundrobin"   // registers round_robin
-	_ "github.com/fairway-lb/fairway/client/strategy/shard"        // registers shard
-	_ "github.com/fairway-lb/fairway/client/strategy/slowstart"    // registers slow_start
-	_ "github.com/fairway-lb/fairway/client/strategy/weighted"     // registers weighted
-	_ "github.com/fairway-lb/fairway/client/strategy/zoneaffinity" // registers zone_affinity
+	_ "github.com/fairway-lb/fairway/client/strategy/all" // registers the built-in strategies
+	"github.com/fairway-lb/fairway/client/strategy/zoneaffinity"
 )
 
 // Name is the balancer's name in service configs.
@@ -194,7 +189,7 @@ func (b *fairwayBalancer) UpdateClientConnState(s balancer.ClientConnState) erro
 	if b.cfg == nil || b.cfg.Chain.Raw != cfg.Chain.Raw {
 		b.chain, b.chainOpts = cfg.Chain.Build(strategy.BuildOptions{Clock: b.opts.clock, Rand: b.opts.rand})
 		for _, ep := range b.endpoints {
-			ep.se.SetLatencyConfig(b.opts.clock, b.chainOpts.Features.LatencyAlpha, b.chainOpts.Features.FailurePenalty)
+			ep.se.SetLatencyConfig(b.opts.clock, cfg.Chain.Needs.LatencyAlpha, cfg.Chain.Needs.FailurePenalty)
 		}
 		b.logger.Debug("strategy chain", "chain", cfg.Chain.Raw)
 	}
@@ -235,7 +230,7 @@ func (b *fairwayBalancer) UpdateClientConnState(s balancer.ClientConnState) erro
 	}
 	for a, ep := range b.endpoints {
 		if !seen[a] {
-			b.pastEjects += ep.se.Ejections.Load()
+			b.pastEjects += ep.se.Exclusions()
 			ep.sc.Shutdown()
 			delete(b.endpoints, a)
 		}
@@ -267,7 +262,7 @@ func (b *fairwayBalancer) addLocked(addr resolver.Address, info endpointattr.Inf
 	se.Done = se.FinishDone
 	se.TimedDone = se.FinishTimed
 	if b.chain != nil {
-		se.SetLatencyConfig(b.opts.clock, b.chainOpts.Features.LatencyAlpha, b.chainOpts.Features.FailurePenalty)
+		se.SetLatencyConfig(b.opts.clock, b.cfg.Chain.Needs.LatencyAlpha, b.cfg.Chain.Needs.FailurePenalty)
 	}
 	b.endpoints[addr.Addr] = ep
 	sc.Connect()
@@ -358,7 +353,7 @@ func (b *fairwayBalancer) tick() {
 	// gets fresh ones, which pickers may keep.
 	set := b.fillSetLocked(now, b.scratch.All[:0], b.scratch.Cands[:0])
 	b.scratch = set
-	if b.chainOpts.Features.LatencyAlpha > 0 {
+	if b.cfg.Chain.Needs.LatencyAlpha > 0 {
 		for _, e := range set.All {
 			e.ArmSample(now)
 		}
@@ -452,7 +447,7 @@ func (b *fairwayBalancer) publishLocked(set strategy.Set, why string) {
 	p := newPicker(b.chain.Build(set))
 	b.published = true
 	b.logger.Debug("picker rebuilt", "reason", why, "endpoints", len(set.All), "candidates", len(set.Cands),
-		"local_zone", set.LocalZone, "spill_fraction", b.chainOpts.Stats.SpillFraction())
+		"local_zone", set.LocalZone, "spill_fraction", b.chainOpts.Gauges.Value(zoneaffinity.SpillFraction))
 	b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: p})
 }
 

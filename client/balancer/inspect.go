@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/fairway-lb/fairway/client/endpointattr"
+	"github.com/fairway-lb/fairway/client/strategy/zoneaffinity"
 )
 
 // EndpointState is one endpoint as a balancer sees it, for debugging.
@@ -112,14 +113,12 @@ func (b *fairwayBalancer) inspect() []EndpointState {
 			InFlight:        se.InFlight(),
 			Picks:           se.Picks(),
 			Latency:         se.Latency(),
-			Ejections:       se.Ejections.Load(),
+			Ejections:       se.Exclusions(),
+			EjectedUntil:    se.ExcludedUntil(),
 			FirstSeen:       se.Added,
 		}
 		if st.EffectiveWeight == 0 {
 			st.EffectiveWeight = float64(se.Info.Weight)
-		}
-		if u := se.EjectedUntil.Load(); u != 0 {
-			st.EjectedUntil = time.Unix(0, u)
 		}
 		for c := codes.OK; c <= codes.Unauthenticated; c++ {
 			n := se.Outcomes(c)
@@ -192,12 +191,10 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 			for _, ep := range b.endpoints {
 				picks[key{ep.se.Addr, ep.se.Info.Zone}] += ep.se.Picks()
 				inflight[ep.se.Addr] += ep.se.InFlight()
-				ejections += ep.se.Ejections.Load()
+				ejections += ep.se.Exclusions()
 			}
 			ejections += b.pastEjects
-			if b.chainOpts.Stats != nil {
-				spill = max(spill, b.chainOpts.Stats.SpillFraction())
-			}
+			spill = max(spill, b.chainOpts.Gauges.Value(zoneaffinity.SpillFraction))
 			b.mu.Unlock()
 		}
 		for k, n := range picks {

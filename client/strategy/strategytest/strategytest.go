@@ -17,13 +17,7 @@ import (
 
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
-	_ "github.com/fairway-lb/fairway/client/strategy/outlier"      // registers outlier
-	_ "github.com/fairway-lb/fairway/client/strategy/p2c"          // registers p2c
-	_ "github.com/fairway-lb/fairway/client/strategy/roundrobin"   // registers round_robin
-	_ "github.com/fairway-lb/fairway/client/strategy/shard"        // registers shard
-	_ "github.com/fairway-lb/fairway/client/strategy/slowstart"    // registers slow_start
-	_ "github.com/fairway-lb/fairway/client/strategy/weighted"     // registers weighted
-	_ "github.com/fairway-lb/fairway/client/strategy/zoneaffinity" // registers zone_affinity
+	_ "github.com/fairway-lb/fairway/client/strategy/all" // registers the built-ins
 )
 
 // Start is the fake clocks' initial time.

@@ -69,7 +69,6 @@
 package zoneaffinity
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -80,6 +79,11 @@ import (
 
 // Name is the strategy's name in chains.
 const Name = "zone_affinity"
+
+// SpillFraction is the name of the gauge (strategy.Gauges) in which the
+// strategy publishes its spill fraction, the share of requests it sends out
+// of the local zone.
+const SpillFraction = "zone_spill_fraction"
 
 // Config is zone_affinity's typed configuration.
 type Config struct {
@@ -142,14 +146,14 @@ func (builder) ParseConfig(raw json.RawMessage) (any, error) {
 }
 
 func (builder) Build(cfg any, inner strategy.Strategy, opts strategy.BuildOptions) strategy.Strategy {
-	return &zone{cfg: *cfg.(*Config), inner: inner, rand: opts.Rand, stats: opts.Stats}
+	return &zone{cfg: *cfg.(*Config), inner: inner, rand: opts.Rand, spillGauge: opts.Gauges.Gauge(SpillFraction)}
 }
 
 type zone struct {
-	cfg   Config
-	inner strategy.Strategy
-	rand  func() uint64
-	stats *strategy.Stats
+	cfg        Config
+	inner      strategy.Strategy
+	rand       func() uint64
+	spillGauge *strategy.Gauge
 
 	// Touched only from Build/Tick (serialized by the balancer).
 	overload float64     // overload part of the spill fraction
@@ -183,7 +187,7 @@ func shares(set strategy.Set, dst []zoneShare) (zs []zoneShare, usable, callers 
 			zs = append(zs, zoneShare{zone: c.E.Info.Zone, callers: set.CallerZones[c.E.Info.Zone]})
 			callers += zs[i].callers
 		}
-		if !c.E.Ejected(set.Now) && c.Weight > 0 {
+		if !c.E.Excluded(set.Now) && c.Weight > 0 {
 			zs[i].usable += c.Weight
 			usable += c.Weight
 		}
@@ -240,13 +244,13 @@ func split(set strategy.Set) (local, remote []strategy.Candidate) {
 func (z *zone) Build(set strategy.Set) strategy.Picker {
 	if set.LocalZone == "" {
 		z.updateCapacity(0, false)
-		z.stats.SetSpillFraction(0)
+		z.spillGauge.Set(0)
 		return z.inner.Build(set)
 	}
 	local, remote := split(set)
 	if len(local) == 0 {
 		z.updateCapacity(0, false) // starts at the target when the zone comes back
-		z.stats.SetSpillFraction(1)
+		z.spillGauge.Set(1)
 		return z.inner.Build(set)
 	}
 	zs, usable, callers := shares(set, nil)
@@ -255,11 +259,11 @@ func (z *zone) Build(set strategy.Set) strategy.Picker {
 		z.updateCapacity(target, defined)
 	}
 	if len(remote) == 0 {
-		z.stats.SetSpillFraction(0)
+		z.spillGauge.Set(0)
 		return z.inner.Build(set)
 	}
 	f := z.spill()
-	z.stats.SetSpillFraction(f)
+	z.spillGauge.Set(f)
 	ls, rs := set, set
 	ls.Cands, rs.Cands = local, remote
 	lp := z.inner.Build(ls)
@@ -334,7 +338,7 @@ func (z *zone) zonedPicker(set strategy.Set, zs []zoneShare, usable, callers flo
 // anyUsable reports whether some candidate is not ejected at now.
 func anyUsable(cs []strategy.Candidate, now time.Time) bool {
 	for _, c := range cs {
-		if !c.E.Ejected(now) {
+		if !c.E.Excluded(now) {
 			return true
 		}
 	}
@@ -353,57 +357,82 @@ func (z *zone) Tick(set strategy.Set) bool {
 	capTarget, defined := z.capacityTarget(set, zs, usable, callers)
 	z.updateCapacity(capTarget, defined)
 
-	// Count without allocating: Tick runs every few hundred milliseconds.
-	var nLocal, nRemote int
-	var loadLocal, loadRemote int64
-	var local, remote latLoad
+	l := measure(set)
+	if l.nLocal == 0 || l.nRemote == 0 {
+		// Nothing to balance between; Build routes to whichever side exists.
+		z.overload = 0
+		z.health = 0
+		if l.nLocal == 0 && l.nRemote > 0 {
+			z.health = 1
+		}
+		z.spillGauge.Set(z.spill())
+		return rebuild || z.spill() != before
+	}
+	z.updateHealth(l)
+	z.updateOverload(l)
+	z.overload = round(z.overload)
+	z.health = round(z.health)
+	z.spillGauge.Set(z.spill())
+	return rebuild || z.spill() != before
+}
+
+// loads are the usable (not excluded) candidates of each side at one Tick.
+type loads struct {
+	nLocal, nRemote       int
+	loadLocal, loadRemote int64 // in-flight requests
+	local, remote         latLoad
+	localAll              int // local endpoints, usable or not
+}
+
+// measure counts each side's usable candidates and their loads, without
+// allocating: Tick runs every few hundred milliseconds.
+func measure(set strategy.Set) loads {
+	var l loads
 	for _, c := range set.Cands {
-		if c.E.Ejected(set.Now) {
+		if c.E.Excluded(set.Now) {
 			continue // an inner outlier keeps it out: not usable
 		}
 		inflight := c.E.InFlight()
 		lat := float64(c.E.Latency())
 		if c.E.Info.Zone == set.LocalZone {
-			nLocal++
-			loadLocal += inflight
-			local.add(lat, inflight, c.Weight)
+			l.nLocal++
+			l.loadLocal += inflight
+			l.local.add(lat, inflight, c.Weight)
 		} else {
-			nRemote++
-			loadRemote += inflight
-			remote.add(lat, inflight, c.Weight)
+			l.nRemote++
+			l.loadRemote += inflight
+			l.remote.add(lat, inflight, c.Weight)
 		}
 	}
-	localAll := 0
 	for _, e := range set.All {
 		if e.Info.Zone == set.LocalZone {
-			localAll++
+			l.localAll++
 		}
 	}
-	if nLocal == 0 || nRemote == 0 {
-		// Nothing to balance between; Build routes to whichever side exists.
-		z.overload = 0
-		z.health = 0
-		if nLocal == 0 && nRemote > 0 {
-			z.health = 1
-		}
-		z.stats.SetSpillFraction(z.spill())
-		return rebuild || z.spill() != before
-	}
+	return l
+}
 
-	// Health: target 1 − healthy/MinHealthyFraction below the threshold.
+// updateHealth moves the health part one step toward
+// 1 − healthy/MinHealthyFraction when the usable local share is below the
+// threshold, else toward 0.
+func (z *zone) updateHealth(l loads) {
 	target := 0.0
-	if hf := float64(nLocal) / float64(max(localAll, 1)); hf < z.cfg.MinHealthyFraction {
+	if hf := float64(l.nLocal) / float64(max(l.localAll, 1)); hf < z.cfg.MinHealthyFraction {
 		target = 1 - hf/z.cfg.MinHealthyFraction
 	}
 	z.health = approach(z.health, target, z.cfg.SpillStep)
+}
 
-	// Overload, with hysteresis, on in-flight counts and on latency.
-	lload, rload := float64(loadLocal)/float64(nLocal), float64(loadRemote)/float64(nRemote)
+// updateOverload grows the overload part when the local side is
+// overloaded on in-flight counts or on latency, and shrinks it when both
+// are well below their margins (hysteresis).
+func (z *zone) updateOverload(l loads) {
+	lload, rload := float64(l.loadLocal)/float64(l.nLocal), float64(l.loadRemote)/float64(l.nRemote)
 	inflightHigh := lload >= z.cfg.MinLoad && lload > rload*(1+z.cfg.SpillMargin)
 	inflightLow := lload < z.cfg.MinLoad || lload < rload*(1+z.cfg.SpillMargin/2)
 	latHigh, latLow := false, true
 	step := z.cfg.SpillStep
-	if llat, rlat := local.mean(), remote.mean(); llat > 0 && rlat > 0 {
+	if llat, rlat := l.local.mean(), l.remote.mean(); llat > 0 && rlat > 0 {
 		over := llat / (rlat * (1 + z.cfg.LatencyMargin))
 		latHigh = over > 1
 		latLow = llat < rlat*(1+z.cfg.LatencyMargin/2)
@@ -416,10 +445,6 @@ func (z *zone) Tick(set strategy.Set) bool {
 	case inflightLow && latLow:
 		z.overload = max(z.overload-z.cfg.SpillStep, 0)
 	}
-	z.overload = round(z.overload)
-	z.health = round(z.health)
-	z.stats.SetSpillFraction(z.spill())
-	return rebuild || z.spill() != before
 }
 
 // maxStepFactor bounds how many SpillSteps the spill fraction grows by in
@@ -458,61 +483,3 @@ func approach(cur, target, step float64) float64 {
 
 // round trims float noise from repeated steps.
 func round(f float64) float64 { return math.Round(f*1e6) / 1e6 }
-
-// zonedPicker is immutable: picker with the spilled requests spread over the
-// remote zones.
-type zonedPicker struct {
-	rand          func() uint64
-	threshold     uint64
-	local, remote strategy.Picker // remote: all remote endpoints, the fallback
-	// A spilled draw r goes to zones[i] for the first i with r < cum[i];
-	// cum is increasing and its last element is threshold.
-	cum   []uint64
-	zones []strategy.Picker
-}
-
-// Pick draws one random number while spilling: below threshold it spills,
-// and the same number chooses the zone. When the chosen zone has nothing to
-// offer, all remote endpoints, then the local ones, answer.
-func (p *zonedPicker) Pick(ctx context.Context) (*strategy.Endpoint, error) {
-	if p.threshold != 0 {
-		if r := p.rand(); r < p.threshold {
-			for i, c := range p.cum {
-				if r < c {
-					if e, err := p.zones[i].Pick(ctx); err == nil {
-						return e, nil
-					}
-					break
-				}
-			}
-			if e, err := p.remote.Pick(ctx); err == nil {
-				return e, nil
-			}
-			return p.local.Pick(ctx)
-		}
-	}
-	if e, err := p.local.Pick(ctx); err == nil {
-		return e, nil
-	}
-	return p.remote.Pick(ctx)
-}
-
-// picker is immutable.
-type picker struct {
-	rand          func() uint64
-	threshold     uint64
-	local, remote strategy.Picker
-}
-
-// Pick draws a random number only while spilling; when the chosen side has
-// nothing to offer (say, an inner outlier ejected it all), the other answers.
-func (p *picker) Pick(ctx context.Context) (*strategy.Endpoint, error) {
-	first, second := p.local, p.remote
-	if p.threshold != 0 && p.rand() < p.threshold {
-		first, second = p.remote, p.local
-	}
-	if e, err := first.Pick(ctx); err == nil {
-		return e, nil
-	}
-	return second.Pick(ctx)
-}
