@@ -28,11 +28,13 @@ import (
 // strategy.Pool per client channel, the code the Fairway balancer runs:
 // the same endpoint sets, latency sampling and failure penalty, and a
 // request's outcome reaches the endpoint through the done function its pick
-// returned.
-// connection, round_robin and grpc_least_request (two choices, the
-// channel's own in-flight counts; outlier detection is not simulated) are
-// implemented here. Membership changes reach every client at once. A
-// request's latency is its time at the pod plus SimRTT.
+// returned (see TestSim_RunsTheBalancersCode). connection, round_robin and
+// grpc_least_request (two choices, the channel's own in-flight counts;
+// outlier detection is not simulated) are implemented here. Membership
+// changes reach every client at once, and a listed pod is connected at
+// once. A request's latency, as reported, is its time at the pod plus
+// SimRTT; the strategies' samples, read on the fake clock, leave SimRTT
+// out (a constant that shifts every endpoint's estimate alike).
 
 // SimRTT is the network and gRPC overhead the simulation adds to every
 // request's latency.

@@ -14,15 +14,9 @@ import (
 	"github.com/fairway-lb/fairway/client/strategy/strategytest"
 )
 
-func newSampled(clk *testingclock.FakeClock) *strategy.Endpoint {
-	e := strategy.NewEndpoint("a", endpointattr.Info{}, clk.Now())
-	e.SetLatencyConfig(clk, 0.5, 4)
-	return e
-}
-
 func TestEndpointSample_OneTimedRequestPerArm(t *testing.T) {
 	clk := testingclock.NewFakeClock(strategytest.Start)
-	e := newSampled(clk)
+	e := strategytest.Sampled(clk, 0.5, 4)
 
 	// The first request after SetLatencyConfig is timed, the next ones are
 	// not until the slot is armed again.
@@ -70,7 +64,7 @@ func TestEndpointSample_OneTimedRequestPerArm(t *testing.T) {
 
 func TestEndpointSample_FailuresCountAsSlow(t *testing.T) {
 	clk := testingclock.NewFakeClock(strategytest.Start)
-	e := newSampled(clk)
+	e := strategytest.Sampled(clk, 0.5, 4)
 	e.Picked()
 	e.StartSample()
 	clk.Step(10 * time.Millisecond)
@@ -98,7 +92,7 @@ func TestEndpointSample_FailuresCountAsSlow(t *testing.T) {
 
 func TestEndpointSample_LongTimedRequestRaisesEstimate(t *testing.T) {
 	clk := testingclock.NewFakeClock(strategytest.Start)
-	e := newSampled(clk)
+	e := strategytest.Sampled(clk, 0.5, 4)
 	e.Picked()
 	e.StartSample()
 	clk.Step(20 * time.Millisecond)

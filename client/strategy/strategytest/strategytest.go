@@ -95,3 +95,11 @@ func SetInFlight(e *strategy.Endpoint, n int64) {
 		e.Finish(codes.OK)
 	}
 }
+
+// Sampled returns an endpoint that measures latency on clk with alpha and
+// the failure penalty, as a Pool's endpoints do under a latency-aware chain.
+func Sampled(clk *testingclock.FakeClock, alpha, penalty float64) *strategy.Endpoint {
+	e := strategy.NewEndpoint("10.0.0.1:8080", endpointattr.Info{}, clk.Now())
+	e.SetLatencyConfig(clk, alpha, penalty)
+	return e
+}
