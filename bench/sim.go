@@ -9,29 +9,32 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"k8s.io/utils/clock"
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/fairway-lb/fairway/bench/backend"
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
-	_ "github.com/fairway-lb/fairway/client/strategy/outlier"      // registers outlier
-	_ "github.com/fairway-lb/fairway/client/strategy/p2c"          // registers p2c
-	_ "github.com/fairway-lb/fairway/client/strategy/slowstart"    // registers slow_start
-	_ "github.com/fairway-lb/fairway/client/strategy/zoneaffinity" // registers zone_affinity
+	_ "github.com/fairway-lb/fairway/client/strategy/all" // registers the built-in strategies
 )
 
 // The simulation runs the same arrival schedule against simulated pods: each
 // serves Capacity requests at once in FIFO order with the service times of
 // backend.ServiceTime and the same faults as the real pods. fairway and
-// fairway_p2c run the real strategy chains of client/strategy through their
-// public interface (Build, Pick, Tick, Endpoint counters) on a fake clock,
-// one chain per client channel, as the Fairway balancer drives them.
-// connection, round_robin and grpc_least_request (two choices, the
-// channel's own in-flight counts; outlier detection is not simulated) are
-// implemented here. Membership changes reach every client at once. A
-// request's latency is its time at the pod plus SimRTT.
+// fairway_p2c run the real strategy chains on a fake clock through a
+// strategy.Pool per client channel, the code the Fairway balancer runs:
+// the same endpoint sets, latency sampling and failure penalty, and a
+// request's outcome reaches the endpoint through the done function its pick
+// returned (see TestSim_RunsTheBalancersCode). connection, round_robin and
+// grpc_least_request (two choices, the channel's own in-flight counts;
+// outlier detection is not simulated) are implemented here. Membership
+// changes reach every client at once, and a listed pod is connected at
+// once. A request's latency, as reported, is its time at the pod plus
+// SimRTT; the strategies' samples, read on the fake clock, leave SimRTT
+// out (a constant that shifts every endpoint's estimate alike).
 
 // SimRTT is the network and gRPC overhead the simulation adds to every
 // request's latency.
@@ -98,7 +101,8 @@ type simReq struct {
 	serving bool
 	done    bool
 	lost    bool // the pod crashed while holding it
-	ep      *strategy.Endpoint
+	// onDone is the done function of a Fairway pick; nil otherwise.
+	onDone func(balancer.DoneInfo)
 }
 
 type simPod struct {
@@ -115,12 +119,7 @@ type simChannel struct {
 	zone string
 	rng  *rand.Rand
 	// fairway strategies
-	eps    []*strategy.Endpoint // by pod index; nil when not known
-	strat  strategy.Strategy
-	opts   strategy.BuildOptions
-	picker strategy.Picker
-	cands  []strategy.Candidate // current endpoints, rebuilt on membership changes
-	all    []*strategy.Endpoint
+	fw *fairwayChannel
 	// connection
 	pinned int
 	// round_robin
@@ -146,7 +145,9 @@ type sim struct {
 	chain    *strategy.Chain
 	failures map[codes.Code]error
 	epPod    map[*strategy.Endpoint]int
-	live     []int // serving pods, recomputed on join and crash
+	podAddrs []string       // by pod index
+	podIndex map[string]int // pod index by address
+	live     []int          // serving pods, recomputed on join and crash
 	// callers is what the control plane publishes as the Cluster's caller
 	// zones: the channels' shares per zone (each channel is one client).
 	callers map[string]float64
@@ -158,7 +159,7 @@ func simulate(cfg Config, strat string, sched []arrival, zones []string, run tim
 		epoch: time.Unix(1_700_000_000, 0),
 		rng:   rand.New(rand.NewPCG(cfg.Seed, 0x51)),
 		rec:   newRecorder(len(cfg.Pods)),
-		epPod: map[*strategy.Endpoint]int{},
+		epPod: map[*strategy.Endpoint]int{}, podIndex: map[string]int{},
 		failures: map[codes.Code]error{
 			codes.Unavailable:      status.Error(codes.Unavailable, "unavailable"),
 			codes.DeadlineExceeded: status.Error(codes.DeadlineExceeded, "deadline exceeded"),
@@ -177,11 +178,34 @@ func simulate(cfg Config, strat string, sched []arrival, zones []string, run tim
 		}
 		s.chain = c
 	}
-	nb := int(run/s.bucket) + 2
-	for i, p := range cfg.Pods {
+	s.addPods()
+	s.addChannels(zones)
+	start := time.Now()
+	cpu0 := cpuTime()
+	s.loop(sched)
+	res := &Result{
+		Strategy:     strat,
+		TargetRate:   cfg.Rate,
+		AchievedRate: float64(len(sched)) / run.Seconds(),
+		Wall:         time.Since(start),
+		CPU:          cpuTime() - cpu0,
+	}
+	received := make([]int64, len(s.pods))
+	buckets := make([][]int64, len(s.pods))
+	for i, p := range s.pods {
+		received[i], buckets[i] = p.received, p.buckets
+	}
+	res.fill(s.rec, received, buckets, int64(len(sched)), fairWeights(cfg.Pods))
+	return res, nil
+}
+
+// addPods creates the simulated pods and schedules their joins and crashes.
+func (s *sim) addPods() {
+	nb := int(s.run/s.bucket) + 2
+	for i, p := range s.cfg.Pods {
 		sp := &simPod{
-			spec: backend.Spec{Index: i, Zone: p.Zone, Capacity: max(p.Capacity, 1), Median: cfg.Median, Sigma: cfg.Sigma,
-				SlowFactor: p.SlowFactor, ErrorRate: p.ErrorRate, ColdFactor: p.ColdFactor, ColdFor: time.Duration(p.ColdFor * float64(run))},
+			spec: backend.Spec{Index: i, Zone: p.Zone, Capacity: max(p.Capacity, 1), Median: s.cfg.Median, Sigma: s.cfg.Sigma,
+				SlowFactor: p.SlowFactor, ErrorRate: p.ErrorRate, ColdFactor: p.ColdFactor, ColdFor: time.Duration(p.ColdFor * float64(s.run))},
 			buckets: make([]int64, nb),
 		}
 		if sp.spec.SlowFactor <= 0 {
@@ -192,36 +216,38 @@ func simulate(cfg Config, strat string, sched []arrival, zones []string, run tim
 		}
 		sp.live = p.JoinAt <= 0
 		s.pods = append(s.pods, sp)
+		s.podAddrs = append(s.podAddrs, simPodAddr(i))
+		s.podIndex[simPodAddr(i)] = i
 		if p.JoinAt > 0 {
-			s.push(event{at: time.Duration(p.JoinAt * float64(run)), kind: evJoin, pod: i})
+			s.push(event{at: time.Duration(p.JoinAt * float64(s.run)), kind: evJoin, pod: i})
 		}
 		if p.CrashAt > 0 {
-			s.push(event{at: time.Duration(p.CrashAt * float64(run)), kind: evCrash, pod: i})
+			s.push(event{at: time.Duration(p.CrashAt * float64(s.run)), kind: evCrash, pod: i})
 		}
 	}
 	s.updateLive()
+}
+
+// addChannels creates one client channel per zone entry; with a Fairway
+// chain, each gets its own Pool over the live pods, and ticks start.
+func (s *sim) addChannels(zones []string) {
 	for i, z := range zones {
-		ch := &simChannel{zone: z, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1)), pinned: -1}
-		ch.rr = ch.rng.IntN(max(len(cfg.Pods), 1))
-		ch.inflight = make([]int, len(cfg.Pods))
+		ch := &simChannel{zone: z, rng: rand.New(rand.NewPCG(s.cfg.Seed, uint64(i)+1)), pinned: -1}
+		ch.rr = ch.rng.IntN(max(len(s.cfg.Pods), 1))
+		ch.inflight = make([]int, len(s.cfg.Pods))
 		if s.chain != nil {
-			ch.strat, ch.opts = s.chain.Build(strategy.BuildOptions{Clock: s.clock, Rand: ch.rng.Uint64})
-			ch.eps = make([]*strategy.Endpoint, len(cfg.Pods))
-			for p, sp := range s.pods {
-				if sp.live {
-					ch.eps[p] = s.newEndpoint(p, true)
-				}
-			}
-			s.rebuild(ch)
+			ch.fw = newFairwayChannel(s.chain, s.clock, ch.rng.Uint64, z, s.callers)
+			s.setMembers(ch)
 		}
 		s.chans = append(s.chans, ch)
 	}
 	if s.chain != nil {
 		s.push(event{at: simTick, kind: evTick})
 	}
+}
 
-	start := time.Now()
-	cpu0 := cpuTime()
+// loop runs the arrivals of sched and the events until both are exhausted.
+func (s *sim) loop(sched []arrival) {
 	next := 0
 	for next < len(sched) || len(s.events) > 0 {
 		if next < len(sched) && (len(s.events) == 0 || sched[next].at <= s.events[0].at) {
@@ -250,20 +276,6 @@ func simulate(cfg Config, strat string, sched []arrival, zones []string, run tim
 			s.crash(ev.pod)
 		}
 	}
-	res := &Result{
-		Strategy:     strat,
-		TargetRate:   cfg.Rate,
-		AchievedRate: float64(len(sched)) / run.Seconds(),
-		Wall:         time.Since(start),
-		CPU:          cpuTime() - cpu0,
-	}
-	received := make([]int64, len(s.pods))
-	buckets := make([][]int64, len(s.pods))
-	for i, p := range s.pods {
-		received[i], buckets[i] = p.received, p.buckets
-	}
-	res.fill(s.rec, received, buckets, int64(len(sched)), fairWeights(cfg.Pods))
-	return res, nil
 }
 
 func (s *sim) push(e event) {
@@ -279,35 +291,70 @@ func (s *sim) advance(t time.Duration) {
 	}
 }
 
-func (s *sim) newEndpoint(p int, initial bool) *strategy.Endpoint {
-	sp := s.pods[p]
-	now := s.epoch.Add(s.now)
-	e := strategy.NewEndpoint(podIP(p)+":8080", endpointattr.Info{
-		Zone: sp.spec.Zone, Hostname: "pod-" + strconv.Itoa(p), Weight: uint32(sp.spec.Capacity),
-		Health: endpointattr.Healthy, FirstSeen: now,
-	}, now)
-	e.Initial = initial
-	s.epPod[e] = p
-	return e
-}
-
-// rebuild gives a channel's chain the current endpoint set, as the balancer
-// does on every resolver update.
-func (s *sim) rebuild(ch *simChannel) {
-	ch.cands, ch.all = nil, nil
-	for _, e := range ch.eps {
-		if e != nil {
-			ch.all = append(ch.all, e)
-			ch.cands = append(ch.cands, strategy.Candidate{E: e, Weight: float64(e.Info.Weight)})
-		}
+// members is the membership every channel's resolver reports: the live
+// pods, in pod order.
+func (s *sim) members() []strategy.Member {
+	out := make([]strategy.Member, 0, len(s.live))
+	for _, p := range s.live {
+		sp := s.pods[p]
+		out = append(out, strategy.Member{Addr: s.podAddrs[p], Info: endpointattr.Info{
+			Zone: sp.spec.Zone, Hostname: "pod-" + strconv.Itoa(p), Weight: uint32(sp.spec.Capacity),
+			Health: endpointattr.Healthy, FirstSeen: s.epoch.Add(sp.started),
+		}})
 	}
-	ch.picker = ch.strat.Build(s.set(ch))
+	return out
 }
 
-// set is the channel's current endpoint set; Build may keep its slices,
-// which are replaced (never modified) on the next membership change.
-func (s *sim) set(ch *simChannel) strategy.Set {
-	return strategy.Set{Cands: ch.cands, All: ch.all, LocalZone: ch.zone, CallerZones: s.callers, Now: s.epoch.Add(s.now)}
+// setMembers gives channel ch the current membership, as a resolver update
+// does, and keeps epPod in step.
+func (s *sim) setMembers(ch *simChannel) {
+	added, removed := ch.fw.setMembers(s.members())
+	for _, e := range removed {
+		delete(s.epPod, e)
+	}
+	for _, e := range added {
+		s.epPod[e] = s.podIndex[e.Addr]
+	}
+}
+
+// simPodAddr is the address of simulated pod p's endpoint.
+func simPodAddr(p int) string { return podIP(p) + ":8080" }
+
+// fairwayChannel is one simulated client channel's Fairway balancer: a
+// strategy.Pool driven as client/balancer drives it, except that a
+// simulated pod is reachable as soon as it is listed (a balancer's SubConn
+// turns READY, and the pool is told so, shortly after).
+type fairwayChannel struct {
+	pool    *strategy.Pool
+	picker  strategy.PoolPicker
+	zone    string
+	callers map[string]float64
+}
+
+func newFairwayChannel(c *strategy.Chain, clk clock.Clock, rnd func() uint64, zone string, callers map[string]float64) *fairwayChannel {
+	f := &fairwayChannel{pool: strategy.NewPool(strategy.BuildOptions{Clock: clk, Rand: rnd}), zone: zone, callers: callers}
+	f.pool.SetChain(c)
+	return f
+}
+
+// setMembers updates the pool's membership, marks new endpoints connected
+// and rebuilds the picker.
+func (f *fairwayChannel) setMembers(members []strategy.Member) (added, removed []*strategy.Endpoint) {
+	added, removed = f.pool.Update(members, f.zone, f.callers)
+	for _, e := range added {
+		f.pool.SetConnected(e, true)
+	}
+	f.rebuild()
+	return added, removed
+}
+
+func (f *fairwayChannel) rebuild() { f.picker, _, _ = f.pool.Build() }
+
+// tick runs the pool's Tick and rebuilds the picker when asked to.
+func (f *fairwayChannel) tick() {
+	if f.pool.Tick() {
+		f.rebuild()
+	}
 }
 
 // callerZones is the share of channels per zone, rounded as the control
@@ -338,8 +385,9 @@ func (s *sim) updateLive() {
 	}
 }
 
-// pick chooses the pod for a request of channel ch; -1 when none.
-func (s *sim) pick(ch *simChannel) (int, *strategy.Endpoint) {
+// pick chooses the pod for a request of channel ch; -1 when none. A
+// Fairway pick also returns the request's done function.
+func (s *sim) pick(ch *simChannel) (int, func(balancer.DoneInfo)) {
 	switch s.strategy {
 	case Connection:
 		if ch.pinned < 0 || !s.pods[ch.pinned].live {
@@ -376,19 +424,18 @@ func (s *sim) pick(ch *simChannel) (int, *strategy.Endpoint) {
 		}
 		return pa, nil
 	default:
-		e, err := ch.picker.Pick(context.Background())
+		e, done, err := ch.fw.picker.Pick(context.Background())
 		if err != nil {
 			return -1, nil
 		}
-		e.Picked()
-		return s.epPod[e], e
+		return s.epPod[e], done
 	}
 }
 
 func (s *sim) arrive(c int) {
 	ch := s.chans[c]
-	p, ep := s.pick(ch)
-	r := &simReq{ch: c, pod: p, arrive: s.now, ep: ep}
+	p, done := s.pick(ch)
+	r := &simReq{ch: c, pod: p, arrive: s.now, onDone: done}
 	if p < 0 {
 		s.finish(r, codes.Unavailable)
 		return
@@ -464,24 +511,21 @@ func (s *sim) finish(r *simReq, c codes.Code) {
 	if r.pod >= 0 {
 		s.chans[r.ch].inflight[r.pod]--
 	}
-	if e := r.ep; e != nil {
-		ch := s.chans[r.ch]
-		if ch.opts.Features.LatencyAlpha > 0 {
-			d := lat
-			if err != nil {
-				d = max(d, time.Duration(float64(e.Latency())*max(ch.opts.Features.FailurePenalty, 1)))
-			}
-			e.ObserveLatency(d, ch.opts.Features.LatencyAlpha)
-		}
-		e.Finish(c)
+	report(r.onDone, err)
+}
+
+// report tells a channel's balancer how a Fairway request ended, as gRPC
+// does: through the done function of its pick (nil for other strategies).
+// The latency sample and the failure penalty are the pool's.
+func report(done func(balancer.DoneInfo), err error) {
+	if done != nil {
+		done(balancer.DoneInfo{Err: err})
 	}
 }
 
 func (s *sim) tick() {
 	for _, ch := range s.chans {
-		if ch.strat.Tick(s.set(ch)) {
-			s.rebuild(ch)
-		}
+		ch.fw.tick()
 	}
 }
 
@@ -493,8 +537,7 @@ func (s *sim) join(p int) {
 		return
 	}
 	for _, ch := range s.chans {
-		ch.eps[p] = s.newEndpoint(p, false)
-		s.rebuild(ch)
+		s.setMembers(ch)
 	}
 }
 
@@ -522,8 +565,6 @@ func (s *sim) crash(p int) {
 		return
 	}
 	for _, ch := range s.chans {
-		delete(s.epPod, ch.eps[p])
-		ch.eps[p] = nil
-		s.rebuild(ch)
+		s.setMembers(ch)
 	}
 }

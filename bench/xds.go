@@ -136,7 +136,7 @@ func (d *fairwayDialer) dial(ch int, zone string) (*grpc.ClientConn, error) {
 		// xDS stream, and the control plane counts it among the callers.
 		client.WithXDSServers(d.cp.addr), client.WithZone(zone), client.WithNodeID(fmt.Sprintf("bench-client-%d", ch)),
 		client.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
-		client.WithRegistry(prometheus.NewRegistry()),
+		client.WithRegisterer(prometheus.NewRegistry()),
 	}
 	if d.chain != "" {
 		opts = append(opts, client.WithStrategy(d.chain))

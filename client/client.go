@@ -21,6 +21,7 @@ import (
 	"github.com/fairway-lb/fairway/client/balancer"
 	"github.com/fairway-lb/fairway/client/resolver"
 	"github.com/fairway-lb/fairway/client/xdsclient"
+	"github.com/fairway-lb/fairway/internal/promreg"
 	"github.com/fairway-lb/fairway/wire"
 )
 
@@ -95,11 +96,13 @@ func WithStrategy(chainJSON string) Option {
 	return func(c *config) { c.strategy = json.RawMessage(chainJSON) }
 }
 
-// WithRegistry sets where the xDS client's metrics are registered. Default:
-// the client registry, balancer.Metrics(), which also holds the balancer's
-// metrics. The shared xDS client takes the registry of the channel that
+// WithRegisterer registers the client's metrics with reg: the balancer's
+// (balancer.Collector: picks, in-flight requests, ejections, zone spill)
+// and the xDS client's. Default nil: not registered. Registration goes
+// through promreg.Register, so channels that share reg share the
+// collectors; the shared xDS client takes the registerer of the channel that
 // created it.
-func WithRegistry(r prometheus.Registerer) Option { return func(c *config) { c.reg = r } }
+func WithRegisterer(reg prometheus.Registerer) Option { return func(c *config) { c.reg = reg } }
 
 // WithLogger sets the logger of the resolver and of a newly created xDS
 // client. Default slog.Default().
@@ -141,8 +144,8 @@ func (b *builder) Build(t grpcresolver.Target, cc grpcresolver.ClientConn, opts 
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
 	}
-	if cfg.reg == nil {
-		cfg.reg = balancer.Metrics()
+	if _, err := promreg.Register(cfg.reg, balancer.Collector()); err != nil {
+		return nil, fmt.Errorf("fairway/client: register the balancer's metrics: %w", err)
 	}
 	if len(cfg.strategy) > 0 {
 		if err := ValidateStrategy(cfg.strategy); err != nil {

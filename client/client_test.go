@@ -10,6 +10,7 @@ import (
 
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -19,7 +20,6 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/fairway-lb/fairway/client/balancer"
 	"github.com/fairway-lb/fairway/client/xdsclient/xdstest"
 	"github.com/fairway-lb/fairway/wire"
 )
@@ -69,13 +69,14 @@ func dial(t *testing.T, target string, opts ...grpc.DialOption) *grpc.ClientConn
 func TestWithFairway_RPCReachesBackend(t *testing.T) {
 	srv := xdstest.Start(t, "127.0.0.1:0")
 	serve(srv, "echo.default:8080", startBackend(t), `[{"p2c":{}}]`)
-	cc := dial(t, "fairway:///echo.default:8080", WithFairway(WithXDSServers(srv.Addr), WithZone("zone-z")))
+	reg := prometheus.NewRegistry()
+	cc := dial(t, "fairway:///echo.default:8080", WithFairway(WithXDSServers(srv.Addr), WithZone("zone-z"), WithRegisterer(reg)))
 	check(t, cc)
 	first := srv.WaitRequest(t, "with node", func(r *xdstest.Request) bool { return r.GetNode() != nil })
 	if got := first.GetNode().GetLocality().GetZone(); got != "zone-z" {
 		t.Errorf("node zone = %q, want zone-z", got)
 	}
-	mfs, err := balancer.Metrics().Gather()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,9 +84,9 @@ func TestWithFairway_RPCReachesBackend(t *testing.T) {
 	for _, mf := range mfs {
 		got[mf.GetName()] = true
 	}
-	for _, want := range []string{"fairway_client_xds_connected", "fairway_client_xds_last_update_timestamp_seconds", "fairway_client_xds_updates_total"} {
+	for _, want := range []string{"fairway_client_xds_connected", "fairway_client_xds_last_update_timestamp_seconds", "fairway_client_xds_updates_total", "fairway_client_picks_total"} {
 		if !got[want] {
-			t.Errorf("metric %s missing from the client registry", want)
+			t.Errorf("metric %s missing from the registerer given to WithRegisterer", want)
 		}
 	}
 	cc.Close()

@@ -12,15 +12,19 @@
 // service's callers per zone on the state's attributes; both reach the
 // strategies in every strategy.Set.
 //
-// Pickers are immutable and rebuilt when endpoints, their connectivity or the
-// strategies' time-dependent tables change; a tick goroutine (every
-// TickInterval) runs the strategies' Tick. The pick path takes no lock and
-// allocates nothing: per-endpoint atomics (in-flight, picks, outcomes by
-// code) live in strategy.Endpoint values kept by address across pickers, and
-// PickResult.Done records each request's outcome.
+// The balancer keeps the SubConns and their connectivity; a strategy.Pool
+// owns the endpoints (kept by address across updates, with their
+// per-endpoint atomics: in-flight, picks, outcomes by code, latency), builds
+// the candidate sets and runs the chain. Pickers are immutable and rebuilt
+// when endpoints, their connectivity or the strategies' time-dependent
+// tables change; a tick goroutine (every TickInterval) runs the pool's
+// Tick. The pick path (picker.go) takes no lock and allocates nothing: the
+// pool's picker returns the endpoint and the done function that records the
+// request's outcome, which becomes PickResult.Done.
 //
-// Metrics are exposed by a custom Collector on a package registry, Metrics;
-// Inspect and Targets return per-endpoint state for debugging.
+// Collector returns the client's metrics for a Prometheus registry (the
+// client package registers it through its WithRegisterer option); Inspect
+// and Targets return per-endpoint state for debugging.
 package balancer
 
 import (
@@ -41,13 +45,8 @@ import (
 
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
-	_ "github.com/fairway-lb/fairway/client/strategy/outlier"      // registers outlier
-	_ "github.com/fairway-lb/fairway/client/strategy/p2c"          // registers p2c
-	_ "github.com/fairway-lb/fairway/client/strategy/roundrobin"   // registers round_robin
-	_ "github.com/fairway-lb/fairway/client/strategy/shard"        // registers shard
-	_ "github.com/fairway-lb/fairway/client/strategy/slowstart"    // registers slow_start
-	_ "github.com/fairway-lb/fairway/client/strategy/weighted"     // registers weighted
-	_ "github.com/fairway-lb/fairway/client/strategy/zoneaffinity" // registers zone_affinity
+	_ "github.com/fairway-lb/fairway/client/strategy/all" // registers the built-in strategies
+	"github.com/fairway-lb/fairway/client/strategy/zoneaffinity"
 )
 
 // Name is the balancer's name in service configs.
@@ -131,12 +130,13 @@ func (b *builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) bala
 		target = opts.Target.String()
 	}
 	fb := &fairwayBalancer{
-		cc:        cc,
-		target:    target,
-		opts:      b.opts,
-		logger:    b.opts.logger.With("component", "fairway/balancer", "target", target),
-		endpoints: map[string]*endpoint{},
-		done:      make(chan struct{}),
+		cc:     cc,
+		target: target,
+		opts:   b.opts,
+		logger: b.opts.logger.With("component", "fairway/balancer", "target", target),
+		done:   make(chan struct{}),
+		pool:   strategy.NewPool(strategy.BuildOptions{Clock: b.opts.clock, Rand: b.opts.rand}),
+		conns:  map[*strategy.Endpoint]*conn{},
 	}
 	fb.wg.Add(1)
 	go fb.run()
@@ -144,8 +144,8 @@ func (b *builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) bala
 	return fb
 }
 
-// endpoint is the balancer's record of one address.
-type endpoint struct {
+// conn is the balancer's connection to one endpoint of the pool.
+type conn struct {
 	se      *strategy.Endpoint
 	sc      balancer.SubConn
 	state   connectivity.State
@@ -161,20 +161,13 @@ type fairwayBalancer struct {
 	done   chan struct{}
 	wg     sync.WaitGroup
 
-	mu          sync.Mutex // guards everything below; Build/Tick run under it
+	mu          sync.Mutex // guards everything below; the pool's methods run under it
 	closed      bool
-	cfg         *Config
-	chain       strategy.Strategy
-	chainOpts   strategy.BuildOptions
-	endpoints   map[string]*endpoint // by address
-	order       []string             // addresses in resolver order
-	localZone   string
-	callerZones map[string]float64 // read-only; shared with the sets
-	seenFirst   bool
+	pool        *strategy.Pool
+	conns       map[*strategy.Endpoint]*conn // the pool's endpoints with a SubConn
 	resolverErr error
-	published   bool         // a READY picker was published
-	pastEjects  uint64       // ejections of endpoints since removed
-	scratch     strategy.Set // slices reused by tick
+	published   bool   // a READY picker was published
+	pastEjects  uint64 // exclusions of endpoints since removed
 }
 
 func (b *fairwayBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
@@ -191,101 +184,67 @@ func (b *fairwayBalancer) UpdateClientConnState(s balancer.ClientConnState) erro
 		}
 		cfg = c.(*Config)
 	}
-	if b.cfg == nil || b.cfg.Chain.Raw != cfg.Chain.Raw {
-		b.chain, b.chainOpts = cfg.Chain.Build(strategy.BuildOptions{Clock: b.opts.clock, Rand: b.opts.rand})
-		for _, ep := range b.endpoints {
-			ep.se.SetLatencyConfig(b.opts.clock, b.chainOpts.Features.LatencyAlpha, b.chainOpts.Features.FailurePenalty)
-		}
+	if b.pool.SetChain(cfg.Chain) {
 		b.logger.Debug("strategy chain", "chain", cfg.Chain.Raw)
 	}
-	b.cfg = cfg
 	b.resolverErr = nil
-	b.localZone = endpointattr.LocalZone(s.ResolverState.Attributes)
-	b.callerZones = endpointattr.CallerZones(s.ResolverState.Attributes)
-
-	now := b.opts.clock.Now()
-	initial := !b.seenFirst
-	b.seenFirst = true
-	seen := make(map[string]bool, len(s.ResolverState.Endpoints))
-	b.order = b.order[:0]
+	members := make([]strategy.Member, 0, len(s.ResolverState.Endpoints))
 	for _, rep := range s.ResolverState.Endpoints {
 		if len(rep.Addresses) == 0 {
 			continue
 		}
-		addr := rep.Addresses[0]
-		if seen[addr.Addr] {
-			continue
-		}
-		seen[addr.Addr] = true
-		b.order = append(b.order, addr.Addr)
-		info, ok := endpointattr.FromEndpoint(rep)
-		if !ok {
-			info = endpointattr.Info{Weight: 1}
-		}
-		if info.Weight == 0 {
-			info.Weight = 1
-		}
-		if ep, ok := b.endpoints[addr.Addr]; ok {
-			ep.se.Info = info
-			continue
-		}
-		if err := b.addLocked(addr, info, now, initial); err != nil {
-			b.logger.Warn("cannot create SubConn", "address", addr.Addr, "error", err)
-		}
+		info, _ := endpointattr.FromEndpoint(rep) // none: weight 1, healthy
+		members = append(members, strategy.Member{Addr: rep.Addresses[0].Addr, Info: info})
 	}
-	for a, ep := range b.endpoints {
-		if !seen[a] {
-			b.pastEjects += ep.se.Ejections.Load()
-			ep.sc.Shutdown()
-			delete(b.endpoints, a)
+	added, removed := b.pool.Update(members,
+		endpointattr.LocalZone(s.ResolverState.Attributes), endpointattr.CallerZones(s.ResolverState.Attributes))
+	for _, se := range removed {
+		b.pastEjects += se.Exclusions()
+		b.conns[se].sc.Shutdown()
+		delete(b.conns, se)
+	}
+	for _, se := range added {
+		if err := b.connectLocked(se); err != nil {
+			b.logger.Warn("cannot create SubConn", "address", se.Addr, "error", err)
+			b.pool.Drop(se)
 		}
 	}
 	b.updateLocked("resolver update")
-	if len(b.endpoints) == 0 {
+	if len(b.conns) == 0 {
 		return balancer.ErrBadResolverState
 	}
 	return nil
 }
 
-// addLocked creates the endpoint and its SubConn (b.mu held).
-func (b *fairwayBalancer) addLocked(addr resolver.Address, info endpointattr.Info, now time.Time, initial bool) error {
-	added := info.FirstSeen
-	if added.IsZero() {
-		added = now
-	}
-	se := strategy.NewEndpoint(addr.Addr, info, added)
-	se.Initial = initial
-	ep := &endpoint{se: se, state: connectivity.Idle}
-	sc, err := b.cc.NewSubConn([]resolver.Address{addr}, balancer.NewSubConnOptions{
-		StateListener: func(st balancer.SubConnState) { b.subConnState(ep, st) },
+// connectLocked creates se's SubConn and connects it (b.mu held).
+func (b *fairwayBalancer) connectLocked(se *strategy.Endpoint) error {
+	c := &conn{se: se, state: connectivity.Idle}
+	sc, err := b.cc.NewSubConn([]resolver.Address{{Addr: se.Addr}}, balancer.NewSubConnOptions{
+		StateListener: func(st balancer.SubConnState) { b.subConnState(c, st) },
 	})
 	if err != nil {
 		return err
 	}
-	ep.sc = sc
+	c.sc = sc
 	se.SubConn = sc
-	se.Done = se.FinishDone
-	se.TimedDone = se.FinishTimed
-	if b.chain != nil {
-		se.SetLatencyConfig(b.opts.clock, b.chainOpts.Features.LatencyAlpha, b.chainOpts.Features.FailurePenalty)
-	}
-	b.endpoints[addr.Addr] = ep
+	b.conns[se] = c
 	sc.Connect()
 	return nil
 }
 
-func (b *fairwayBalancer) subConnState(ep *endpoint, st balancer.SubConnState) {
+func (b *fairwayBalancer) subConnState(c *conn, st balancer.SubConnState) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed || b.endpoints[ep.se.Addr] != ep {
+	if b.closed || b.conns[c.se] != c {
 		return
 	}
-	ep.state = st.ConnectivityState
+	c.state = st.ConnectivityState
 	if st.ConnectionError != nil {
-		ep.lastErr = st.ConnectionError
+		c.lastErr = st.ConnectionError
 	}
+	b.pool.SetConnected(c.se, c.state == connectivity.Ready)
 	if st.ConnectivityState == connectivity.Idle {
-		ep.sc.Connect() // connect eagerly
+		c.sc.Connect() // connect eagerly
 	}
 	b.updateLocked("subconn " + st.ConnectivityState.String())
 }
@@ -309,9 +268,9 @@ func (b *fairwayBalancer) UpdateSubConnState(balancer.SubConn, balancer.SubConnS
 func (b *fairwayBalancer) ExitIdle() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, ep := range b.endpoints {
-		if ep.state == connectivity.Idle {
-			ep.sc.Connect()
+	for _, c := range b.conns {
+		if c.state == connectivity.Idle {
+			c.sc.Connect()
 		}
 	}
 }
@@ -324,8 +283,8 @@ func (b *fairwayBalancer) Close() {
 	}
 	b.closed = true
 	close(b.done)
-	for _, ep := range b.endpoints {
-		ep.sc.Shutdown()
+	for _, c := range b.conns {
+		c.sc.Shutdown()
 	}
 	b.mu.Unlock()
 	b.wg.Wait()
@@ -350,110 +309,86 @@ func (b *fairwayBalancer) run() {
 func (b *fairwayBalancer) tick() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed || b.chain == nil {
+	if b.closed {
 		return
 	}
-	now := b.opts.clock.Now()
-	// Tick must not retain the set, so its slices are reused; a rebuild
-	// gets fresh ones, which pickers may keep.
-	set := b.fillSetLocked(now, b.scratch.All[:0], b.scratch.Cands[:0])
-	b.scratch = set
-	if b.chainOpts.Features.LatencyAlpha > 0 {
-		for _, e := range set.All {
-			e.ArmSample(now)
-		}
-	}
-	if b.chain.Tick(set) {
-		b.publishLocked(b.setLocked(now), "tick")
+	if b.pool.Tick() {
+		b.updateLocked("tick")
 	}
 }
 
-// setLocked returns the current candidate set in new slices (b.mu held).
-func (b *fairwayBalancer) setLocked(now time.Time) strategy.Set {
-	return b.fillSetLocked(now, make([]*strategy.Endpoint, 0, len(b.order)), nil)
-}
-
-// fillSetLocked returns the current candidate set, appending to all and
-// cands (b.mu held).
-func (b *fairwayBalancer) fillSetLocked(now time.Time, all []*strategy.Endpoint, cands []strategy.Candidate) strategy.Set {
-	s := strategy.Set{LocalZone: b.localZone, CallerZones: b.callerZones, Now: now, All: all, Cands: cands}
-	for _, a := range b.order {
-		ep := b.endpoints[a]
-		if ep == nil {
-			continue
-		}
-		s.All = append(s.All, ep.se)
-		if ep.state == connectivity.Ready && ep.se.Info.Health == endpointattr.Healthy {
-			s.Cands = append(s.Cands, strategy.Candidate{E: ep.se, Weight: float64(ep.se.Info.Weight)})
-		}
-	}
-	return s
-}
-
-// updateLocked recomputes the aggregate state and publishes a picker
-// (b.mu held).
+// updateLocked publishes a READY picker when the pool has candidates, else
+// the aggregate state with a clear error (b.mu held).
 func (b *fairwayBalancer) updateLocked(why string) {
-	if b.chain == nil {
+	if b.pool.Chain() == nil {
 		if b.resolverErr != nil {
 			b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.TransientFailure,
 				Picker: errPicker{status.Errorf(codes.Unavailable, "fairway/balancer: resolver: %v", b.resolverErr)}})
 		}
 		return
 	}
-	set := b.setLocked(b.opts.clock.Now())
-	if len(set.Cands) > 0 {
-		b.publishLocked(set, why)
+	if b.publishLocked(why) {
 		return
 	}
 	b.published = false
-	var connecting bool
-	var lastErr error
-	healthy := 0
-	for _, ep := range b.endpoints {
-		if ep.se.Info.Health != endpointattr.Healthy {
-			continue
-		}
-		healthy++
-		switch ep.state {
-		case connectivity.Idle, connectivity.Connecting:
-			connecting = true
-		case connectivity.TransientFailure:
-			if ep.lastErr != nil {
-				lastErr = ep.lastErr
-			}
-		}
-	}
-	var err error
-	switch {
-	case connecting:
+	state, err := b.noCandidateLocked()
+	if state == connectivity.Connecting {
 		b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.Connecting, Picker: errPicker{balancer.ErrNoSubConnAvailable}})
 		return
-	case b.resolverErr != nil && len(b.endpoints) == 0:
-		err = fmt.Errorf("fairway/balancer: resolver: %w", b.resolverErr)
-	case len(b.endpoints) == 0:
-		err = errors.New("fairway/balancer: no endpoints")
-	case healthy == 0:
-		err = fmt.Errorf("fairway/balancer: none of %d endpoints is healthy", len(b.endpoints))
-	case lastErr != nil:
-		err = fmt.Errorf("fairway/balancer: all %d healthy endpoints failed to connect, last error: %w", healthy, lastErr)
-	default:
-		err = fmt.Errorf("fairway/balancer: no endpoint is ready")
 	}
 	b.logger.Debug("no candidates", "reason", why, "error", err)
 	b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.TransientFailure, Picker: errPicker{status.Error(codes.Unavailable, err.Error())}})
 }
 
-// publishLocked builds and publishes a READY picker over set (b.mu held).
-func (b *fairwayBalancer) publishLocked(set strategy.Set, why string) {
-	if len(set.Cands) == 0 {
-		b.updateLocked(why)
-		return
+// noCandidateLocked says why the pool has no candidate: CONNECTING while
+// some healthy endpoint connects, else TRANSIENT_FAILURE with the reason
+// (b.mu held).
+func (b *fairwayBalancer) noCandidateLocked() (connectivity.State, error) {
+	var connecting bool
+	var lastErr error
+	healthy := 0
+	for _, c := range b.conns {
+		if c.se.Info.Health != endpointattr.Healthy {
+			continue
+		}
+		healthy++
+		switch c.state {
+		case connectivity.Idle, connectivity.Connecting:
+			connecting = true
+		case connectivity.TransientFailure:
+			if c.lastErr != nil {
+				lastErr = c.lastErr
+			}
+		}
 	}
-	p := newPicker(b.chain.Build(set))
+	switch {
+	case connecting:
+		return connectivity.Connecting, nil
+	case b.resolverErr != nil && len(b.conns) == 0:
+		return connectivity.TransientFailure, fmt.Errorf("fairway/balancer: resolver: %w", b.resolverErr)
+	case len(b.conns) == 0:
+		return connectivity.TransientFailure, errors.New("fairway/balancer: no endpoints")
+	case healthy == 0:
+		return connectivity.TransientFailure, fmt.Errorf("fairway/balancer: none of %d endpoints is healthy", len(b.conns))
+	case lastErr != nil:
+		return connectivity.TransientFailure, fmt.Errorf("fairway/balancer: all %d healthy endpoints failed to connect, last error: %w", healthy, lastErr)
+	}
+	return connectivity.TransientFailure, fmt.Errorf("fairway/balancer: no endpoint is ready")
+}
+
+// publishLocked builds and publishes a READY picker over the pool's
+// candidates, and reports false, publishing nothing, when there are none
+// (b.mu held).
+func (b *fairwayBalancer) publishLocked(why string) bool {
+	pp, set, ok := b.pool.Build()
+	if !ok {
+		return false
+	}
 	b.published = true
 	b.logger.Debug("picker rebuilt", "reason", why, "endpoints", len(set.All), "candidates", len(set.Cands),
-		"local_zone", set.LocalZone, "spill_fraction", b.chainOpts.Stats.SpillFraction())
-	b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: p})
+		"local_zone", set.LocalZone, "spill_fraction", b.pool.Gauges().Value(zoneaffinity.SpillFraction))
+	b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: newPicker(pp)})
+	return true
 }
 
 type errPicker struct{ err error }

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	grpcbalancer "google.golang.org/grpc/balancer"
@@ -24,6 +24,8 @@ import (
 	"github.com/fairway-lb/fairway/client/balancer"
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
+	"github.com/fairway-lb/fairway/internal/testbackend"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -56,42 +58,29 @@ func (firstHealthyStrategy) Build(s strategy.Set) strategy.Picker {
 
 func init() { strategy.Register(firstHealthy{}) }
 
-// backend is a real gRPC server on a loopback address.
-type backend struct {
-	testgrpc.UnimplementedTestServiceServer
-	addr  string
-	calls atomic.Int64
-	fail  atomic.Bool // answer UNAVAILABLE
-	srv   *grpc.Server
-}
-
-func (b *backend) EmptyCall(context.Context, *testgrpc.Empty) (*testgrpc.Empty, error) {
-	b.calls.Add(1)
-	if b.fail.Load() {
-		return nil, status.Error(codes.Unavailable, "backend says no")
-	}
-	return &testgrpc.Empty{}, nil
-}
-
-func startBackends(t *testing.T, n int) []*backend {
+// startBackends starts n real gRPC backends on loopback addresses
+// 127.0.0.1, 127.0.0.2, ...; opt(i) gives backend i's options (nil: none).
+func startBackends(t *testing.T, n int, opt func(i int) []testbackend.Option) []*testbackend.Backend {
 	t.Helper()
-	var out []*backend
+	var out []*testbackend.Backend
 	for i := range n {
-		lis, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", i+1))
+		var opts []testbackend.Option
+		if opt != nil {
+			opts = opt(i)
+		}
+		b, err := testbackend.Start(fmt.Sprintf("127.0.0.%d:0", i+1), opts...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b := &backend{addr: lis.Addr().String(), srv: grpc.NewServer()}
-		testgrpc.RegisterTestServiceServer(b.srv, b)
-		go b.srv.Serve(lis)
-		t.Cleanup(b.srv.Stop)
+		t.Cleanup(b.Stop)
 		out = append(out, b)
 	}
 	return out
 }
 
 type ep struct {
-	b      *backend
+	b      *testbackend.Backend
+	addr   string // instead of b: an address nothing serves
 	zone   string
 	health endpointattr.Health
 }
@@ -105,8 +94,12 @@ func state(t *testing.T, r *manual.Resolver, chain string, eps ...ep) resolver.S
 		if z == "" {
 			z = "a"
 		}
+		addr := e.addr
+		if e.b != nil {
+			addr = e.b.Addr().String()
+		}
 		s.Endpoints = append(s.Endpoints, endpointattr.Set(
-			resolver.Endpoint{Addresses: []resolver.Address{{Addr: e.b.addr}}},
+			resolver.Endpoint{Addresses: []resolver.Address{{Addr: addr}}},
 			endpointattr.Info{Zone: z, Weight: 1, Health: e.health}))
 	}
 	cfg := `{"loadBalancingConfig":[{"fairway":{}}]}`
@@ -139,10 +132,10 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func calls(bs []*backend) []int64 {
+func calls(bs []*testbackend.Backend) []int64 {
 	out := make([]int64, len(bs))
 	for i, b := range bs {
-		out[i] = b.calls.Load()
+		out[i] = b.Count()
 	}
 	return out
 }
@@ -160,22 +153,10 @@ func send(t *testing.T, ctx context.Context, c testgrpc.TestServiceClient, n int
 	return failed
 }
 
-// waitFor polls cond (real time: a real gRPC channel) until ctx expires.
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out waiting for %s", what)
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-}
-
 // waitReady waits until n endpoints of target are candidates.
 func waitReady(t *testing.T, ctx context.Context, target string, n int) {
 	t.Helper()
-	waitFor(t, ctx, fmt.Sprintf("%d ready endpoints", n), func() bool {
+	testkit.Eventually(ctx, t, fmt.Sprintf("%d ready endpoints", n), func() bool {
 		eps, _ := balancer.Inspect(target)
 		ready := 0
 		for _, e := range eps {
@@ -189,7 +170,7 @@ func waitReady(t *testing.T, ctx context.Context, target string, n int) {
 
 func TestBalancer_TrafficReachesAllAndRemovedGetsNothing(t *testing.T) {
 	ctx := ctxT(t)
-	bs := startBackends(t, 3)
+	bs := startBackends(t, 3, nil)
 	r, c := dial(t, "reach.default:8080")
 	r.UpdateState(state(t, r, "", ep{b: bs[0]}, ep{b: bs[1]}, ep{b: bs[2]}))
 	waitReady(t, ctx, "reach.default:8080", 3)
@@ -215,7 +196,7 @@ func TestBalancer_TrafficReachesAllAndRemovedGetsNothing(t *testing.T) {
 	}
 
 	r.UpdateState(state(t, r, "", ep{b: bs[0]}, ep{b: bs[1]}))
-	waitFor(t, ctx, "endpoint removal", func() bool { eps, _ := balancer.Inspect("reach.default:8080"); return len(eps) == 2 })
+	testkit.Eventually(ctx, t, "endpoint removal", func() bool { eps, _ := balancer.Inspect("reach.default:8080"); return len(eps) == 2 })
 	before := calls(bs)
 	send(t, ctx, c, 200)
 	if got := calls(bs)[2] - before[2]; got != 0 {
@@ -225,7 +206,7 @@ func TestBalancer_TrafficReachesAllAndRemovedGetsNothing(t *testing.T) {
 
 func TestBalancer_DrainingEndpointGetsNoNewPicks(t *testing.T) {
 	ctx := ctxT(t)
-	bs := startBackends(t, 2)
+	bs := startBackends(t, 2, nil)
 	r, c := dial(t, "drain.default:8080")
 	r.UpdateState(state(t, r, "", ep{b: bs[0]}, ep{b: bs[1], health: endpointattr.Draining}))
 	send(t, ctx, c, 100)
@@ -234,25 +215,48 @@ func TestBalancer_DrainingEndpointGetsNoNewPicks(t *testing.T) {
 	}
 }
 
+// sendWithin is send with a deadline of d per call.
+func sendWithin(t *testing.T, ctx context.Context, c testgrpc.TestServiceClient, n int, d time.Duration) (failed int) {
+	t.Helper()
+	for range n {
+		cctx, cancel := context.WithTimeout(ctx, d)
+		_, err := c.EmptyCall(cctx, &testgrpc.Empty{}, grpc.WaitForReady(true))
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("EmptyCall: %v", err)
+			}
+			failed++
+		}
+	}
+	return failed
+}
+
 func TestBalancer_OutlierDrainsFailingBackend(t *testing.T) {
 	ctx := ctxT(t)
-	bs := startBackends(t, 3)
-	bs[1].fail.Store(true)
+	// Backend 1 never answers in time: its calls fail with DEADLINE_EXCEEDED.
+	bs := startBackends(t, 3, func(i int) []testbackend.Option {
+		if i == 1 {
+			return []testbackend.Option{testbackend.WithDelay(time.Hour)}
+		}
+		return nil
+	})
+	const deadline = time.Second
 	r, c := dial(t, "outlier.default:8080")
 	chain := `[{"outlier":{"interval":"200ms","min_requests":5,"max_ejection_percent":50}},{"round_robin":{}}]`
 	r.UpdateState(state(t, r, chain, ep{b: bs[0]}, ep{b: bs[1]}, ep{b: bs[2]}))
-	waitFor(t, ctx, "ejection", func() bool {
-		send(t, ctx, c, 10)
+	testkit.Eventually(ctx, t, "ejection", func() bool {
+		sendWithin(t, ctx, c, 10, 100*time.Millisecond)
 		eps, _ := balancer.Inspect("outlier.default:8080")
 		for _, e := range eps {
-			if e.Address == bs[1].addr && !e.EjectedUntil.IsZero() {
+			if e.Address == bs[1].Addr().String() && !e.EjectedUntil.IsZero() {
 				return true
 			}
 		}
 		return false
 	})
 	before := calls(bs)
-	if failed := send(t, ctx, c, 100); failed != 0 {
+	if failed := sendWithin(t, ctx, c, 100, deadline); failed != 0 {
 		t.Errorf("%d calls failed after ejection, want 0", failed)
 	}
 	if got := calls(bs)[1] - before[1]; got != 0 {
@@ -260,24 +264,24 @@ func TestBalancer_OutlierDrainsFailingBackend(t *testing.T) {
 	}
 	eps, _ := balancer.Inspect("outlier.default:8080")
 	for _, e := range eps {
-		if e.Address != bs[1].addr {
+		if e.Address != bs[1].Addr().String() {
 			continue
 		}
-		if e.Failures == 0 || e.Codes["Unavailable"] != e.Failures || e.Ejections != 1 {
-			t.Errorf("Inspect of the failing endpoint: failures %d, codes %v, ejections %d; want only UNAVAILABLE failures and one ejection", e.Failures, e.Codes, e.Ejections)
+		if e.Failures == 0 || e.Codes["DeadlineExceeded"] != e.Failures || e.Ejections != 1 {
+			t.Errorf("Inspect of the failing endpoint: failures %d, codes %v, ejections %d; want only DEADLINE_EXCEEDED failures and one ejection", e.Failures, e.Codes, e.Ejections)
 		}
 	}
 }
 
 func TestBalancer_ZeroEndpointsFailWithClearError(t *testing.T) {
 	ctx := ctxT(t)
-	bs := startBackends(t, 1)
+	bs := startBackends(t, 1, nil)
 	r, c := dial(t, "zero.default:8080")
 	r.UpdateState(state(t, r, "", ep{b: bs[0]}))
 	send(t, ctx, c, 5)
 	r.UpdateState(state(t, r, ""))
 	var last error
-	waitFor(t, ctx, "a failing RPC", func() bool {
+	testkit.Eventually(ctx, t, "a failing RPC", func() bool {
 		_, last = c.EmptyCall(ctx, &testgrpc.Empty{})
 		return status.Code(last) == codes.Unavailable && strings.Contains(last.Error(), "fairway/balancer: no endpoints")
 	})
@@ -285,7 +289,7 @@ func TestBalancer_ZeroEndpointsFailWithClearError(t *testing.T) {
 
 func TestBalancer_TestOnlyStrategyByRegistration(t *testing.T) {
 	ctx := ctxT(t)
-	bs := startBackends(t, 3)
+	bs := startBackends(t, 3, nil)
 	r, c := dial(t, "first.default:8080")
 	r.UpdateState(state(t, r, `[{"first_healthy":{}}]`, ep{b: bs[0]}, ep{b: bs[1]}, ep{b: bs[2]}))
 	waitReady(t, ctx, "first.default:8080", 3)
@@ -301,12 +305,12 @@ func TestBalancer_AllFailedIsTransientFailureWithClearError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := &backend{addr: lis.Addr().String()}
+	dead := lis.Addr().String()
 	lis.Close() // nothing listens there any more
 	r, c := dial(t, "dead.default:8080")
-	r.UpdateState(state(t, r, "", ep{b: dead}))
+	r.UpdateState(state(t, r, "", ep{addr: dead}))
 	var last error
-	waitFor(t, ctx, "a failing RPC", func() bool {
+	testkit.Eventually(ctx, t, "a failing RPC", func() bool {
 		_, last = c.EmptyCall(ctx, &testgrpc.Empty{})
 		return status.Code(last) == codes.Unavailable && strings.Contains(last.Error(), "fairway/balancer: all 1 healthy endpoints failed to connect")
 	})
@@ -314,7 +318,7 @@ func TestBalancer_AllFailedIsTransientFailureWithClearError(t *testing.T) {
 
 func TestBalancer_MetricsAndTargets(t *testing.T) {
 	ctx := ctxT(t)
-	bs := startBackends(t, 2)
+	bs := startBackends(t, 2, nil)
 	r, c := dial(t, "metrics.default:8080")
 	r.UpdateState(state(t, r, "", ep{b: bs[0]}, ep{b: bs[1], zone: "b"}))
 	waitReady(t, ctx, "metrics.default:8080", 2)
@@ -326,40 +330,23 @@ func TestBalancer_MetricsAndTargets(t *testing.T) {
 	if !found {
 		t.Errorf("Targets() = %v, want metrics.default:8080 in it", balancer.Targets())
 	}
-	mfs, err := balancer.Metrics().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			var labels []string
-			target := ""
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "target" {
-					target = l.GetValue()
-					continue
-				}
-				labels = append(labels, l.GetName()+"="+l.GetValue())
-			}
-			if target != "metrics.default:8080" {
-				continue
-			}
-			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
-			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = v
-		}
-	}
-	want := map[string]float64{
-		"fairway_client_picks_total{endpoint=" + bs[0].addr + ",zone=a}": 20, // local zone, light load
-		"fairway_client_picks_total{endpoint=" + bs[1].addr + ",zone=b}": 0,
-		"fairway_client_inflight{endpoint=" + bs[0].addr + "}":           0,
-		"fairway_client_inflight{endpoint=" + bs[1].addr + "}":           0,
-		"fairway_client_ejections_total{}":                               0,
-		"fairway_client_zone_spill_fraction{}":                           0,
-	}
-	for k, v := range want {
-		if g, ok := got[k]; !ok || g != v {
-			t.Errorf("metric %s = %v (present %v), want %v; all: %v", k, g, ok, v, got)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(balancer.Collector())
+	const target = "metrics.default:8080"
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"fairway_client_picks_total", []string{"endpoint", bs[0].Addr().String(), "zone", "a"}, 20}, // local zone, light load
+		{"fairway_client_picks_total", []string{"endpoint", bs[1].Addr().String(), "zone", "b"}, 0},
+		{"fairway_client_inflight", []string{"endpoint", bs[0].Addr().String()}, 0},
+		{"fairway_client_inflight", []string{"endpoint", bs[1].Addr().String()}, 0},
+		{"fairway_client_ejections_total", nil, 0},
+		{"fairway_client_zone_spill_fraction", nil, 0},
+	} {
+		if got := testkit.MetricValue(t, reg, tc.name, append([]string{"target", target}, tc.labels...)...); got != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
 		}
 	}
 }
@@ -376,7 +363,7 @@ func TestParseConfigJSON_RejectsInvalidChain(t *testing.T) {
 
 func TestBalancer_ResolverErrorKeepsLastPicker(t *testing.T) {
 	ctx := ctxT(t)
-	bs := startBackends(t, 2)
+	bs := startBackends(t, 2, nil)
 	r, c := dial(t, "rerr.default:8080")
 	r.UpdateState(state(t, r, "", ep{b: bs[0]}, ep{b: bs[1]}))
 	send(t, ctx, c, 10)
@@ -392,7 +379,7 @@ func TestBalancer_SlowStartRampsOnInjectedClock(t *testing.T) {
 	defer grpcbalancer.Register(balancer.NewBuilder())
 
 	ctx := ctxT(t)
-	bs := startBackends(t, 3)
+	bs := startBackends(t, 3, nil)
 	r, c := dial(t, "ramp.default:8080")
 	chain := `[{"slow_start":{"window":"10s","min_weight_percent":10}},{"weighted":{}}]`
 	r.UpdateState(state(t, r, chain, ep{b: bs[0]}, ep{b: bs[1]}))
@@ -409,8 +396,8 @@ func TestBalancer_SlowStartRampsOnInjectedClock(t *testing.T) {
 		return -1
 	}
 	for _, want := range []float64{0.1, 0.5, 1} {
-		waitFor(t, ctx, fmt.Sprintf("effective weight %v", want), func() bool { return weightOf(bs[2].addr) == want })
-		if got := weightOf(bs[0].addr); got != 1 {
+		testkit.Eventually(ctx, t, fmt.Sprintf("effective weight %v", want), func() bool { return weightOf(bs[2].Addr().String()) == want })
+		if got := weightOf(bs[0].Addr().String()); got != 1 {
 			t.Errorf("initial endpoint's effective weight = %v, want 1 (not ramped)", got)
 		}
 		clk.Step(5 * time.Second) // the tick after it rebuilds the picker

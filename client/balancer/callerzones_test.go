@@ -14,6 +14,7 @@ import (
 	"github.com/fairway-lb/fairway/client/balancer"
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 // seenSets is a test-only terminal strategy that picks the first candidate
@@ -76,7 +77,7 @@ func TestBalancer_CallerZonesReachBuildAndTickWithoutNewEndpoints(t *testing.T) 
 	defer grpcbalancer.Register(balancer.NewBuilder())
 
 	ctx := ctxT(t)
-	bs := startBackends(t, 2)
+	bs := startBackends(t, 2, nil)
 	const target = "callers.default:8080"
 	r, c := dial(t, target)
 	const chain = `[{"seen_sets":{}}]`
@@ -88,11 +89,11 @@ func TestBalancer_CallerZonesReachBuildAndTickWithoutNewEndpoints(t *testing.T) 
 	s := state(t, r, chain, ep{b: bs[0]}, ep{b: bs[1], zone: "b"})
 	s.Attributes = endpointattr.SetCallerZones(s.Attributes, zones)
 	r.UpdateState(s)
-	waitFor(t, ctx, "a Build with caller zones", func() bool {
+	testkit.Eventually(ctx, t, "a Build with caller zones", func() bool {
 		b, _ := lastSeen()
 		return maps.Equal(b, zones)
 	})
-	waitFor(t, ctx, "a Tick with caller zones", func() bool {
+	testkit.Eventually(ctx, t, "a Tick with caller zones", func() bool {
 		clk.Step(balancer.DefaultTickInterval)
 		_, tk := lastSeen()
 		return maps.Equal(tk, zones)

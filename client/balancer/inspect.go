@@ -5,11 +5,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 
 	"github.com/fairway-lb/fairway/client/endpointattr"
+	"github.com/fairway-lb/fairway/client/strategy"
 )
 
 // EndpointState is one endpoint as a balancer sees it, for debugging.
@@ -28,8 +28,8 @@ type EndpointState struct {
 	Failures        uint64            // finished with a code other than OK
 	Codes           map[string]uint64 // finished requests by code (non-zero only)
 	Latency         time.Duration     // peak-EWMA latency (latency-aware p2c only)
-	Ejections       uint64
-	EjectedUntil    time.Time // zero when not ejected
+	Ejections       uint64            // times excluded by a strategy (outlier ejections)
+	EjectedUntil    time.Time         // end of the current exclusion; zero when none
 	FirstSeen       time.Time
 }
 
@@ -93,120 +93,51 @@ func Inspect(target string) ([]EndpointState, bool) {
 func (b *fairwayBalancer) inspect() []EndpointState {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make([]EndpointState, 0, len(b.order))
-	for _, a := range b.order {
-		ep := b.endpoints[a]
-		if ep == nil {
+	eps := b.pool.Endpoints()
+	out := make([]EndpointState, 0, len(eps))
+	for _, se := range eps {
+		c := b.conns[se]
+		if c == nil {
 			continue
 		}
-		se := ep.se
-		st := EndpointState{
-			Address:         a,
-			Hostname:        se.Info.Hostname,
-			Zone:            se.Info.Zone,
-			Weight:          se.Info.Weight,
-			EffectiveWeight: se.EffectiveWeight(),
-			Health:          se.Info.Health,
-			Connectivity:    ep.state,
-			Ready:           ep.state == connectivity.Ready && se.Info.Health == endpointattr.Healthy,
-			InFlight:        se.InFlight(),
-			Picks:           se.Picks(),
-			Latency:         se.Latency(),
-			Ejections:       se.Ejections.Load(),
-			FirstSeen:       se.Added,
-		}
-		if st.EffectiveWeight == 0 {
-			st.EffectiveWeight = float64(se.Info.Weight)
-		}
-		if u := se.EjectedUntil.Load(); u != 0 {
-			st.EjectedUntil = time.Unix(0, u)
-		}
-		for c := codes.OK; c <= codes.Unauthenticated; c++ {
-			n := se.Outcomes(c)
-			if n == 0 {
-				continue
-			}
-			if st.Codes == nil {
-				st.Codes = map[string]uint64{}
-			}
-			st.Codes[c.String()] = n
-			st.Finished += n
-			if c != codes.OK {
-				st.Failures += n
-			}
-		}
-		out = append(out, st)
+		out = append(out, inspectEndpoint(se, c.state))
 	}
 	return out
 }
 
-var registry = prometheus.NewRegistry()
-
-func init() { registry.MustRegister(collector{}) }
-
-// Metrics returns the registry holding the client's metrics; serve it with
-// promhttp.HandlerFor(balancer.Metrics(), ...) or merge it into another
-// registry's gathering (prometheus.Gatherers). The metrics are computed at
-// scrape time from the balancers' per-endpoint atomics, so the pick path
-// pays nothing for them:
-//
-//	fairway_client_picks_total{target,endpoint,zone}   counter
-//	fairway_client_inflight{target,endpoint}           gauge
-//	fairway_client_ejections_total{target}             counter
-//	fairway_client_zone_spill_fraction{target}         gauge
-func Metrics() *prometheus.Registry { return registry }
-
-var (
-	picksDesc    = prometheus.NewDesc("fairway_client_picks_total", "Requests sent to each endpoint.", []string{"target", "endpoint", "zone"}, nil)
-	inflightDesc = prometheus.NewDesc("fairway_client_inflight", "Requests in flight to each endpoint.", []string{"target", "endpoint"}, nil)
-	ejectDesc    = prometheus.NewDesc("fairway_client_ejections_total", "Outlier ejections.", []string{"target"}, nil)
-	spillDesc    = prometheus.NewDesc("fairway_client_zone_spill_fraction", "Share of requests sent out of the local zone.", []string{"target"}, nil)
-)
-
-// collector reads all live balancers at scrape time. Balancers of the same
-// target (several channels) are summed per endpoint.
-type collector struct{}
-
-func (collector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- picksDesc
-	ch <- inflightDesc
-	ch <- ejectDesc
-	ch <- spillDesc
-}
-
-func (collector) Collect(ch chan<- prometheus.Metric) {
-	liveMu.Lock()
-	all := make(map[string][]*fairwayBalancer, len(live))
-	for t, bs := range live {
-		all[t] = append([]*fairwayBalancer(nil), bs...)
+func inspectEndpoint(se *strategy.Endpoint, state connectivity.State) EndpointState {
+	st := EndpointState{
+		Address:         se.Addr,
+		Hostname:        se.Info.Hostname,
+		Zone:            se.Info.Zone,
+		Weight:          se.Info.Weight,
+		EffectiveWeight: se.EffectiveWeight(),
+		Health:          se.Info.Health,
+		Connectivity:    state,
+		Ready:           state == connectivity.Ready && se.Info.Health == endpointattr.Healthy,
+		InFlight:        se.InFlight(),
+		Picks:           se.Picks(),
+		Latency:         se.Latency(),
+		Ejections:       se.Exclusions(),
+		EjectedUntil:    se.ExcludedUntil(),
+		FirstSeen:       se.Added,
 	}
-	liveMu.Unlock()
-	type key struct{ addr, zone string }
-	for target, bs := range all {
-		picks := map[key]uint64{}
-		inflight := map[string]int64{}
-		var ejections uint64
-		var spill float64
-		for _, b := range bs {
-			b.mu.Lock()
-			for _, ep := range b.endpoints {
-				picks[key{ep.se.Addr, ep.se.Info.Zone}] += ep.se.Picks()
-				inflight[ep.se.Addr] += ep.se.InFlight()
-				ejections += ep.se.Ejections.Load()
-			}
-			ejections += b.pastEjects
-			if b.chainOpts.Stats != nil {
-				spill = max(spill, b.chainOpts.Stats.SpillFraction())
-			}
-			b.mu.Unlock()
-		}
-		for k, n := range picks {
-			ch <- prometheus.MustNewConstMetric(picksDesc, prometheus.CounterValue, float64(n), target, k.addr, k.zone)
-		}
-		for a, n := range inflight {
-			ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue, float64(n), target, a)
-		}
-		ch <- prometheus.MustNewConstMetric(ejectDesc, prometheus.CounterValue, float64(ejections), target)
-		ch <- prometheus.MustNewConstMetric(spillDesc, prometheus.GaugeValue, spill, target)
+	if st.EffectiveWeight == 0 {
+		st.EffectiveWeight = float64(se.Info.Weight)
 	}
+	for c := codes.OK; c <= codes.Unauthenticated; c++ {
+		n := se.Outcomes(c)
+		if n == 0 {
+			continue
+		}
+		if st.Codes == nil {
+			st.Codes = map[string]uint64{}
+		}
+		st.Codes[c.String()] = n
+		st.Finished += n
+		if c != codes.OK {
+			st.Failures += n
+		}
+	}
+	return st
 }

@@ -12,25 +12,19 @@ import (
 
 var errNoEndpoint = status.Error(codes.Unavailable, strategy.ErrNoEndpoint.Error())
 
-// newPicker wraps a strategy picker as a gRPC picker. A pick reads no clock:
-// it returns the endpoint's Done, or, for the one request per endpoint and
-// tick whose latency is sampled (strategy.Endpoint.StartSample, one atomic
-// load otherwise), its TimedDone.
-func newPicker(sp strategy.Picker) balancer.Picker { return &picker{sp: sp} }
+// newPicker adapts a pool's picker to gRPC: the endpoint's SubConn and the
+// done function the pool chose (see strategy.PoolPicker.Pick).
+func newPicker(pp strategy.PoolPicker) balancer.Picker { return &picker{pp: pp} }
 
 // picker is immutable.
-type picker struct{ sp strategy.Picker }
+type picker struct{ pp strategy.PoolPicker }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	e, err := p.sp.Pick(info.Ctx)
+	e, done, err := p.pp.Pick(info.Ctx)
 	if err != nil {
 		return balancer.PickResult{}, mapErr(err)
 	}
-	e.Picked()
-	if e.StartSample() {
-		return balancer.PickResult{SubConn: e.SubConn, Done: e.TimedDone}, nil
-	}
-	return balancer.PickResult{SubConn: e.SubConn, Done: e.Done}, nil
+	return balancer.PickResult{SubConn: e.SubConn, Done: done}, nil
 }
 
 func mapErr(err error) error {

@@ -1,6 +1,10 @@
 package strategy
 
-import _ "unsafe" // for go:linkname
+import (
+	"math"
+	"math/bits"
+	_ "unsafe" // for go:linkname
+)
 
 // cheaprand is the runtime's per-M wyrand generator: lock-free, a few
 // instructions, not cryptographic. The runtime keeps it linkable for the
@@ -22,3 +26,27 @@ func FastRand() uint64 { return uint64(cheaprand())<<32 | uint64(cheaprand()) }
 //
 //go:linkname FastRand32 runtime.cheaprand
 func FastRand32() uint32
+
+// Index maps a random value r to [0, n) (Lemire's multiply-shift; the bias
+// is below n/2^64).
+func Index(r uint64, n int) int {
+	hi, _ := bits.Mul64(r, uint64(n))
+	return int(hi)
+}
+
+// Index32 maps the 32-bit value r to [0, n).
+func Index32(r uint32, n int) int {
+	return int((uint64(r) * uint64(n)) >> 32)
+}
+
+// Threshold converts a probability p in [0,1] into a uint64 such that
+// r < Threshold(p) has probability p for uniform r.
+func Threshold(p float64) uint64 {
+	switch {
+	case p <= 0:
+		return 0
+	case p >= 1:
+		return math.MaxUint64
+	}
+	return uint64(p * (1 << 63) * 2)
+}

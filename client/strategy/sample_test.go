@@ -14,15 +14,9 @@ import (
 	"github.com/fairway-lb/fairway/client/strategy/strategytest"
 )
 
-func newSampled(clk *testingclock.FakeClock) *strategy.Endpoint {
-	e := strategy.NewEndpoint("a", endpointattr.Info{}, clk.Now())
-	e.SetLatencyConfig(clk, 0.5, 4)
-	return e
-}
-
 func TestEndpointSample_OneTimedRequestPerArm(t *testing.T) {
 	clk := testingclock.NewFakeClock(strategytest.Start)
-	e := newSampled(clk)
+	e := strategytest.Sampled(clk, 0.5, 4)
 
 	// The first request after SetLatencyConfig is timed, the next ones are
 	// not until the slot is armed again.
@@ -70,7 +64,7 @@ func TestEndpointSample_OneTimedRequestPerArm(t *testing.T) {
 
 func TestEndpointSample_FailuresCountAsSlow(t *testing.T) {
 	clk := testingclock.NewFakeClock(strategytest.Start)
-	e := newSampled(clk)
+	e := strategytest.Sampled(clk, 0.5, 4)
 	e.Picked()
 	e.StartSample()
 	clk.Step(10 * time.Millisecond)
@@ -98,7 +92,7 @@ func TestEndpointSample_FailuresCountAsSlow(t *testing.T) {
 
 func TestEndpointSample_LongTimedRequestRaisesEstimate(t *testing.T) {
 	clk := testingclock.NewFakeClock(strategytest.Start)
-	e := newSampled(clk)
+	e := strategytest.Sampled(clk, 0.5, 4)
 	e.Picked()
 	e.StartSample()
 	clk.Step(20 * time.Millisecond)
@@ -123,62 +117,5 @@ func TestEndpointSample_OffWithoutConfig(t *testing.T) {
 	e.FinishDone(balancer.DoneInfo{Err: status.Error(codes.Unavailable, "down")})
 	if got := e.Latency(); got != 0 {
 		t.Errorf("Latency() = %v, want 0", got)
-	}
-}
-
-func TestEndpointDecayStale_IdleEstimateMovesTowardRef(t *testing.T) {
-	clk := testingclock.NewFakeClock(strategytest.Start)
-	e := newSampled(clk)
-	e.ObserveLatency(100*time.Millisecond, 0.5)
-	ref := 20 * time.Millisecond
-	for i := 0; i < 2; i++ { // two idle ticks: not yet stale
-		e.DecayStale(ref, 3, 0.5, 4, 32)
-	}
-	if got, want := e.Latency(), 100*time.Millisecond; got != want {
-		t.Fatalf("Latency() before idle ticks = %v, want %v", got, want)
-	}
-	e.DecayStale(ref, 3, 0.5, 4, 32) // third idle tick: half way to ref
-	if got, want := e.Latency(), 60*time.Millisecond; got != want {
-		t.Errorf("Latency() after decay = %v, want %v", got, want)
-	}
-	e.Picked() // a pick resets the idle count
-	e.DecayStale(ref, 3, 0.5, 4, 32)
-	if got, want := e.Latency(), 60*time.Millisecond; got != want {
-		t.Errorf("Latency() after a pick = %v, want %v", got, want)
-	}
-	e.DecayStale(ref, 3, 0.5, 4, 2) // cap: 2 × ref
-	if got, want := e.Latency(), 40*time.Millisecond; got != want {
-		t.Errorf("Latency() capped = %v, want %v", got, want)
-	}
-}
-
-func TestEndpointDecayStale_FailuresRaiseEstimate(t *testing.T) {
-	clk := testingclock.NewFakeClock(strategytest.Start)
-	e := newSampled(clk)
-	ref := 20 * time.Millisecond
-	e.DecayStale(ref, 3, 0.5, 4, 32)
-	if got := e.Latency(); got != 0 {
-		t.Fatalf("Latency() with no sample and no failure = %v, want 0", got)
-	}
-	// A fast failure on a pod not yet measured.
-	e.Picked()
-	e.StartSample()
-	clk.Step(time.Millisecond)
-	e.FinishTimed(balancer.DoneInfo{Err: status.Error(codes.Unavailable, "down")})
-	// The last tick left the peers' reference: penalty × 20 ms at once.
-	if got, want := e.Latency(), 80*time.Millisecond; got != want {
-		t.Errorf("Latency() after a fast failure = %v, want %v", got, want)
-	}
-	e.DecayStale(ref, 3, 0.5, 4, 32)
-	if got, want := e.Latency(), 80*time.Millisecond; got != want {
-		t.Errorf("Latency() after a fast failure and a tick = %v, want %v", got, want)
-	}
-	// A cancellation by the caller is no failure of the pod.
-	c := newSampled(clk)
-	c.Picked()
-	c.Finish(codes.Canceled)
-	c.DecayStale(ref, 3, 0.5, 4, 32)
-	if got := c.Latency(); got != 0 {
-		t.Errorf("Latency() after a cancellation and a tick = %v, want 0", got)
 	}
 }

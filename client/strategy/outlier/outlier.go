@@ -155,7 +155,7 @@ type outlier struct {
 	cfg      Config
 	slots    int // intervals per window
 	inner    strategy.Strategy
-	state    map[*strategy.Endpoint]*epState // guarded by the balancer's serialization of Tick
+	state    map[*strategy.Endpoint]*epState // guarded by the Pool's serialization of Tick
 	lastEval time.Time
 	gen      uint64
 	rates    []rate               // reused by Tick
@@ -171,7 +171,7 @@ type rate struct {
 func (o *outlier) Build(set strategy.Set) strategy.Picker {
 	out := make([]strategy.Candidate, 0, len(set.Cands))
 	for _, c := range set.Cands {
-		if !c.E.Ejected(set.Now) {
+		if !c.E.Excluded(set.Now) {
 			out = append(out, c)
 		}
 	}
@@ -179,18 +179,41 @@ func (o *outlier) Build(set strategy.Set) strategy.Picker {
 	return o.inner.Build(set)
 }
 
-func (o *outlier) Tick(set strategy.Set) bool {
-	rebuild := o.inner.Tick(set)
-	now := set.Now
-	evaluate := o.lastEval.IsZero() || now.Sub(o.lastEval) >= time.Duration(o.cfg.Interval)
-	if evaluate {
-		o.lastEval = now
-	}
+// tick is the state of one Tick: the ejection budget and whether the
+// picker must be rebuilt.
+type tick struct {
+	now     time.Time
+	all     int // endpoints in set.All
+	ejected int // endpoints ejected now
+	rebuild bool
+}
 
-	// Forget endpoints that are gone (without allocating: Tick runs every
-	// few hundred milliseconds); re-admit expired ejections.
+// Tick runs the steps grpc-go's outlier detection runs on its interval
+// timer: forget endpoints that are gone, re-admit expired ejections, read
+// each candidate's counters, then eject by consecutive failures and, every
+// Interval, by failure rate.
+func (o *outlier) Tick(set strategy.Set) bool {
+	t := &tick{now: set.Now, all: len(set.All), rebuild: o.inner.Tick(set)}
+	evaluate := o.lastEval.IsZero() || t.now.Sub(o.lastEval) >= time.Duration(o.cfg.Interval)
+	if evaluate {
+		o.lastEval = t.now
+	}
+	o.forgetGone(set.All)
+	o.readmitExpired(t, set.All)
+	rates, sumRate, consecutive := o.observe(t, set.Cands, evaluate)
+	defer func() { o.rates, o.consec = rates[:0], consecutive[:0] }()
+	for _, e := range consecutive {
+		o.eject(t, e)
+	}
+	o.ejectByFailureRate(t, rates, sumRate)
+	return t.rebuild
+}
+
+// forgetGone drops the state of endpoints no longer in all, without
+// allocating (Tick runs every few hundred milliseconds).
+func (o *outlier) forgetGone(all []*strategy.Endpoint) {
 	o.gen++
-	for _, e := range set.All {
+	for _, e := range all {
 		if st := o.state[e]; st != nil {
 			st.gen = o.gen
 		}
@@ -200,52 +223,41 @@ func (o *outlier) Tick(set strategy.Set) bool {
 			delete(o.state, e)
 		}
 	}
-	ejected := 0
-	for _, e := range set.All {
-		u := e.EjectedUntil.Load()
-		if u == 0 {
-			continue
-		}
-		if now.UnixNano() >= u {
-			e.EjectedUntil.Store(0)
-			rebuild = true
-			continue
-		}
-		ejected++
-	}
+}
 
-	rates := o.rates[:0]
-	var sumRate float64
-	consecutive := o.consec[:0]
-	defer func() { o.rates, o.consec = rates[:0], consecutive[:0] }()
-	for _, c := range set.Cands {
+// readmitExpired lifts the ejections that have run out and counts the
+// others.
+func (o *outlier) readmitExpired(t *tick, all []*strategy.Endpoint) {
+	for _, e := range all {
+		u := e.ExcludedUntil()
+		if u.IsZero() {
+			continue
+		}
+		if !t.now.Before(u) {
+			e.Readmit()
+			t.rebuild = true
+			continue
+		}
+		t.ejected++
+	}
+}
+
+// observe reads each candidate's counters into its state: the failures in
+// a row, and, when evaluate, the interval and the window that end now. It
+// returns the window's failure rates of the endpoints not ejected with
+// calls in it, their sum, and the endpoints with too many failures in a
+// row.
+func (o *outlier) observe(t *tick, cands []strategy.Candidate, evaluate bool) (rates []rate, sumRate float64, consecutive []*strategy.Endpoint) {
+	rates, consecutive = o.rates[:0], o.consec[:0]
+	for _, c := range cands {
 		e := c.E
-		st := o.state[e]
-		total, failed := e.Finished(o.cfg.mask)
-		if st == nil {
-			st = &epState{intervalTotal: total, intervalFailed: failed, tickTotal: total, tickFailed: failed, gen: o.gen,
-				ring: make([]counts, o.slots)}
-			st.resetWindow(total, failed)
-			o.state[e] = st
-		}
-		dt, df := total-st.tickTotal, failed-st.tickFailed
-		st.tickTotal, st.tickFailed = total, failed
-		if df == dt {
-			st.consecutive += df
-		} else {
-			st.consecutive = 0 // some call succeeded: start over
-		}
+		st, total, failed := o.stateOf(e)
+		st.countConsecutive(total, failed)
 		var it, ifl, wt, wf uint64
 		if evaluate {
-			it, ifl = total-st.intervalTotal, failed-st.intervalFailed
-			st.intervalTotal, st.intervalFailed = total, failed
-			// The oldest slot starts the window; it becomes the newest.
-			old := st.ring[st.next]
-			wt, wf = total-old.total, failed-old.failed
-			st.ring[st.next] = counts{total, failed}
-			st.next = (st.next + 1) % len(st.ring)
+			it, ifl, wt, wf = st.endInterval(total, failed)
 		}
-		if e.Ejected(now) {
+		if e.Excluded(t.now) {
 			st.consecutive = 0
 			continue
 		}
@@ -259,36 +271,55 @@ func (o *outlier) Tick(set strategy.Set) bool {
 			st.ejections-- // a clean interval with traffic lowers the backoff
 		}
 		if wt > 0 {
-			r := float64(wf) / float64(wt)
-			sumRate += r
+			sumRate += float64(wf) / float64(wt)
 			rates = append(rates, rate{e: e, total: wt, failed: wf})
 		}
 	}
+	return rates, sumRate, consecutive
+}
 
-	eject := func(e *strategy.Endpoint) {
-		if o.cfg.MaxEjectionPercent <= 0 {
-			return
-		}
-		if ejected > 0 && float64(ejected)*100 >= o.cfg.MaxEjectionPercent*float64(len(set.All)) {
-			return
-		}
-		if e.Ejected(now) {
-			return
-		}
-		st := o.state[e]
-		st.ejections++
-		d := time.Duration(o.cfg.BaseEjectionTime) * time.Duration(st.ejections)
-		d = min(d, time.Duration(o.cfg.MaxEjectionTime))
-		e.EjectedUntil.Store(now.Add(d).UnixNano())
-		e.Ejections.Add(1)
-		st.consecutive = 0
-		st.resetWindow(e.Finished(o.cfg.mask))
-		ejected++
-		rebuild = true
+// stateOf returns e's state, creating it, and e's counters now.
+func (o *outlier) stateOf(e *strategy.Endpoint) (st *epState, total, failed uint64) {
+	total, failed = e.Finished(o.cfg.mask)
+	st = o.state[e]
+	if st == nil {
+		st = &epState{intervalTotal: total, intervalFailed: failed, tickTotal: total, tickFailed: failed, gen: o.gen,
+			ring: make([]counts, o.slots)}
+		st.resetWindow(total, failed)
+		o.state[e] = st
 	}
-	for _, e := range consecutive {
-		eject(e)
+	return st, total, failed
+}
+
+// countConsecutive adds the calls since the last Tick to the failures in a
+// row, or starts over when one of them succeeded.
+func (st *epState) countConsecutive(total, failed uint64) {
+	dt, df := total-st.tickTotal, failed-st.tickFailed
+	st.tickTotal, st.tickFailed = total, failed
+	if df == dt {
+		st.consecutive += df
+	} else {
+		st.consecutive = 0 // some call succeeded: start over
 	}
+}
+
+// endInterval closes the current interval at the counters given and
+// returns its calls and failures, and those of the window ending now.
+func (st *epState) endInterval(total, failed uint64) (it, ifl, wt, wf uint64) {
+	it, ifl = total-st.intervalTotal, failed-st.intervalFailed
+	st.intervalTotal, st.intervalFailed = total, failed
+	// The oldest slot starts the window; it becomes the newest.
+	old := st.ring[st.next]
+	wt, wf = total-old.total, failed-old.failed
+	st.ring[st.next] = counts{total, failed}
+	st.next = (st.next + 1) % len(st.ring)
+	return it, ifl, wt, wf
+}
+
+// ejectByFailureRate ejects the endpoints with enough calls in the window
+// whose failure rate reaches FailurePercentage and stands PeerMarginPercent
+// points above the mean of the others'.
+func (o *outlier) ejectByFailureRate(t *tick, rates []rate, sumRate float64) {
 	for _, r := range rates {
 		if r.total < o.cfg.MinRequests {
 			continue
@@ -299,10 +330,32 @@ func (o *outlier) Tick(set strategy.Set) bool {
 			peers = (sumRate - fr) / float64(len(rates)-1)
 		}
 		if fr*100 >= o.cfg.FailurePercentage && (fr-peers)*100 >= o.cfg.PeerMarginPercent {
-			eject(r.e)
+			o.eject(t, r.e)
 		}
 	}
-	return rebuild
+}
+
+// eject ejects e for the backoff its ejections call for, unless the
+// ejection cap is reached or e is already ejected.
+func (o *outlier) eject(t *tick, e *strategy.Endpoint) {
+	if o.cfg.MaxEjectionPercent <= 0 {
+		return
+	}
+	if t.ejected > 0 && float64(t.ejected)*100 >= o.cfg.MaxEjectionPercent*float64(t.all) {
+		return
+	}
+	if e.Excluded(t.now) {
+		return
+	}
+	st := o.state[e]
+	st.ejections++
+	d := time.Duration(o.cfg.BaseEjectionTime) * time.Duration(st.ejections)
+	d = min(d, time.Duration(o.cfg.MaxEjectionTime))
+	e.Exclude(t.now.Add(d))
+	st.consecutive = 0
+	st.resetWindow(e.Finished(o.cfg.mask))
+	t.ejected++
+	t.rebuild = true
 }
 
 // resetWindow empties the sliding window: every slot starts at the counters

@@ -41,7 +41,7 @@ func TestOutlier_EjectsFailingEndpointAndReadmits(t *testing.T) {
 	if !s.Tick(strategytest.Set(eps, "", now)) {
 		t.Fatal("Tick after failures = false, want a rebuild")
 	}
-	if !eps[2].Ejected(now) {
+	if !eps[2].Excluded(now) {
 		t.Fatal("failing endpoint not ejected")
 	}
 	if got := picked(t, s, strategytest.Set(eps, "", now)); got[eps[2].Addr] != 0 {
@@ -51,11 +51,11 @@ func TestOutlier_EjectsFailingEndpointAndReadmits(t *testing.T) {
 	// Still ejected just before base_ejection_time, re-admitted after.
 	now = now.Add(29 * time.Second)
 	s.Tick(strategytest.Set(eps, "", now))
-	if !eps[2].Ejected(now) {
+	if !eps[2].Excluded(now) {
 		t.Fatal("endpoint re-admitted before base_ejection_time")
 	}
 	now = now.Add(time.Second)
-	if !s.Tick(strategytest.Set(eps, "", now)) || eps[2].Ejected(now) {
+	if !s.Tick(strategytest.Set(eps, "", now)) || eps[2].Excluded(now) {
 		t.Fatal("endpoint not re-admitted after base_ejection_time")
 	}
 	if got := picked(t, s, strategytest.Set(eps, "", now)); got[eps[2].Addr] == 0 {
@@ -66,10 +66,10 @@ func TestOutlier_EjectsFailingEndpointAndReadmits(t *testing.T) {
 	round(eps, map[int]bool{2: true})
 	now = now.Add(time.Second)
 	s.Tick(strategytest.Set(eps, "", now))
-	if got, want := time.Unix(0, eps[2].EjectedUntil.Load()), now.Add(60*time.Second); !got.Equal(want) {
+	if got, want := eps[2].ExcludedUntil(), now.Add(60*time.Second); !got.Equal(want) {
 		t.Errorf("second ejection until %v, want %v", got, want)
 	}
-	if got := eps[2].Ejections.Load(); got != 2 {
+	if got := eps[2].Exclusions(); got != 2 {
 		t.Errorf("Ejections = %d, want 2", got)
 	}
 }
@@ -86,7 +86,7 @@ func TestOutlier_CapsEjections(t *testing.T) {
 	}
 	ejected := 0
 	for _, e := range eps {
-		if e.Ejected(now) {
+		if e.Excluded(now) {
 			ejected++
 		}
 	}
@@ -104,7 +104,7 @@ func TestOutlier_NoEjectionWhenAllFailAlike(t *testing.T) {
 	now = now.Add(time.Second)
 	s.Tick(strategytest.Set(eps, "", now))
 	for _, e := range eps {
-		if e.Ejected(now) {
+		if e.Excluded(now) {
 			t.Errorf("%s ejected though its peers fail alike", e.Addr)
 		}
 	}
@@ -119,10 +119,10 @@ func TestOutlier_ConsecutiveFailuresAndCodes(t *testing.T) {
 	strategytest.Record(eps[1], 5, codes.Unavailable)
 	now = now.Add(100 * time.Millisecond) // a tick, well within the interval
 	s.Tick(strategytest.Set(eps, "", now))
-	if eps[0].Ejected(now) {
+	if eps[0].Excluded(now) {
 		t.Error("endpoint ejected for a code outside failure_codes")
 	}
-	if !eps[1].Ejected(now) {
+	if !eps[1].Excluded(now) {
 		t.Error("endpoint with 5 consecutive failures not ejected")
 	}
 }
@@ -176,22 +176,22 @@ func TestOutlier_LowRateEndpointJudgedOverWindow(t *testing.T) {
 		now = now.Add(time.Second)
 		s.Tick(strategytest.Set(eps, "", now))
 	}
-	if eps[2].Ejected(now) {
+	if eps[2].Excluded(now) {
 		t.Fatal("ejected after 4 calls, want at least min_requests (5)")
 	}
 	for i := range 6 {
 		trickle(eps, 2, i%2 == 0)
 		now = now.Add(time.Second)
 		s.Tick(strategytest.Set(eps, "", now))
-		if eps[2].Ejected(now) {
+		if eps[2].Excluded(now) {
 			break
 		}
 	}
-	if !eps[2].Ejected(now) {
+	if !eps[2].Excluded(now) {
 		t.Fatal("endpoint failing half of its calls at 1 call/s not ejected within the 10 s window")
 	}
 	for i, e := range eps {
-		if i != 2 && e.Ejected(now) {
+		if i != 2 && e.Excluded(now) {
 			t.Errorf("healthy %s ejected", e.Addr)
 		}
 	}
@@ -222,7 +222,7 @@ func TestOutlier_OldFailuresLeaveWindow(t *testing.T) {
 		trickle(eps, 2, false)
 		trickle(eps, 2, false)
 	})
-	if got := eps[2].Ejections.Load(); got != 0 {
+	if got := eps[2].Exclusions(); got != 0 {
 		t.Errorf("Ejections = %d, want 0: failures older than the window must not count", got)
 	}
 	// Two more failures within the window: 3 of 5, ejected.
@@ -230,7 +230,7 @@ func TestOutlier_OldFailuresLeaveWindow(t *testing.T) {
 		trickle(eps, 2, true)
 		trickle(eps, 2, true)
 	})
-	if !eps[2].Ejected(now) {
+	if !eps[2].Excluded(now) {
 		t.Error("endpoint with 3 failures in 5 calls within the window not ejected")
 	}
 }

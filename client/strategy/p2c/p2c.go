@@ -64,18 +64,23 @@ func (builder) ParseConfig(raw json.RawMessage) (any, error) {
 	return cfg, nil
 }
 
+// Needs asks the Pool to sample latency when latency_aware is on.
+func (builder) Needs(cfg any) strategy.Needs {
+	c := cfg.(*Config)
+	if !c.LatencyAware {
+		return strategy.Needs{}
+	}
+	return strategy.Needs{LatencyAlpha: c.DecayAlpha, FailurePenalty: c.FailurePenalty}
+}
+
 func (builder) Build(cfg any, _ strategy.Strategy, opts strategy.BuildOptions) strategy.Strategy {
 	c := cfg.(*Config)
-	if c.LatencyAware {
-		opts.Features.LatencyAlpha = c.DecayAlpha
-		opts.Features.FailurePenalty = c.FailurePenalty
-	}
 	r32 := opts.Rand32
 	if r32 == nil { // built outside Chain.Build
 		r := opts.Rand
 		r32 = func() uint32 { return uint32(r()) }
 	}
-	return &p2c{cfg: *c, rand: r32}
+	return &p2c{cfg: *c, rand: r32, stale: map[*strategy.Endpoint]*staleState{}}
 }
 
 type p2c struct {
@@ -84,6 +89,10 @@ type p2c struct {
 	// ref is the reference latency (ns; see reference), updated by Tick and
 	// Build; pickers give it to endpoints not yet measured.
 	ref atomic.Int64
+	// stale is what Tick remembers of each endpoint (latency_aware only;
+	// touched only from Tick, which the Pool serializes).
+	stale map[*strategy.Endpoint]*staleState
+	gen   uint64 // Tick's generation, to forget endpoints that are gone
 }
 
 // reference returns the mean latency estimate of the candidates, each
@@ -129,8 +138,20 @@ func (s *p2c) Tick(set strategy.Set) bool {
 	}
 	ref := reference(set.Cands)
 	s.ref.Store(int64(ref))
+	s.gen++
 	for _, e := range set.All {
-		e.DecayStale(ref, staleTicks, staleFraction, s.cfg.FailurePenalty, maxOverRef)
+		st := s.stale[e]
+		if st == nil {
+			st = &staleState{}
+			s.stale[e] = st
+		}
+		st.gen = s.gen
+		st.decay(e, ref, staleTicks, staleFraction, s.cfg.FailurePenalty, maxOverRef)
+	}
+	for e, st := range s.stale {
+		if st.gen != s.gen {
+			delete(s.stale, e)
+		}
 	}
 	return false
 }

@@ -96,9 +96,19 @@ func TestP2C_LatencyAware(t *testing.T) {
 	eps[0].ObserveLatency(100*time.Millisecond, 0.1)
 	eps[1].ObserveLatency(10*time.Millisecond, 0.1)
 	strategytest.SetInFlight(eps[1], 3) // 4 × 10ms < 1 × 100ms
-	s, opts := strategytest.Chain(t, `[{"p2c":{"latency_aware":true}}]`, nil, 1)
-	if opts.Features.LatencyAlpha != 0.1 {
-		t.Errorf("Features.LatencyAlpha = %v, want 0.1", opts.Features.LatencyAlpha)
+	s, _ := strategytest.Chain(t, `[{"p2c":{"latency_aware":true}}]`, nil, 1)
+	for chain, want := range map[string]strategy.Needs{
+		`[{"p2c":{"latency_aware":true}}]`:                                       {LatencyAlpha: 0.1, FailurePenalty: 5},
+		`[{"p2c":{"latency_aware":true,"decay_alpha":0.3,"failure_penalty":2}}]`: {LatencyAlpha: 0.3, FailurePenalty: 2},
+		`[{"outlier":{}},{"p2c":{}}]`:                                            {},
+	} {
+		c, err := strategy.ParseChain([]byte(chain))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Needs != want {
+			t.Errorf("ParseChain(%s).Needs = %+v, want %+v", chain, c.Needs, want)
+		}
 	}
 	got := strategytest.Count(t, context.Background(), s.Build(strategytest.Set(eps, "", strategytest.Start)), 100)
 	if diff := cmp.Diff(got, map[string]int{eps[1].Addr: 100}); diff != "" {

@@ -17,13 +17,7 @@ import (
 
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
-	_ "github.com/fairway-lb/fairway/client/strategy/outlier"      // registers outlier
-	_ "github.com/fairway-lb/fairway/client/strategy/p2c"          // registers p2c
-	_ "github.com/fairway-lb/fairway/client/strategy/roundrobin"   // registers round_robin
-	_ "github.com/fairway-lb/fairway/client/strategy/shard"        // registers shard
-	_ "github.com/fairway-lb/fairway/client/strategy/slowstart"    // registers slow_start
-	_ "github.com/fairway-lb/fairway/client/strategy/weighted"     // registers weighted
-	_ "github.com/fairway-lb/fairway/client/strategy/zoneaffinity" // registers zone_affinity
+	_ "github.com/fairway-lb/fairway/client/strategy/all" // registers the built-ins
 )
 
 // Start is the fake clocks' initial time.
@@ -100,4 +94,12 @@ func SetInFlight(e *strategy.Endpoint, n int64) {
 	for e.InFlight() > n {
 		e.Finish(codes.OK)
 	}
+}
+
+// Sampled returns an endpoint that measures latency on clk with alpha and
+// the failure penalty, as a Pool's endpoints do under a latency-aware chain.
+func Sampled(clk *testingclock.FakeClock, alpha, penalty float64) *strategy.Endpoint {
+	e := strategy.NewEndpoint("10.0.0.1:8080", endpointattr.Info{}, clk.Now())
+	e.SetLatencyConfig(clk, alpha, penalty)
+	return e
 }

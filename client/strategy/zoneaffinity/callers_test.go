@@ -10,6 +10,7 @@ import (
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
 	"github.com/fairway-lb/fairway/client/strategy/strategytest"
+	"github.com/fairway-lb/fairway/client/strategy/zoneaffinity"
 )
 
 // callersChain is zone_affinity over round robin with no capacity margin:
@@ -54,7 +55,7 @@ func (c *caller) set(eps []*strategy.Endpoint, callers map[string]float64, now t
 // tick runs one Tick and returns the spill fraction.
 func (c *caller) tick(eps []*strategy.Endpoint, callers map[string]float64, now time.Time) float64 {
 	c.s.Tick(c.set(eps, callers, now))
-	return c.opts.Stats.SpillFraction()
+	return c.opts.Gauges.Value(zoneaffinity.SpillFraction)
 }
 
 // shares picks n times through each caller (picks[i] for callers[i]) and
@@ -235,7 +236,7 @@ func TestZoneAffinity_EjectedLocalEndpointsRaiseCapacitySpill(t *testing.T) {
 	}
 	now := strategytest.Start.Add(100 * time.Millisecond)
 	for _, e := range eps[14:17] { // 3 of the 6 zone-c endpoints
-		e.EjectedUntil.Store(now.Add(time.Hour).UnixNano())
+		e.Exclude(now.Add(time.Hour))
 	}
 	// U_c = 3/17; target 1 − (3/17)/(1/3) ≈ 0.471, reached in steps of 0.2.
 	want := 1 - (3.0/17)/(1.0/3)
@@ -286,7 +287,7 @@ func TestZoneAffinity_CapacityStartsAtTargetThenMovesInSteps(t *testing.T) {
 	c.s.Build(c.set(eps[2:], callers, now))
 	set := c.set(eps, map[string]float64{"a": 0.4, "b": 0.3, "c": 0.3}, now)
 	c.s.Build(set)
-	if got := c.opts.Stats.SpillFraction(); got != 0.5 {
+	if got := c.opts.Gauges.Value(zoneaffinity.SpillFraction); got != 0.5 {
 		t.Errorf("Build after the local zone came back: spill fraction = %v, want 0.5", got)
 	}
 }
@@ -338,8 +339,8 @@ func BenchmarkZoneAffinity_Pick(b *testing.B) {
 			s, opts := strategytest.Chain(b, `[{"zone_affinity":{"spill_step":1}},{"p2c":{}}]`, nil, 1)
 			set := strategytest.Set(eps, "a", strategytest.Start)
 			set.CallerZones = bc.callers
-			eps[0].EjectedUntil.Store(strategytest.Start.Add(time.Hour).UnixNano()) // health spill without callers
-			defer eps[0].EjectedUntil.Store(0)
+			eps[0].Exclude(strategytest.Start.Add(time.Hour)) // health spill without callers
+			defer eps[0].Readmit()
 			s.Tick(set)
 			p := s.Build(set)
 			ctx := context.Background()
@@ -347,7 +348,7 @@ func BenchmarkZoneAffinity_Pick(b *testing.B) {
 			for b.Loop() {
 				_, _ = p.Pick(ctx)
 			}
-			b.ReportMetric(opts.Stats.SpillFraction(), "spill")
+			b.ReportMetric(opts.Gauges.Value(zoneaffinity.SpillFraction), "spill")
 		})
 	}
 }

@@ -62,14 +62,14 @@
 // random draw decides both. When every zone's callers and capacity match,
 // nothing spills and every endpoint gets the same share of the traffic.
 //
-// Endpoints ejected by an inner outlier strategy count as unusable. When the
+// Excluded endpoints (strategy.Endpoint.Excluded: an inner outlier's
+// ejections) count as unusable. When the
 // chosen side has nothing to offer, the other side answers. Without a local
 // zone, or when only one side has endpoints, it behaves like the inner
 // strategy.
 package zoneaffinity
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -80,6 +80,11 @@ import (
 
 // Name is the strategy's name in chains.
 const Name = "zone_affinity"
+
+// SpillFraction is the name of the gauge (strategy.Gauges) in which the
+// strategy publishes its spill fraction, the share of requests it sends out
+// of the local zone.
+const SpillFraction = "zone_spill_fraction"
 
 // Config is zone_affinity's typed configuration.
 type Config struct {
@@ -142,14 +147,14 @@ func (builder) ParseConfig(raw json.RawMessage) (any, error) {
 }
 
 func (builder) Build(cfg any, inner strategy.Strategy, opts strategy.BuildOptions) strategy.Strategy {
-	return &zone{cfg: *cfg.(*Config), inner: inner, rand: opts.Rand, stats: opts.Stats}
+	return &zone{cfg: *cfg.(*Config), inner: inner, rand: opts.Rand, spillGauge: opts.Gauges.Gauge(SpillFraction)}
 }
 
 type zone struct {
-	cfg   Config
-	inner strategy.Strategy
-	rand  func() uint64
-	stats *strategy.Stats
+	cfg        Config
+	inner      strategy.Strategy
+	rand       func() uint64
+	spillGauge *strategy.Gauge
 
 	// Touched only from Build/Tick (serialized by the balancer).
 	overload float64     // overload part of the spill fraction
@@ -161,70 +166,6 @@ type zone struct {
 
 // Spill returns the current spill fraction.
 func (z *zone) spill() float64 { return max(z.overload, z.health, z.capacity) }
-
-// zoneShare is one zone's part of the candidates and of the callers.
-type zoneShare struct {
-	zone    string
-	usable  float64 // weight of the zone's candidates not ejected
-	callers float64 // set.CallerZones[zone], not normalised
-}
-
-// shares appends one zoneShare per zone that has candidates, in order of
-// first appearance, and returns them with the total usable weight and the
-// total of the callers' fractions over those zones.
-func shares(set strategy.Set, dst []zoneShare) (zs []zoneShare, usable, callers float64) {
-	zs = dst[:0]
-	for _, c := range set.Cands {
-		i := 0
-		for i < len(zs) && zs[i].zone != c.E.Info.Zone {
-			i++
-		}
-		if i == len(zs) {
-			zs = append(zs, zoneShare{zone: c.E.Info.Zone, callers: set.CallerZones[c.E.Info.Zone]})
-			callers += zs[i].callers
-		}
-		if !c.E.Ejected(set.Now) && c.Weight > 0 {
-			zs[i].usable += c.Weight
-			usable += c.Weight
-		}
-	}
-	return zs, usable, callers
-}
-
-// capacityTarget returns the capacity spill target and whether it is
-// defined: caller-aware, callers known, and the local zone has candidates.
-func (z *zone) capacityTarget(set strategy.Set, zs []zoneShare, usable, callers float64) (float64, bool) {
-	if !z.cfg.CallerAware || set.CallerZones == nil || set.LocalZone == "" {
-		return 0, false
-	}
-	for _, s := range zs {
-		if s.zone != set.LocalZone {
-			continue
-		}
-		if callers <= 0 || s.callers <= 0 || usable <= 0 {
-			return 0, true
-		}
-		keep := (1 + z.cfg.CapacityMargin) * (s.usable / usable) / (s.callers / callers)
-		if keep >= 1 {
-			return 0, true
-		}
-		return round(1 - keep), true
-	}
-	return 0, false
-}
-
-// updateCapacity moves the capacity part toward target, at once when it was
-// not known before; defined false clears it.
-func (z *zone) updateCapacity(target float64, defined bool) {
-	switch {
-	case !defined:
-		z.capacity, z.capKnown = 0, false
-	case !z.capKnown:
-		z.capacity, z.capKnown = target, true
-	default:
-		z.capacity = round(approach(z.capacity, target, maxStepFactor*z.cfg.SpillStep))
-	}
-}
 
 func split(set strategy.Set) (local, remote []strategy.Candidate) {
 	for _, c := range set.Cands {
@@ -240,13 +181,13 @@ func split(set strategy.Set) (local, remote []strategy.Candidate) {
 func (z *zone) Build(set strategy.Set) strategy.Picker {
 	if set.LocalZone == "" {
 		z.updateCapacity(0, false)
-		z.stats.SetSpillFraction(0)
+		z.spillGauge.Set(0)
 		return z.inner.Build(set)
 	}
 	local, remote := split(set)
 	if len(local) == 0 {
 		z.updateCapacity(0, false) // starts at the target when the zone comes back
-		z.stats.SetSpillFraction(1)
+		z.spillGauge.Set(1)
 		return z.inner.Build(set)
 	}
 	zs, usable, callers := shares(set, nil)
@@ -255,11 +196,11 @@ func (z *zone) Build(set strategy.Set) strategy.Picker {
 		z.updateCapacity(target, defined)
 	}
 	if len(remote) == 0 {
-		z.stats.SetSpillFraction(0)
+		z.spillGauge.Set(0)
 		return z.inner.Build(set)
 	}
 	f := z.spill()
-	z.stats.SetSpillFraction(f)
+	z.spillGauge.Set(f)
 	ls, rs := set, set
 	ls.Cands, rs.Cands = local, remote
 	lp := z.inner.Build(ls)
@@ -334,185 +275,9 @@ func (z *zone) zonedPicker(set strategy.Set, zs []zoneShare, usable, callers flo
 // anyUsable reports whether some candidate is not ejected at now.
 func anyUsable(cs []strategy.Candidate, now time.Time) bool {
 	for _, c := range cs {
-		if !c.E.Ejected(now) {
+		if !c.E.Excluded(now) {
 			return true
 		}
 	}
 	return false
-}
-
-func (z *zone) Tick(set strategy.Set) bool {
-	rebuild := z.inner.Tick(set)
-	if set.LocalZone == "" {
-		return rebuild
-	}
-	before := z.spill()
-	// Capacity: the scratch slice keeps Tick from allocating.
-	zs, usable, callers := shares(set, z.scratch)
-	z.scratch = zs
-	capTarget, defined := z.capacityTarget(set, zs, usable, callers)
-	z.updateCapacity(capTarget, defined)
-
-	// Count without allocating: Tick runs every few hundred milliseconds.
-	var nLocal, nRemote int
-	var loadLocal, loadRemote int64
-	var local, remote latLoad
-	for _, c := range set.Cands {
-		if c.E.Ejected(set.Now) {
-			continue // an inner outlier keeps it out: not usable
-		}
-		inflight := c.E.InFlight()
-		lat := float64(c.E.Latency())
-		if c.E.Info.Zone == set.LocalZone {
-			nLocal++
-			loadLocal += inflight
-			local.add(lat, inflight, c.Weight)
-		} else {
-			nRemote++
-			loadRemote += inflight
-			remote.add(lat, inflight, c.Weight)
-		}
-	}
-	localAll := 0
-	for _, e := range set.All {
-		if e.Info.Zone == set.LocalZone {
-			localAll++
-		}
-	}
-	if nLocal == 0 || nRemote == 0 {
-		// Nothing to balance between; Build routes to whichever side exists.
-		z.overload = 0
-		z.health = 0
-		if nLocal == 0 && nRemote > 0 {
-			z.health = 1
-		}
-		z.stats.SetSpillFraction(z.spill())
-		return rebuild || z.spill() != before
-	}
-
-	// Health: target 1 − healthy/MinHealthyFraction below the threshold.
-	target := 0.0
-	if hf := float64(nLocal) / float64(max(localAll, 1)); hf < z.cfg.MinHealthyFraction {
-		target = 1 - hf/z.cfg.MinHealthyFraction
-	}
-	z.health = approach(z.health, target, z.cfg.SpillStep)
-
-	// Overload, with hysteresis, on in-flight counts and on latency.
-	lload, rload := float64(loadLocal)/float64(nLocal), float64(loadRemote)/float64(nRemote)
-	inflightHigh := lload >= z.cfg.MinLoad && lload > rload*(1+z.cfg.SpillMargin)
-	inflightLow := lload < z.cfg.MinLoad || lload < rload*(1+z.cfg.SpillMargin/2)
-	latHigh, latLow := false, true
-	step := z.cfg.SpillStep
-	if llat, rlat := local.mean(), remote.mean(); llat > 0 && rlat > 0 {
-		over := llat / (rlat * (1 + z.cfg.LatencyMargin))
-		latHigh = over > 1
-		latLow = llat < rlat*(1+z.cfg.LatencyMargin/2)
-		// Far above the margin, grow faster: up to maxStepFactor steps.
-		step *= min(max(over, 1), maxStepFactor)
-	}
-	switch {
-	case inflightHigh || latHigh:
-		z.overload = min(z.overload+step, z.cfg.MaxSpill)
-	case inflightLow && latLow:
-		z.overload = max(z.overload-z.cfg.SpillStep, 0)
-	}
-	z.overload = round(z.overload)
-	z.health = round(z.health)
-	z.stats.SetSpillFraction(z.spill())
-	return rebuild || z.spill() != before
-}
-
-// maxStepFactor bounds how many SpillSteps the spill fraction grows by in
-// one Tick when the local latency-weighted load is far above the remote one.
-const maxStepFactor = 4
-
-// latLoad accumulates a zone's weighted harmonic mean of latency ×
-// (in-flight + 1) over the endpoints with a latency estimate.
-type latLoad struct{ weight, speed float64 }
-
-func (l *latLoad) add(lat float64, inflight int64, weight float64) {
-	if lat <= 0 || weight <= 0 {
-		return
-	}
-	l.weight += weight
-	l.speed += weight / (lat * float64(inflight+1))
-}
-
-// mean returns the zone's latency-weighted load; 0 without estimates.
-func (l *latLoad) mean() float64 {
-	if l.speed == 0 {
-		return 0
-	}
-	return l.weight / l.speed
-}
-
-func approach(cur, target, step float64) float64 {
-	switch {
-	case cur < target:
-		return min(cur+step, target)
-	case cur > target:
-		return max(cur-step, target)
-	}
-	return cur
-}
-
-// round trims float noise from repeated steps.
-func round(f float64) float64 { return math.Round(f*1e6) / 1e6 }
-
-// zonedPicker is immutable: picker with the spilled requests spread over the
-// remote zones.
-type zonedPicker struct {
-	rand          func() uint64
-	threshold     uint64
-	local, remote strategy.Picker // remote: all remote endpoints, the fallback
-	// A spilled draw r goes to zones[i] for the first i with r < cum[i];
-	// cum is increasing and its last element is threshold.
-	cum   []uint64
-	zones []strategy.Picker
-}
-
-// Pick draws one random number while spilling: below threshold it spills,
-// and the same number chooses the zone. When the chosen zone has nothing to
-// offer, all remote endpoints, then the local ones, answer.
-func (p *zonedPicker) Pick(ctx context.Context) (*strategy.Endpoint, error) {
-	if p.threshold != 0 {
-		if r := p.rand(); r < p.threshold {
-			for i, c := range p.cum {
-				if r < c {
-					if e, err := p.zones[i].Pick(ctx); err == nil {
-						return e, nil
-					}
-					break
-				}
-			}
-			if e, err := p.remote.Pick(ctx); err == nil {
-				return e, nil
-			}
-			return p.local.Pick(ctx)
-		}
-	}
-	if e, err := p.local.Pick(ctx); err == nil {
-		return e, nil
-	}
-	return p.remote.Pick(ctx)
-}
-
-// picker is immutable.
-type picker struct {
-	rand          func() uint64
-	threshold     uint64
-	local, remote strategy.Picker
-}
-
-// Pick draws a random number only while spilling; when the chosen side has
-// nothing to offer (say, an inner outlier ejected it all), the other answers.
-func (p *picker) Pick(ctx context.Context) (*strategy.Endpoint, error) {
-	first, second := p.local, p.remote
-	if p.threshold != 0 && p.rand() < p.threshold {
-		first, second = p.remote, p.local
-	}
-	if e, err := first.Pick(ctx); err == nil {
-		return e, nil
-	}
-	return second.Pick(ctx)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
 	"github.com/fairway-lb/fairway/client/strategy/strategytest"
+	"github.com/fairway-lb/fairway/client/strategy/zoneaffinity"
 )
 
 const chain = `[{"zone_affinity":{"spill_margin":0.2,"min_load":1,"min_healthy_fraction":0.7,"spill_step":0.1,"max_spill":0.8}},{"round_robin":{}}]`
@@ -103,21 +104,21 @@ func TestZoneAffinity_SpillsGraduallyUnderOverloadAndReturns(t *testing.T) {
 		t.Errorf("after four overloaded ticks, remote share = %v, want ≈0.4", got)
 	}
 	f.ticks(20)
-	if got := f.opts.Stats.SpillFraction(); got != 0.8 {
+	if got := f.opts.Gauges.Value(zoneaffinity.SpillFraction); got != 0.8 {
 		t.Errorf("spill fraction = %v, want max_spill 0.8", got)
 	}
 	// Inside the hysteresis band (local 2.3 vs remote 2: above +10%, below +20%): hold.
 	f.setInFlight("a", 23)
 	f.setInFlight("b", 20)
 	f.ticks(5)
-	if got := f.opts.Stats.SpillFraction(); got != 0.8 {
+	if got := f.opts.Gauges.Value(zoneaffinity.SpillFraction); got != 0.8 {
 		t.Errorf("spill fraction inside the hysteresis band = %v, want 0.8 (held)", got)
 	}
 	// Load gone: back home, one step per tick.
 	f.setInFlight("a", 0)
 	f.setInFlight("b", 0)
 	f.ticks(1)
-	if got := f.opts.Stats.SpillFraction(); got != 0.7 {
+	if got := f.opts.Gauges.Value(zoneaffinity.SpillFraction); got != 0.7 {
 		t.Errorf("spill fraction one tick after overload = %v, want 0.7", got)
 	}
 	f.ticks(10)
@@ -166,11 +167,11 @@ func TestZoneAffinity_EjectedLocalEndpointsCountAsUnhealthy(t *testing.T) {
 	eps := zoned()
 	now := strategytest.Start
 	for _, e := range eps[:4] {
-		e.EjectedUntil.Store(now.Add(time.Hour).UnixNano()) // all local endpoints ejected
+		e.Exclude(now.Add(time.Hour)) // all local endpoints ejected
 	}
 	set := strategytest.Set(eps, "a", now)
 	s.Tick(set)
-	if got := opts.Stats.SpillFraction(); got != 1 {
+	if got := opts.Gauges.Value(zoneaffinity.SpillFraction); got != 1 {
 		t.Errorf("spill fraction with all local endpoints ejected = %v, want 1", got)
 	}
 	got := strategytest.Count(t, context.Background(), s.Build(set), 400)
@@ -200,19 +201,19 @@ func TestZoneAffinity_SpillsOnLocalLatencyAndReturns(t *testing.T) {
 	// factor 33.3/30 = 1.11, so each tick adds 1.11 steps of 0.1.
 	f.setLatency(20, 20, 100, 100, 20, 20, 20, 20)
 	f.ticks(3)
-	if got := f.opts.Stats.SpillFraction(); !near(got, 3*0.1*(100.0/3)/30) {
+	if got := f.opts.Gauges.Value(zoneaffinity.SpillFraction); !near(got, 3*0.1*(100.0/3)/30) {
 		t.Errorf("spill fraction after 3 ticks with two slow local endpoints = %v, want 0.333", got)
 	}
 	// Local 27 ms against 20 ms: between +25% and +50%, hold.
 	f.setLatency(27, 27, 27, 27, 20, 20, 20, 20)
 	f.ticks(5)
-	if got := f.opts.Stats.SpillFraction(); !near(got, 3*0.1*(100.0/3)/30) {
+	if got := f.opts.Gauges.Value(zoneaffinity.SpillFraction); !near(got, 3*0.1*(100.0/3)/30) {
 		t.Errorf("spill fraction inside the hysteresis band = %v, want 0.333 (held)", got)
 	}
 	// Equal again: back home one step per tick.
 	f.setLatency(21, 21, 21, 21, 21, 21, 21, 21)
 	f.ticks(1)
-	if got := f.opts.Stats.SpillFraction(); !near(got, 3*0.1*(100.0/3)/30-0.1) {
+	if got := f.opts.Gauges.Value(zoneaffinity.SpillFraction); !near(got, 3*0.1*(100.0/3)/30-0.1) {
 		t.Errorf("spill fraction one tick after recovery = %v, want 0.233", got)
 	}
 	f.ticks(5)
@@ -228,7 +229,7 @@ func TestZoneAffinity_OneSlowLocalEndpointStaysLocal(t *testing.T) {
 	f := newFixture(t)
 	f.setLatency(20, 20, 20, 1000, 20, 20, 20, 20)
 	f.ticks(20)
-	if got := f.opts.Stats.SpillFraction(); got != 0 {
+	if got := f.opts.Gauges.Value(zoneaffinity.SpillFraction); got != 0 {
 		t.Errorf("spill fraction with one slow local endpoint = %v, want 0", got)
 	}
 }
@@ -238,7 +239,7 @@ func TestZoneAffinity_LatencyWithoutRemoteEstimates(t *testing.T) {
 	f := newFixture(t)
 	f.setLatency(20, 100, 100, 100, 0, 0, 0, 0)
 	f.ticks(10)
-	if got := f.opts.Stats.SpillFraction(); got != 0 {
+	if got := f.opts.Gauges.Value(zoneaffinity.SpillFraction); got != 0 {
 		t.Errorf("spill fraction with no remote estimate = %v, want 0", got)
 	}
 }
