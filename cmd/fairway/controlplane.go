@@ -101,7 +101,7 @@ func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("no cluster to watch (give --file PATH to serve a YAML file instead): %w", err)
 	}
-	opts := []kube.Option{kube.WithLogger(log), kube.WithRegistry(reg), kube.WithPods(f.watchPods)}
+	opts := []kube.Option{kube.WithLogger(log), kube.WithRegisterer(reg), kube.WithPods(f.watchPods)}
 	if len(f.namespaces) > 0 {
 		opts = append(opts, kube.WithNamespaces(f.namespaces...))
 	}
