@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Result, error) {
 				return // the namespace was not ours
 			}
 			if err := c.cleanup(context.WithoutCancel(ctx), cfg.Parallelism); err != nil {
-				log.Warn("cleanup", "err", err)
+				log.Warn("cleanup", "error", err)
 			}
 		}()
 	}

@@ -262,7 +262,7 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 
 	// A malformed file is reported and the last good state keeps serving.
 	writeFile(t, path, append(good[:len(good):len(good)], "kind: [unclosed")...)
-	waitLog(t, log, "level=ERROR", "rejecting the file", "document 6")
+	waitLog(t, log, "level=ERROR", "rejecting the file", "document 6", "component=fairway/file")
 	c := testbackend.XDSClient(t, xdsAddr, "echo.default:8080")
 	if _, err := testbackend.Call(ctx, c, 5*time.Second); err != nil {
 		t.Fatalf("after a malformed file: %v", err)
