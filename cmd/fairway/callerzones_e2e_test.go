@@ -59,13 +59,11 @@ func TestClient_CallerAwareZoneSpill(t *testing.T) {
 		ccs = append(ccs, cc)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for m := cp.metrics(); !strings.Contains(m, `fairway_xds_caller_streams{zone="zone-a"} 3`) ||
-		!strings.Contains(m, `fairway_xds_caller_streams{zone="zone-b"} 1`); m = cp.metrics() {
-		if time.Now().After(deadline) {
-			t.Fatalf("control plane does not count 3 zone-a and 1 zone-b callers; metrics:\n%s", grepLines(m, "caller"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var m string
+	within(t, time.Until(deadline), "the control plane to count 3 zone-a and 1 zone-b callers", func() bool {
+		m = cp.metrics()
+		return strings.Contains(m, `fairway_xds_caller_streams{zone="zone-a"} 3`) && strings.Contains(m, `fairway_xds_caller_streams{zone="zone-b"} 1`)
+	}, func() string { return "metrics:\n" + grepLines(m, "caller") })
 
 	// localShare sends n sequential calls on cc and returns the share pod 0
 	// (the only zone-a pod) received.
@@ -81,11 +79,13 @@ func TestClient_CallerAwareZoneSpill(t *testing.T) {
 	// The shares arrive with a Cluster push once the control plane's
 	// warm-up (500 ms here) is over, and take effect at the balancer's next
 	// tick.
-	for s := localShare(ccs[0], 200); s > 0.6; s = localShare(ccs[0], 200) {
-		if time.Now().After(deadline) {
-			t.Fatalf("zone-a client still keeps %.0f%% of its requests in zone-a, want about 40%%", 100*s)
-		}
-	}
+	var share float64
+	within(t, time.Until(deadline), "the zone-a client to keep at most 60% of its requests in zone-a (want about 40%)", func() bool {
+		share = localShare(ccs[0], 200)
+		return share <= 0.6
+	}, func() string {
+		return fmt.Sprintf("zone-a client still keeps %.0f%% of its requests in zone-a", 100*share)
+	})
 	if s := localShare(ccs[0], 900); s < 0.28 || s > 0.52 {
 		t.Errorf("zone-a client sent %.1f%% of 900 requests to the zone-a pod, want 40%% (28–52%%)", 100*s)
 	} else {

@@ -100,8 +100,8 @@ func WithResync(d time.Duration) Option { return func(s *Source) { s.resync = d 
 // New returns a source reading path.
 func New(path string, opts ...Option) *Source {
 	s := &Source{
-		path: path,
-		log:  slog.Default(),
+		path:     path,
+		log:      slog.Default(),
 		problems: promreg.SourceProblems(),
 		debounce: DefaultDebounce,
 		resync:   DefaultResync,

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -175,7 +174,7 @@ func TestSource_ReportsProblemsAsEventsOnce(t *testing.T) {
 	defer cancel()
 	ns := newNamespace(ctx, t, cs)
 	reg := prometheus.NewPedanticRegistry()
-	logs := &syncWriter{w: &strings.Builder{}}
+	logs := &testkit.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	sink := newRecordingSink()
 	runSource(t, kube.New(cs, kube.WithNamespaces(ns), kube.WithRegisterer(reg), kube.WithLogger(logger)), sink)
@@ -315,24 +314,6 @@ func firstCount(evs []corev1.Event) int32 {
 		return 0
 	}
 	return evs[0].Count
-}
-
-// syncWriter serializes writes to w.
-type syncWriter struct {
-	mu sync.Mutex
-	w  *strings.Builder
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.String()
 }
 
 func TestSource_ReportsEachProblemAsAnEvent(t *testing.T) {
