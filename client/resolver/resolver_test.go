@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -292,12 +291,7 @@ func TestResolver_KeepsStateWhileControlPlaneIsAway(t *testing.T) {
 }
 
 func TestResolver_ReportsErrorBeforeFirstState(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := lis.Addr().String()
-	lis.Close()
+	dead := testkit.FreeAddr(t) // nothing listens there
 	xc, err := xdsclient.New([]string{dead}, &corepb.Node{Id: "test"},
 		xdsclient.WithBackoff(func(int) time.Duration { return 10 * time.Millisecond }))
 	if err != nil {

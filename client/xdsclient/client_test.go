@@ -3,7 +3,6 @@ package xdsclient
 import (
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -302,13 +301,7 @@ func TestClient_ServerRestartKeepsStateAndResubscribes(t *testing.T) {
 }
 
 func TestClient_FailsOverToSecondAddress(t *testing.T) {
-	// An address with nothing listening.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := lis.Addr().String()
-	lis.Close()
+	dead := testkit.FreeAddr(t) // nothing listens there
 
 	s := xdstest.Start(t, "127.0.0.1:0")
 	const name = "echo.default:8080"
@@ -328,15 +321,7 @@ func TestClient_FailsOverToSecondAddress(t *testing.T) {
 }
 
 func TestClient_AllAddressesDownIsReported(t *testing.T) {
-	var dead []string
-	for range 2 {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		dead = append(dead, lis.Addr().String())
-		lis.Close()
-	}
+	dead := []string{testkit.FreeAddr(t), testkit.FreeAddr(t)}
 	c := newTestClient(t, dead)
 	r := newRecorder()
 	defer c.WatchEndpoints("echo.default:8080", r)()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fairway-lb/fairway/bench/backend"
 	"github.com/fairway-lb/fairway/client"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 // worldInZones is world with endpoint i in zones[i].
@@ -42,7 +43,7 @@ func TestClient_CallerAwareZoneSpill(t *testing.T) {
 	// the capacity part spills: on a busy machine a latency blip would add
 	// its own spill.
 	writeFile(t, path, worldInZones(port, `fairway.io/strategy: '[{"zone_affinity":{"spill_margin":100,"latency_margin":100}},{"p2c":{}}]'`, ips, zones)...)
-	xdsAddr := freeAddr(t)
+	xdsAddr := testkit.FreeAddr(t)
 	cp := startControlPlane(t, path, xdsAddr, "--caller-zones-warmup", "500ms")
 
 	var ccs []*grpc.ClientConn

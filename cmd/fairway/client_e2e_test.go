@@ -33,7 +33,7 @@ type controlPlane struct {
 
 func startControlPlane(t *testing.T, path, xdsAddr string, extraArgs ...string) *controlPlane {
 	t.Helper()
-	cp := &controlPlane{t: t, path: path, xdsAddr: xdsAddr, adminAddr: freeAddr(t), log: newLog(t), done: make(chan int, 1)}
+	cp := &controlPlane{t: t, path: path, xdsAddr: xdsAddr, adminAddr: testkit.FreeAddr(t), log: newLog(t), done: make(chan int, 1)}
 	ctx, stop := context.WithCancel(context.Background())
 	cp.stop = stop
 	go func() {
@@ -170,7 +170,7 @@ func TestClient_EndToEnd(t *testing.T) {
 	pods, port := startPods(t, ips, nil)
 	path := filepath.Join(t.TempDir(), "world.yaml")
 	writeFile(t, path, world(port, "", ips...)...)
-	xdsAddr := freeAddr(t)
+	xdsAddr := testkit.FreeAddr(t)
 	cp := startControlPlane(t, path, xdsAddr)
 
 	cc := dialFairway(t, xdsAddr)
@@ -209,7 +209,7 @@ func TestClient_EndToEnd(t *testing.T) {
 	l := startLoad(ctx, cc, 4, 20000)
 	within(t, 10*time.Second, "the load to be under way", func() bool { return l.sent.Load() >= 200 }, nil)
 	cp.kill()
-	time.Sleep(1500 * time.Millisecond) // the outage: the client keeps sending to the last endpoints
+	time.Sleep(1500 * time.Millisecond)            // the outage: the client keeps sending to the last endpoints
 	writeFile(t, path, world(port, "", ips...)...) // pod 3 back, seen only after the reconnect
 	before := pods[2].Received()
 	cp = startControlPlane(t, path, xdsAddr)
@@ -249,7 +249,7 @@ func TestClient_OutlierDrainsFailingPod(t *testing.T) {
 	})
 	path := filepath.Join(t.TempDir(), "world.yaml")
 	writeFile(t, path, world(port, "", ips...)...)
-	cp := startControlPlane(t, path, freeAddr(t))
+	cp := startControlPlane(t, path, testkit.FreeAddr(t))
 	cc := dialFairway(t, cp.xdsAddr)
 	defer cc.Close()
 	if _, err := backend.Call(ctx, cc, grpc.WaitForReady(true)); err != nil && !backend.ErrInjected(err) {

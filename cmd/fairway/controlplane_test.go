@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -83,16 +82,6 @@ func waitReady(t *testing.T, adminAddr string, d time.Duration) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}, nil)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // startBackends starts one named backend per IP, all on the same port.
@@ -197,7 +186,7 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 	}
 	writeFile(t, path, good...)
 
-	xdsAddr, adminAddr := freeAddr(t), freeAddr(t)
+	xdsAddr, adminAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
 	log := newLog(t)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan int, 1)
