@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -290,8 +291,13 @@ func TestConfig_Validate(t *testing.T) {
 	} {
 		c := good
 		tc.mutate(&c)
-		if err := c.Validate(); err == nil {
+		err := c.Validate()
+		if err == nil {
 			t.Errorf("%s: Validate() = nil, want an error", tc.name)
+			continue
+		}
+		if n := strings.Count(err.Error(), "fairway/"); n != 1 {
+			t.Errorf("%s: Validate() = %q carries %d package prefixes, want 1", tc.name, err, n)
 		}
 	}
 	if err := good.Validate(); err != nil {
@@ -320,7 +326,7 @@ func TestCommand_SimWritesJSONAndPlots(t *testing.T) {
 	dir := t.TempDir()
 	jsonPath := filepath.Join(dir, "out.json")
 	var stdout, stderr bytes.Buffer
-	err := Command(context.Background(), []string{"--scenario", "scale-up", "--sim", "--duration", "10s", "--no-progress",
+	err := CompareCommand(context.Background(), []string{"--scenario", "scale-up", "--sim", "--duration", "10s", "--no-progress",
 		"--json", jsonPath, "--plot", filepath.Join(dir, "png")}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("Command: %v\n%s", err, stderr.String())
@@ -350,7 +356,7 @@ func TestCommand_SimWritesJSONAndPlots(t *testing.T) {
 		t.Errorf("stdout has no table:\n%s", stdout.String())
 	}
 
-	err = Command(context.Background(), []string{"capacity", "--sim", "--no-progress", "--strategies", "connection,fairway", "--trial", "3s", "--json", jsonPath}, &stdout, &stderr)
+	err = CapacityCommand(context.Background(), []string{"--sim", "--no-progress", "--strategies", "connection,fairway", "--trial", "3s", "--json", jsonPath}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("Command capacity: %v", err)
 	}

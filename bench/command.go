@@ -8,14 +8,14 @@ import (
 	"os"
 )
 
-// Command is the whole `fairway bench` command line: args are the arguments
-// after "bench" ("capacity" first for the capacity search). It draws progress
-// on stderr, prints the table on stdout, and writes --json and --plot
-// outputs. -h returns flag.ErrHelp.
-func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "capacity" {
-		return capacityCommand(ctx, args[1:], stdout, stderr)
-	}
+// The command lines of package bench. cmd/fairway's table of `fairway bench`
+// subcommands dispatches to them; each parses its own flags from args (the
+// arguments after the subcommand's name), draws progress on stderr and prints
+// its table on stdout. -h returns flag.ErrHelp.
+
+// CompareCommand is `fairway bench [flags]`: the side-by-side comparison
+// (Run), with its --json and --plot outputs.
+func CompareCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fairway bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f, build := RegisterFlags(fs)
@@ -50,7 +50,9 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-func capacityCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// CapacityCommand is `fairway bench capacity [flags]`: the capacity search
+// (Capacity), with its --json output.
+func CapacityCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fairway bench capacity", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f, build := RegisterCapacityFlags(fs)

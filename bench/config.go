@@ -109,15 +109,17 @@ func (c Config) Validate() error {
 	if c.Median <= 0 || c.Deadline <= 0 {
 		errs = append(errs, errors.New("median service time and deadline must be positive"))
 	}
+	var err error
+	if len(errs) > 0 {
+		err = fmt.Errorf("fairway/bench: %w", errors.Join(errs...))
+	}
 	if c.FairwayChain != "" {
-		if _, err := strategy.ParseChain(json.RawMessage(c.FairwayChain)); err != nil {
-			errs = append(errs, fmt.Errorf("fairway chain: %w", err))
+		// The chain's error carries its package's prefix: context only.
+		if _, chainErr := strategy.ParseChain(json.RawMessage(c.FairwayChain)); chainErr != nil {
+			err = errors.Join(err, fmt.Errorf("fairway chain: %w", chainErr))
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("fairway/bench: %w", err)
-	}
-	return nil
+	return err
 }
 
 func (c Config) maxRequests() int {

@@ -60,7 +60,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Report, error) {
 			res, err = runReal(ctx, cfg, s, sched, zones, phase, prog)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("fairway/bench: %s: %w", s, err)
+			return nil, fmt.Errorf("strategy %s: %w", s, err)
 		}
 		rep.Results = append(rep.Results, *res)
 		if err := ctx.Err(); err != nil {
@@ -123,7 +123,7 @@ func runReal(ctx context.Context, cfg Config, strategy string, sched []arrival, 
 	defer cl.stop()
 	mk, ok := newDialer[strategy]
 	if !ok {
-		return nil, fmt.Errorf("strategy %q is not available in this build", strategy)
+		return nil, fmt.Errorf("fairway/bench: strategy %q is not available in this build", strategy)
 	}
 	d, err := mk(ctx, cfg, cl)
 	if err != nil {
@@ -140,7 +140,7 @@ func runReal(ctx context.Context, cfg Config, strategy string, sched []arrival, 
 	}()
 	for i := range conns {
 		if conns[i], err = d.dial(i, zones[i]); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("fairway/bench: client channel %d: %w", i, err)
 		}
 	}
 	if err := waitReady(ctx, conns, 15*time.Second); err != nil {
@@ -263,7 +263,7 @@ func waitReady(ctx context.Context, conns []*grpc.ClientConn, limit time.Duratio
 				cc.Connect()
 			}
 			if !cc.WaitForStateChange(ctx, s) {
-				return fmt.Errorf("client channel %d not ready after %v (state %v)", i, limit, cc.GetState())
+				return fmt.Errorf("fairway/bench: client channel %d not ready after %v (state %v)", i, limit, cc.GetState())
 			}
 		}
 	}

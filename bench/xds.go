@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,7 +40,7 @@ type controlPlane struct {
 func startControlPlane(ctx context.Context, c *cluster, policy topology.Policy) (*controlPlane, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("fairway/bench: control plane listener: %w", err)
 	}
 	cp := &controlPlane{
 		srv:    xdsserver.New(xdsserver.WithDebounce(0), xdsserver.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))),
@@ -53,7 +54,7 @@ func startControlPlane(ctx context.Context, c *cluster, policy topology.Policy) 
 	for !cp.srv.Ready() {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			cp.close()
-			return nil, fmt.Errorf("control plane not ready")
+			return nil, errors.New("fairway/bench: control plane not ready")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

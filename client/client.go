@@ -149,7 +149,7 @@ func (b *builder) Build(t grpcresolver.Target, cc grpcresolver.ClientConn, opts 
 	}
 	if len(cfg.strategy) > 0 {
 		if err := ValidateStrategy(cfg.strategy); err != nil {
-			return nil, fmt.Errorf("fairway/client: strategy override: %w", err)
+			return nil, fmt.Errorf("strategy override: %w", err)
 		}
 	}
 	src := func() (resolver.XDSClient, func(), error) { return shared.acquire(cfg, zone) }
@@ -173,12 +173,10 @@ func ValidateStrategy(chain json.RawMessage) error {
 	return err
 }
 
-func validateCluster(c xdsclient.Cluster) error {
-	if err := ValidateStrategy(c.Strategy); err != nil {
-		return fmt.Errorf("strategy: %w", err)
-	}
-	return nil
-}
+// validateCluster is the shared xDS client's Cluster validator. Its error
+// goes, as is, into the NACK's error_detail and the watchers' errors, after
+// the xdsclient's "Cluster NAME: ".
+func validateCluster(c xdsclient.Cluster) error { return ValidateStrategy(c.Strategy) }
 
 // shared is the process-wide set of xDS clients.
 var shared = &pool{clients: map[poolKey]*pooled{}}

@@ -200,6 +200,9 @@ func TestValidator_InvalidStrategyIsNACKedAndPreviousKept(t *testing.T) {
 	if msg := nack.GetErrorDetail().GetMessage(); !strings.Contains(msg, name) || !strings.Contains(msg, "no_such_strategy") {
 		t.Errorf("error_detail %q does not name the Cluster and the strategy", msg)
 	}
+	if strings.Contains(nack.GetErrorDetail().GetMessage(), "strategy: fairway/") {
+		t.Errorf("error_detail %q stacks a context over the strategy error's own prefix", nack.GetErrorDetail().GetMessage())
+	}
 	check(t, cc)
 }
 
@@ -222,7 +225,10 @@ func TestBuild_Errors(t *testing.T) {
 			}
 			_, err = tc.b.Build(target, nil, grpcresolver.BuildOptions{})
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("Build error = %v, want one containing %q", err, tc.wantErr)
+				t.Fatalf("Build error = %v, want one containing %q", err, tc.wantErr)
+			}
+			if n := strings.Count(err.Error(), "fairway/"); n != 1 {
+				t.Errorf("Build error %q carries %d package prefixes, want 1", err, n)
 			}
 		})
 	}

@@ -36,7 +36,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Result, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	log := cfg.Logger
+	log := cfg.Logger.With("component", "fairway/cpbench")
 	res := &Result{Config: cfg, Machine: readMachine()}
 	dir, err := os.MkdirTemp("", "fairway-cpbench-")
 	if err != nil {
@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (*Result, error) {
 				return // the namespace was not ours
 			}
 			if err := c.cleanup(context.WithoutCancel(ctx), cfg.Parallelism); err != nil {
-				log.Warn("cleanup", "err", err)
+				log.Warn("cleanup", "error", err)
 			}
 		}()
 	}

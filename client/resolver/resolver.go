@@ -126,7 +126,7 @@ func (b *builder) Build(t resolver.Target, cc resolver.ClientConn, _ resolver.Bu
 	}
 	xc, release, err := b.src()
 	if err != nil {
-		return nil, fmt.Errorf("fairway/resolver: %w", err)
+		return nil, fmt.Errorf("xDS client for %s: %w", name, err)
 	}
 	r := &fairwayResolver{
 		cc:        cc,
@@ -197,10 +197,10 @@ func (r *fairwayResolver) OnError(err error) {
 		if !errors.Is(err, xdsclient.ErrDisconnected) {
 			level = slog.LevelWarn
 		}
-		r.log.Log(context.Background(), level, "keeping the last endpoints", "err", err)
+		r.log.Log(context.Background(), level, "keeping the last endpoints", "error", err)
 		return
 	}
-	r.cc.ReportError(fmt.Errorf("fairway/resolver: %s: %w", r.name, err))
+	r.cc.ReportError(fmt.Errorf("%s: %w", r.name, err))
 }
 
 // pushLocked builds the state and pushes it once both resources are known.
@@ -214,7 +214,7 @@ func (r *fairwayResolver) pushLocked() {
 	r.pushed = true
 	r.mu.Unlock()
 	if err := r.cc.UpdateState(state); err != nil {
-		r.log.Debug("channel rejected the state", "err", err)
+		r.log.Debug("channel rejected the state", "error", err)
 	}
 }
 
@@ -247,7 +247,7 @@ func (r *fairwayResolver) stateLocked() resolver.State {
 	if r.sc == nil || r.scChain != string(chain) {
 		r.sc, r.scChain = r.cc.ParseServiceConfig(ServiceConfigJSON(chain)), string(chain)
 		if r.sc.Err != nil {
-			r.log.Warn("service config rejected", "strategy", string(chain), "err", r.sc.Err)
+			r.log.Warn("service config rejected", "strategy", string(chain), "error", r.sc.Err)
 		}
 	}
 	return resolver.State{

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -28,6 +27,7 @@ import (
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/xdsclient"
 	"github.com/fairway-lb/fairway/client/xdsclient/xdstest"
+	"github.com/fairway-lb/fairway/internal/testkit"
 	"github.com/fairway-lb/fairway/wire"
 )
 
@@ -84,19 +84,7 @@ func (b *captureBalancer) ExitIdle()                                            
 
 func init() { balancer.Register(captureBuilder{}) }
 
-const timeout = xdstest.Timeout
-
-func recv[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(timeout):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
-}
-
+// none fails the test if ch delivers something within 100 ms.
 func none[T any](t *testing.T, ch <-chan T, what string) {
 	t.Helper()
 	select {
@@ -187,7 +175,7 @@ func TestResolver_PushesEndpointsWithAttributes(t *testing.T) {
 	cc := e.dial(t, "fairway:///attrs.default.svc.cluster.local:8080")
 	defer cc.Close()
 
-	s := recv(t, sink.states, "state")
+	s := testkit.Recv(t, sink.states, "state")
 	want := []gotEndpoint{
 		{"10.0.0.1:80", endpointattr.Info{Zone: "zone-a", Hostname: "attrs-1", Weight: 3, Labels: map[string]string{"shard": "1"}, Health: endpointattr.Healthy, FirstSeen: t0}},
 		{"10.0.0.2:80", endpointattr.Info{Zone: "zone-a", Weight: 1, Health: endpointattr.Healthy, FirstSeen: t0}},
@@ -221,7 +209,7 @@ func TestResolver_WaitsForClusterAndEndpoints(t *testing.T) {
 	})
 	none(t, sink.states, "state before the Cluster")
 	_ = e.srv.Clusters.UpdateResource(name, xdstest.Cluster(name, ""))
-	s := recv(t, sink.states, "state")
+	s := testkit.Recv(t, sink.states, "state")
 	if got := strategyOf(s); got != "" {
 		t.Errorf("strategy = %s, want none (the balancer's default)", got)
 	}
@@ -236,7 +224,7 @@ func TestResolver_FirstSeenIsStampedOnFirstSight(t *testing.T) {
 	_ = e.srv.Endpoints.UpdateResource(name, xdstest.CLA(name, a))
 	cc := e.dial(t, "fairway:///"+name)
 	defer cc.Close()
-	recv(t, sink.states, "first state")
+	testkit.Recv(t, sink.states, "first state")
 
 	firstSeen := func(s balancer.ClientConnState) map[string]time.Time {
 		m := map[string]time.Time{}
@@ -248,14 +236,14 @@ func TestResolver_FirstSeenIsStampedOnFirstSight(t *testing.T) {
 	t1, t2 := t0.Add(time.Minute), t0.Add(2*time.Minute)
 	e.clock.SetTime(t1)
 	_ = e.srv.Endpoints.UpdateResource(name, xdstest.CLA(name, a, b))
-	if diff := cmp.Diff(firstSeen(recv(t, sink.states, "b added")), map[string]time.Time{"10.0.0.1:80": t0, "10.0.0.2:80": t1}); diff != "" {
+	if diff := cmp.Diff(firstSeen(testkit.Recv(t, sink.states, "b added")), map[string]time.Time{"10.0.0.1:80": t0, "10.0.0.2:80": t1}); diff != "" {
 		t.Errorf("first seen (-got +want):\n%s", diff)
 	}
 	_ = e.srv.Endpoints.UpdateResource(name, xdstest.CLA(name, b))
-	recv(t, sink.states, "a removed")
+	testkit.Recv(t, sink.states, "a removed")
 	e.clock.SetTime(t2)
 	_ = e.srv.Endpoints.UpdateResource(name, xdstest.CLA(name, a, b))
-	if diff := cmp.Diff(firstSeen(recv(t, sink.states, "a back")), map[string]time.Time{"10.0.0.1:80": t2, "10.0.0.2:80": t1}); diff != "" {
+	if diff := cmp.Diff(firstSeen(testkit.Recv(t, sink.states, "a back")), map[string]time.Time{"10.0.0.1:80": t2, "10.0.0.2:80": t1}); diff != "" {
 		t.Errorf("first seen after a returned (-got +want):\n%s", diff)
 	}
 }
@@ -280,7 +268,7 @@ func TestResolver_StrategyOverrideAndClusterUpdates(t *testing.T) {
 			var got []string
 			for _, chain := range tc.cluster {
 				_ = e.srv.Clusters.UpdateResource(name, xdstest.Cluster(name, chain))
-				got = append(got, strategyOf(recv(t, sink.states, "state")))
+				got = append(got, strategyOf(testkit.Recv(t, sink.states, "state")))
 			}
 			if diff := cmp.Diff(got, tc.want); diff != "" {
 				t.Errorf("strategies (-got +want):\n%s", diff)
@@ -297,19 +285,14 @@ func TestResolver_KeepsStateWhileControlPlaneIsAway(t *testing.T) {
 	_ = e.srv.Endpoints.UpdateResource(name, xdstest.CLA(name, xdstest.Endpoint{Addr: "10.0.0.1:80"}))
 	cc := e.dial(t, "fairway:///"+name)
 	defer cc.Close()
-	recv(t, sink.states, "state")
+	testkit.Recv(t, sink.states, "state")
 	e.srv.Stop()
 	none(t, sink.states, "state while the control plane is away")
 	none(t, sink.errs, "resolver error while the control plane is away")
 }
 
 func TestResolver_ReportsErrorBeforeFirstState(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := lis.Addr().String()
-	lis.Close()
+	dead := testkit.FreeAddr(t) // nothing listens there
 	xc, err := xdsclient.New([]string{dead}, &corepb.Node{Id: "test"},
 		xdsclient.WithBackoff(func(int) time.Duration { return 10 * time.Millisecond }))
 	if err != nil {
@@ -322,11 +305,14 @@ func TestResolver_ReportsErrorBeforeFirstState(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.Timeout)
 	defer cancel()
 	_, err = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "disconnected from the control plane") {
 		t.Errorf("RPC error = %v, want UNAVAILABLE naming the control plane", err)
+	}
+	if n := strings.Count(err.Error(), "fairway/"); n != 1 {
+		t.Errorf("RPC error %q carries %d package prefixes, want 1", err, n)
 	}
 }
 
@@ -394,7 +380,7 @@ func TestResolver_CarriesCallerZonesAndKeepsEndpoints(t *testing.T) {
 	_ = e.srv.Endpoints.UpdateResource(name, xdstest.CLA(name, xdstest.Endpoint{Addr: "10.0.0.1:80", Zone: "zone-a"}, xdstest.Endpoint{Addr: "10.0.1.1:80", Zone: "zone-b"}))
 	cc := e.dial(t, "fairway:///"+name)
 	defer cc.Close()
-	first := recv(t, sink.states, "first state")
+	first := testkit.Recv(t, sink.states, "first state")
 	if got := endpointattr.CallerZones(first.ResolverState.Attributes); got != nil {
 		t.Errorf("caller zones without caller_zones = %v, want nil", got)
 	}
@@ -402,7 +388,7 @@ func TestResolver_CarriesCallerZonesAndKeepsEndpoints(t *testing.T) {
 	e.clock.SetTime(t0.Add(time.Minute)) // a recreated endpoint would be stamped anew
 	zones := map[string]float64{"zone-a": 0.6, "zone-b": 0.4}
 	_ = e.srv.Clusters.UpdateResource(name, xdstest.WithCallerZones(xdstest.Cluster(name, ""), zones))
-	second := recv(t, sink.states, "state with caller zones")
+	second := testkit.Recv(t, sink.states, "state with caller zones")
 	if diff := cmp.Diff(endpointattr.CallerZones(second.ResolverState.Attributes), zones); diff != "" {
 		t.Errorf("caller zones (-got +want):\n%s", diff)
 	}
@@ -419,8 +405,28 @@ func TestResolver_CarriesCallerZonesAndKeepsEndpoints(t *testing.T) {
 	// A Cluster without caller_zones (a restarted control plane in its
 	// warm-up) keeps the last known ones.
 	_ = e.srv.Clusters.UpdateResource(name, xdstest.Cluster(name, `[{"p2c":{}}]`))
-	third := recv(t, sink.states, "state after a Cluster without caller_zones")
+	third := testkit.Recv(t, sink.states, "state after a Cluster without caller_zones")
 	if diff := cmp.Diff(endpointattr.CallerZones(third.ResolverState.Attributes), zones); diff != "" {
 		t.Errorf("caller zones after a Cluster without them (-got +want):\n%s", diff)
+	}
+}
+
+// TestBuilder_ErrorsCarryOnePackagePrefix: an error from another Fairway
+// package reaches the caller with its own prefix only, under the resolver's
+// context.
+func TestBuilder_ErrorsCarryOnePackagePrefix(t *testing.T) {
+	u, _ := url.Parse("fairway:///no-namespace:80")
+	_, err := NewBuilder(nil).Build(resolver.Target{URL: *u}, nil, resolver.BuildOptions{})
+	if err == nil || strings.Count(err.Error(), "fairway/") != 1 {
+		t.Errorf("Build(bad target) error = %v, want one with one package prefix", err)
+	}
+	src := func() (XDSClient, func(), error) {
+		_, err := xdsclient.New(nil, &corepb.Node{Id: "test"})
+		return nil, nil, err
+	}
+	u, _ = url.Parse("fairway:///echo.default:80")
+	_, err = NewBuilder(src).Build(resolver.Target{URL: *u}, nil, resolver.BuildOptions{})
+	if err == nil || !strings.Contains(err.Error(), "echo.default:80") || strings.Count(err.Error(), "fairway/") != 1 {
+		t.Errorf("Build(failing xDS client) error = %v, want one naming the target with one package prefix", err)
 	}
 }

@@ -3,7 +3,6 @@ package xdsclient
 import (
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -15,16 +14,15 @@ import (
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/fairway-lb/fairway/client/xdsclient/xdstest"
+	"github.com/fairway-lb/fairway/internal/testkit"
 	"github.com/fairway-lb/fairway/wire"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-const timeout = xdstest.Timeout
 
 func makeCluster(name, strategy string) *clusterpb.Cluster { return xdstest.Cluster(name, strategy) }
 
@@ -52,21 +50,10 @@ func (r *recorder) OnCluster(c Cluster)     { r.clusters <- c }
 func (r *recorder) OnEndpoints(e Endpoints) { r.endpoints <- e }
 func (r *recorder) OnError(err error)       { r.errs <- err }
 
-func recv[T any](t *testing.T, ch <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(timeout):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
-}
-
 // recvErr waits for an error wrapping target, skipping others.
 func recvErr(t *testing.T, ch <-chan error, target error) error {
 	t.Helper()
-	deadline := time.After(timeout)
+	deadline := time.After(testkit.Timeout)
 	for {
 		select {
 		case err := <-ch:
@@ -117,10 +104,10 @@ func TestClient_SubscribesByNameAmongMany(t *testing.T) {
 	defer c.WatchCluster("svc7.default:80", r)()
 	defer c.WatchEndpoints("svc7.default:80", r)()
 
-	if got := recv(t, r.clusters, "cluster").Name; got != "svc7.default:80" {
+	if got := testkit.Recv(t, r.clusters, "cluster").Name; got != "svc7.default:80" {
 		t.Errorf("cluster name = %q, want svc7.default:80", got)
 	}
-	if diff := cmp.Diff(addrs(recv(t, r.endpoints, "endpoints")), []string{"10.0.0.8:8080"}); diff != "" {
+	if diff := cmp.Diff(addrs(testkit.Recv(t, r.endpoints, "endpoints")), []string{"10.0.0.8:8080"}); diff != "" {
 		t.Errorf("endpoints (-got +want):\n%s", diff)
 	}
 	// The first request names the node and only the watched resource.
@@ -138,7 +125,7 @@ func TestClient_SubscribesByNameAmongMany(t *testing.T) {
 
 	// An update is delivered.
 	_ = s.Endpoints.UpdateResource("svc7.default:80", makeCLA("svc7.default:80", "10.0.0.8:8080", "10.0.1.8:8080"))
-	if diff := cmp.Diff(addrs(recv(t, r.endpoints, "endpoints update")), []string{"10.0.0.8:8080", "10.0.1.8:8080"}); diff != "" {
+	if diff := cmp.Diff(addrs(testkit.Recv(t, r.endpoints, "endpoints update")), []string{"10.0.0.8:8080", "10.0.1.8:8080"}); diff != "" {
 		t.Errorf("updated endpoints (-got +want):\n%s", diff)
 	}
 	// An update to another service is not.
@@ -152,17 +139,17 @@ func TestClient_SubscribesByNameAmongMany(t *testing.T) {
 	s.WaitRequest(t, "ACK", func(req *discoverypb.DiscoveryRequest) bool {
 		return req.GetTypeUrl() == wire.EndpointType && req.GetVersionInfo() != "" && req.GetErrorDetail() == nil
 	})
-	if got := metricValue(t, c.m.connected); got != 1 {
+	if got := testutil.ToFloat64(c.m.connected); got != 1 {
 		t.Errorf("connected gauge = %v, want 1", got)
 	}
-	if got := metricValue(t, c.m.updates.WithLabelValues("endpoints")); got != 2 {
+	if got := testutil.ToFloat64(c.m.updates.WithLabelValues("endpoints")); got != 2 {
 		t.Errorf("endpoint updates = %v, want 2", got)
 	}
 
 	// A second watcher of a known name gets the last value at once.
 	r2 := newRecorder()
 	defer c.WatchEndpoints("svc7.default:80", r2)()
-	if diff := cmp.Diff(addrs(recv(t, r2.endpoints, "endpoints for the second watcher")), []string{"10.0.0.8:8080", "10.0.1.8:8080"}); diff != "" {
+	if diff := cmp.Diff(addrs(testkit.Recv(t, r2.endpoints, "endpoints for the second watcher")), []string{"10.0.0.8:8080", "10.0.1.8:8080"}); diff != "" {
 		t.Errorf("second watcher (-got +want):\n%s", diff)
 	}
 }
@@ -176,8 +163,8 @@ func TestClient_UnsubscribeSendsRequestWithoutName(t *testing.T) {
 	ra, rb := newRecorder(), newRecorder()
 	cancelA := c.WatchEndpoints("a.ns:80", ra)
 	cancelB := c.WatchEndpoints("b.ns:80", rb)
-	recv(t, ra.endpoints, "a")
-	recv(t, rb.endpoints, "b")
+	testkit.Recv(t, ra.endpoints, "a")
+	testkit.Recv(t, rb.endpoints, "b")
 	s.WaitRequest(t, "for a and b", func(r *discoverypb.DiscoveryRequest) bool {
 		return slices.Equal(names(r), []string{"a.ns:80", "b.ns:80"})
 	})
@@ -209,7 +196,7 @@ func TestClient_InvalidClusterIsNACKedAndPreviousKept(t *testing.T) {
 	c := newTestClient(t, []string{s.Addr}, WithClusterValidator(validator), WithRegisterer(reg))
 	r := newRecorder()
 	defer c.WatchCluster(name, r)()
-	good := recv(t, r.clusters, "good cluster")
+	good := testkit.Recv(t, r.clusters, "good cluster")
 	if got, want := string(good.Strategy), `[{"p2c":{}}]`; got != want {
 		t.Errorf("strategy = %s, want %s", got, want)
 	}
@@ -227,7 +214,7 @@ func TestClient_InvalidClusterIsNACKedAndPreviousKept(t *testing.T) {
 	if nack.GetVersionInfo() != good.Version {
 		t.Errorf("NACK version = %q, want the previous good version %q", nack.GetVersionInfo(), good.Version)
 	}
-	if got := metricValue(t, c.m.nacks.WithLabelValues("cluster")); got != 1 {
+	if got := testutil.ToFloat64(c.m.nacks.WithLabelValues("cluster")); got != 1 {
 		t.Errorf("cluster NACKs = %v, want 1", got)
 	}
 	select {
@@ -238,12 +225,12 @@ func TestClient_InvalidClusterIsNACKedAndPreviousKept(t *testing.T) {
 	// The previous good Cluster is what a new watcher gets.
 	r2 := newRecorder()
 	defer c.WatchCluster(name, r2)()
-	if got := string(recv(t, r2.clusters, "kept cluster").Strategy); got != `[{"p2c":{}}]` {
+	if got := string(testkit.Recv(t, r2.clusters, "kept cluster").Strategy); got != `[{"p2c":{}}]` {
 		t.Errorf("kept strategy = %s, want the previous one", got)
 	}
 	// A later valid version is accepted again.
 	_ = s.Clusters.UpdateResource(name, makeCluster(name, `[{"round_robin":{}}]`))
-	if got := string(recv(t, r.clusters, "fixed cluster").Strategy); got != `[{"round_robin":{}}]` {
+	if got := string(testkit.Recv(t, r.clusters, "fixed cluster").Strategy); got != `[{"round_robin":{}}]` {
 		t.Errorf("strategy after fix = %s", got)
 	}
 }
@@ -255,7 +242,7 @@ func TestClient_InvalidEndpointsAreNACKed(t *testing.T) {
 	c := newTestClient(t, []string{s.Addr})
 	r := newRecorder()
 	defer c.WatchEndpoints(name, r)()
-	recv(t, r.endpoints, "good endpoints")
+	testkit.Recv(t, r.endpoints, "good endpoints")
 
 	_ = s.Endpoints.UpdateResource(name, makeCLA(name, "10.0.0.1:80", "10.0.0.2:0"))
 	recvErr(t, r.errs, ErrInvalidResource)
@@ -265,7 +252,7 @@ func TestClient_InvalidEndpointsAreNACKed(t *testing.T) {
 	}
 	r2 := newRecorder()
 	defer c.WatchEndpoints(name, r2)()
-	if diff := cmp.Diff(addrs(recv(t, r2.endpoints, "kept endpoints")), []string{"10.0.0.1:80"}); diff != "" {
+	if diff := cmp.Diff(addrs(testkit.Recv(t, r2.endpoints, "kept endpoints")), []string{"10.0.0.1:80"}); diff != "" {
 		t.Errorf("kept endpoints (-got +want):\n%s", diff)
 	}
 }
@@ -280,12 +267,12 @@ func TestClient_ServerRestartKeepsStateAndResubscribes(t *testing.T) {
 	r := newRecorder()
 	defer c.WatchCluster(name, r)()
 	defer c.WatchEndpoints(name, r)()
-	recv(t, r.clusters, "cluster")
-	recv(t, r.endpoints, "endpoints")
+	testkit.Recv(t, r.clusters, "cluster")
+	testkit.Recv(t, r.endpoints, "endpoints")
 
 	s.Stop()
 	recvErr(t, r.errs, ErrDisconnected)
-	if got := metricValue(t, c.m.connected); got != 0 {
+	if got := testutil.ToFloat64(c.m.connected); got != 0 {
 		t.Errorf("connected gauge = %v while down, want 0", got)
 	}
 	// Nothing replaces the last endpoints while the server is away.
@@ -298,7 +285,7 @@ func TestClient_ServerRestartKeepsStateAndResubscribes(t *testing.T) {
 	s2 := xdstest.Start(t, s.Addr)
 	_ = s2.Clusters.UpdateResource(name, makeCluster(name, ""))
 	_ = s2.Endpoints.UpdateResource(name, makeCLA(name, "10.0.0.1:80", "10.0.0.2:80"))
-	if diff := cmp.Diff(addrs(recv(t, r.endpoints, "endpoints from the new server")), []string{"10.0.0.1:80", "10.0.0.2:80"}); diff != "" {
+	if diff := cmp.Diff(addrs(testkit.Recv(t, r.endpoints, "endpoints from the new server")), []string{"10.0.0.1:80", "10.0.0.2:80"}); diff != "" {
 		t.Errorf("endpoints after reconnect (-got +want):\n%s", diff)
 	}
 	for _, typ := range []string{wire.ClusterType, wire.EndpointType} {
@@ -315,13 +302,7 @@ func TestClient_ServerRestartKeepsStateAndResubscribes(t *testing.T) {
 }
 
 func TestClient_FailsOverToSecondAddress(t *testing.T) {
-	// An address with nothing listening.
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := lis.Addr().String()
-	lis.Close()
+	dead := testkit.FreeAddr(t) // nothing listens there
 
 	s := xdstest.Start(t, "127.0.0.1:0")
 	const name = "echo.default:8080"
@@ -329,7 +310,7 @@ func TestClient_FailsOverToSecondAddress(t *testing.T) {
 	c := newTestClient(t, []string{dead, s.Addr})
 	r := newRecorder()
 	defer c.WatchEndpoints(name, r)()
-	if diff := cmp.Diff(addrs(recv(t, r.endpoints, "endpoints via the second address")), []string{"10.0.0.1:80"}); diff != "" {
+	if diff := cmp.Diff(addrs(testkit.Recv(t, r.endpoints, "endpoints via the second address")), []string{"10.0.0.1:80"}); diff != "" {
 		t.Errorf("endpoints (-got +want):\n%s", diff)
 	}
 	// Failover succeeded: watchers were not told of the first failure.
@@ -341,15 +322,7 @@ func TestClient_FailsOverToSecondAddress(t *testing.T) {
 }
 
 func TestClient_AllAddressesDownIsReported(t *testing.T) {
-	var dead []string
-	for range 2 {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		dead = append(dead, lis.Addr().String())
-		lis.Close()
-	}
+	dead := []string{testkit.FreeAddr(t), testkit.FreeAddr(t)}
 	c := newTestClient(t, dead)
 	r := newRecorder()
 	defer c.WatchEndpoints("echo.default:8080", r)()
@@ -377,8 +350,8 @@ func TestClient_RemovedClusterIsReported(t *testing.T) {
 	ra, rb := newRecorder(), newRecorder()
 	defer c.WatchCluster("a.ns:80", ra)()
 	defer c.WatchCluster("b.ns:80", rb)()
-	recv(t, ra.clusters, "a")
-	recv(t, rb.clusters, "b")
+	testkit.Recv(t, ra.clusters, "a")
+	testkit.Recv(t, rb.clusters, "b")
 	_ = s.Clusters.DeleteResource("b.ns:80")
 	recvErr(t, rb.errs, ErrResourceRemoved)
 	select {
@@ -413,21 +386,6 @@ func TestNew_RejectsBadArguments(t *testing.T) {
 	}
 }
 
-// metricValue reads a gauge or counter.
-func metricValue(t *testing.T, c prometheus.Collector) float64 {
-	t.Helper()
-	ch := make(chan prometheus.Metric, 1)
-	c.Collect(ch)
-	var m dto.Metric
-	if err := (<-ch).Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	if m.Gauge != nil {
-		return m.GetGauge().GetValue()
-	}
-	return m.GetCounter().GetValue()
-}
-
 func TestClient_InvalidCallerZonesAreNACKedAndPreviousKept(t *testing.T) {
 	s := xdstest.Start(t, "127.0.0.1:0")
 	const name = "echo.default:8080"
@@ -435,7 +393,7 @@ func TestClient_InvalidCallerZonesAreNACKedAndPreviousKept(t *testing.T) {
 	c := newTestClient(t, []string{s.Addr}, WithRegisterer(prometheus.NewRegistry()))
 	r := newRecorder()
 	defer c.WatchCluster(name, r)()
-	good := recv(t, r.clusters, "good cluster")
+	good := testkit.Recv(t, r.clusters, "good cluster")
 	if diff := cmp.Diff(good.CallerZones, map[string]float64{"a": 0.5, "b": 0.5}); diff != "" {
 		t.Errorf("caller zones (-got +want):\n%s", diff)
 	}
@@ -448,7 +406,7 @@ func TestClient_InvalidCallerZonesAreNACKedAndPreviousKept(t *testing.T) {
 	}
 	r2 := newRecorder()
 	defer c.WatchCluster(name, r2)()
-	if diff := cmp.Diff(recv(t, r2.clusters, "kept cluster").CallerZones, map[string]float64{"a": 0.5, "b": 0.5}); diff != "" {
+	if diff := cmp.Diff(testkit.Recv(t, r2.clusters, "kept cluster").CallerZones, map[string]float64{"a": 0.5, "b": 0.5}); diff != "" {
 		t.Errorf("kept caller zones (-got +want):\n%s", diff)
 	}
 }

@@ -2,9 +2,11 @@ package xdsclient
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/fairway-lb/fairway/internal/promreg"
 	"github.com/fairway-lb/fairway/wire"
 )
 
@@ -27,6 +29,8 @@ func typeLabel(typeURL string) string {
 	}
 }
 
+// newMetrics returns the client's metrics, registered with reg (nil: not
+// registered); clients sharing a registry share the metrics.
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -46,28 +50,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Unix time of the last response accepted from the control plane.",
 		}),
 	}
-	if reg == nil {
-		return m, nil
+	var errs [4]error
+	m.connected, errs[0] = promreg.Register(reg, m.connected)
+	m.updates, errs[1] = promreg.Register(reg, m.updates)
+	m.nacks, errs[2] = promreg.Register(reg, m.nacks)
+	m.lastUpdate, errs[3] = promreg.Register(reg, m.lastUpdate)
+	if err := errors.Join(errs[:]...); err != nil {
+		return nil, fmt.Errorf("fairway/xdsclient: registering metrics: %w", err)
 	}
-	var err error
-	m.connected = register(reg, m.connected, &err)
-	m.updates = register(reg, m.updates, &err)
-	m.nacks = register(reg, m.nacks, &err)
-	m.lastUpdate = register(reg, m.lastUpdate, &err)
-	return m, err
-}
-
-// register registers c with reg, or returns the collector already registered
-// under the same descriptor (clients sharing a registry share metrics).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C, errp *error) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		*errp = errors.Join(*errp, err)
-	}
-	return c
+	return m, nil
 }

@@ -45,7 +45,7 @@ func (c *Client) run(ctx context.Context) {
 		c.setDisconnected(fmt.Errorf("%s: %w", addr, err), worked || failed >= len(c.servers))
 		d := c.opts.backoff(retries)
 		retries++
-		c.log.Debug("ADS stream failed", "server", addr, "err", err, "retry_in", d)
+		c.log.Debug("ADS stream failed", "server", addr, "error", err, "retry_in", d)
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():

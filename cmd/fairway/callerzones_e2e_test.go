@@ -13,6 +13,7 @@ import (
 
 	"github.com/fairway-lb/fairway/bench/backend"
 	"github.com/fairway-lb/fairway/client"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 // worldInZones is world with endpoint i in zones[i].
@@ -42,7 +43,7 @@ func TestClient_CallerAwareZoneSpill(t *testing.T) {
 	// the capacity part spills: on a busy machine a latency blip would add
 	// its own spill.
 	writeFile(t, path, worldInZones(port, `fairway.io/strategy: '[{"zone_affinity":{"spill_margin":100,"latency_margin":100}},{"p2c":{}}]'`, ips, zones)...)
-	xdsAddr := freeAddr(t)
+	xdsAddr := testkit.FreeAddr(t)
 	cp := startControlPlane(t, path, xdsAddr, "--caller-zones-warmup", "500ms")
 
 	var ccs []*grpc.ClientConn
@@ -59,13 +60,11 @@ func TestClient_CallerAwareZoneSpill(t *testing.T) {
 		ccs = append(ccs, cc)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for m := cp.metrics(); !strings.Contains(m, `fairway_xds_caller_streams{zone="zone-a"} 3`) ||
-		!strings.Contains(m, `fairway_xds_caller_streams{zone="zone-b"} 1`); m = cp.metrics() {
-		if time.Now().After(deadline) {
-			t.Fatalf("control plane does not count 3 zone-a and 1 zone-b callers; metrics:\n%s", grepLines(m, "caller"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var m string
+	within(t, time.Until(deadline), "the control plane to count 3 zone-a and 1 zone-b callers", func() bool {
+		m = cp.metrics()
+		return strings.Contains(m, `fairway_xds_caller_streams{zone="zone-a"} 3`) && strings.Contains(m, `fairway_xds_caller_streams{zone="zone-b"} 1`)
+	}, func() string { return "metrics:\n" + grepLines(m, "caller") })
 
 	// localShare sends n sequential calls on cc and returns the share pod 0
 	// (the only zone-a pod) received.
@@ -81,11 +80,13 @@ func TestClient_CallerAwareZoneSpill(t *testing.T) {
 	// The shares arrive with a Cluster push once the control plane's
 	// warm-up (500 ms here) is over, and take effect at the balancer's next
 	// tick.
-	for s := localShare(ccs[0], 200); s > 0.6; s = localShare(ccs[0], 200) {
-		if time.Now().After(deadline) {
-			t.Fatalf("zone-a client still keeps %.0f%% of its requests in zone-a, want about 40%%", 100*s)
-		}
-	}
+	var share float64
+	within(t, time.Until(deadline), "the zone-a client to keep at most 60% of its requests in zone-a (want about 40%)", func() bool {
+		share = localShare(ccs[0], 200)
+		return share <= 0.6
+	}, func() string {
+		return fmt.Sprintf("zone-a client still keeps %.0f%% of its requests in zone-a", 100*share)
+	})
 	if s := localShare(ccs[0], 900); s < 0.28 || s > 0.52 {
 		t.Errorf("zone-a client sent %.1f%% of 900 requests to the zone-a pod, want 40%% (28–52%%)", 100*s)
 	} else {

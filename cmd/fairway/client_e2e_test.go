@@ -17,6 +17,7 @@ import (
 
 	"github.com/fairway-lb/fairway/bench/backend"
 	"github.com/fairway-lb/fairway/client"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 // controlPlane is a `fairway controlplane --file` run in-process.
@@ -25,35 +26,22 @@ type controlPlane struct {
 	path      string
 	xdsAddr   string
 	adminAddr string
-	log       *syncBuffer
+	log       *testkit.LogBuffer
 	stop      context.CancelFunc
 	done      chan int
 }
 
 func startControlPlane(t *testing.T, path, xdsAddr string, extraArgs ...string) *controlPlane {
 	t.Helper()
-	cp := &controlPlane{t: t, path: path, xdsAddr: xdsAddr, adminAddr: freeAddr(t), log: &syncBuffer{}, done: make(chan int, 1)}
+	cp := &controlPlane{t: t, path: path, xdsAddr: xdsAddr, adminAddr: testkit.FreeAddr(t), log: newLog(t), done: make(chan int, 1)}
 	ctx, stop := context.WithCancel(context.Background())
 	cp.stop = stop
 	go func() {
 		args := append([]string{"controlplane", "--file", path, "--xds-addr", xdsAddr, "--admin-addr", cp.adminAddr, "--debounce", "10ms"}, extraArgs...)
 		cp.done <- run(ctx, args, io.Discard, cp.log)
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + cp.adminAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("control plane never became ready; log:\n%s", cp.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	t.Cleanup(cp.kill)
+	waitReady(t, cp.adminAddr, 20*time.Second)
 	return cp
 }
 
@@ -182,7 +170,7 @@ func TestClient_EndToEnd(t *testing.T) {
 	pods, port := startPods(t, ips, nil)
 	path := filepath.Join(t.TempDir(), "world.yaml")
 	writeFile(t, path, world(port, "", ips...)...)
-	xdsAddr := freeAddr(t)
+	xdsAddr := testkit.FreeAddr(t)
 	cp := startControlPlane(t, path, xdsAddr)
 
 	cc := dialFairway(t, xdsAddr)
@@ -219,19 +207,15 @@ func TestClient_EndToEnd(t *testing.T) {
 	// Killing the control plane mid-load loses no RPC; the client keeps the
 	// last endpoints and reconnects when it returns.
 	l := startLoad(ctx, cc, 4, 20000)
-	time.Sleep(200 * time.Millisecond)
+	within(t, 10*time.Second, "the load to be under way", func() bool { return l.sent.Load() >= 200 }, nil)
 	cp.kill()
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)            // the outage: the client keeps sending to the last endpoints
 	writeFile(t, path, world(port, "", ips...)...) // pod 3 back, seen only after the reconnect
 	before := pods[2].Received()
 	cp = startControlPlane(t, path, xdsAddr)
-	deadline := time.Now().Add(30 * time.Second)
-	for pods[2].Received() == before {
-		if time.Now().After(deadline) {
-			t.Fatalf("client never reconnected: pod 3 got nothing after the control plane returned; log:\n%s", cp.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	within(t, 30*time.Second, "the client to reconnect: pod 3 served after the control plane returned", func() bool {
+		return pods[2].Received() != before
+	}, nil)
 	l.finish()
 	if n := l.failed.Load(); n != 0 {
 		t.Fatalf("%d of %d RPCs failed across the control-plane outage; first: %v", n, l.sent.Load(), l.firstErr.Load())
@@ -240,13 +224,9 @@ func TestClient_EndToEnd(t *testing.T) {
 
 	// An invalid strategy chain is NACKed; the previous one keeps working.
 	writeFile(t, path, world(port, `fairway.io/strategy: '[{"no_such_strategy":{}}]'`, ips...)...)
-	deadline = time.Now().Add(10 * time.Second)
-	for !strings.Contains(cp.metrics(), `fairway_xds_nacks_total{type="cluster"}`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no NACK of the invalid Cluster; log:\n%s", cp.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	within(t, 10*time.Second, "a NACK of the invalid Cluster", func() bool {
+		return strings.Contains(cp.metrics(), `fairway_xds_nacks_total{type="cluster"}`)
+	}, nil)
 	waitLog(t, cp.log, "NACK", "no_such_strategy")
 	for i := 0; i < 100; i++ {
 		if _, err := backend.Call(ctx, cc); err != nil {
@@ -269,7 +249,7 @@ func TestClient_OutlierDrainsFailingPod(t *testing.T) {
 	})
 	path := filepath.Join(t.TempDir(), "world.yaml")
 	writeFile(t, path, world(port, "", ips...)...)
-	cp := startControlPlane(t, path, freeAddr(t))
+	cp := startControlPlane(t, path, testkit.FreeAddr(t))
 	cc := dialFairway(t, cp.xdsAddr)
 	defer cc.Close()
 	if _, err := backend.Call(ctx, cc, grpc.WaitForReady(true)); err != nil && !backend.ErrInjected(err) {

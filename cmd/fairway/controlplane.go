@@ -101,7 +101,7 @@ func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("no cluster to watch (give --file PATH to serve a YAML file instead): %w", err)
 	}
-	opts := []kube.Option{kube.WithLogger(log), kube.WithRegistry(reg), kube.WithPods(f.watchPods)}
+	opts := []kube.Option{kube.WithLogger(log), kube.WithRegisterer(reg), kube.WithPods(f.watchPods)}
 	if len(f.namespaces) > 0 {
 		opts = append(opts, kube.WithNamespaces(f.namespaces...))
 	}
@@ -116,8 +116,11 @@ func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer)
 }
 
 // serveControlPlane runs the source, the xDS server and the admin server
-// until ctx is done or one of them fails, then stops all three.
+// until ctx is done or one of them fails, then stops all three. Its own log
+// lines carry component=fairway/controlplane (the source's and the xDS
+// server's carry theirs).
 func serveControlPlane(ctx context.Context, log *slog.Logger, src topology.Source, xds *xdsserver.Server, xdsAddr, adminAddr string) error {
+	log = log.With("component", "fairway/controlplane")
 	lis, err := net.Listen("tcp", xdsAddr)
 	if err != nil {
 		return fmt.Errorf("xds listener: %w", err)

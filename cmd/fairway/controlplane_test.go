@@ -5,12 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,53 +18,68 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/fairway-lb/fairway/internal/testbackend"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// newLog returns a log sink for a control plane run in-process; the test
+// prints it when it fails.
+func newLog(t *testing.T) *testkit.LogBuffer {
+	log := &testkit.LogBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("control plane log:\n%s", log)
+		}
+	})
+	return log
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// within polls cond with testkit.Eventually for at most d. When cond never
+// holds the test fails with what, after logging explain() (if not nil).
+func within(t *testing.T, d time.Duration, what string, cond func() bool, explain func() string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	held := false
+	if explain != nil {
+		defer func() {
+			if !held {
+				t.Log(explain())
+			}
+		}()
+	}
+	testkit.Eventually(ctx, t, what, cond)
+	held = true
 }
 
 // waitLog waits until the log holds a line containing every one of parts.
-func waitLog(t *testing.T, log *syncBuffer, parts ...string) {
+func waitLog(t *testing.T, log *testkit.LogBuffer, parts ...string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	within(t, 10*time.Second, fmt.Sprintf("a log line containing all of %q", parts), func() bool {
 		for _, line := range strings.Split(log.String(), "\n") {
 			all := true
 			for _, p := range parts {
 				all = all && strings.Contains(line, p)
 			}
 			if all {
-				return
+				return true
 			}
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no log line contains all of %q; log:\n%s", parts, log.String())
+		return false
+	}, nil)
 }
 
-func freeAddr(t *testing.T) string {
+// waitReady waits until the admin server at adminAddr answers /readyz with
+// 200 (the first snapshot is served).
+func waitReady(t *testing.T, adminAddr string, d time.Duration) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	within(t, d, "the control plane to become ready", func() bool {
+		resp, err := http.Get("http://" + adminAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, nil)
 }
 
 // startBackends starts one named backend per IP, all on the same port.
@@ -171,8 +184,8 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 	}
 	writeFile(t, path, good...)
 
-	xdsAddr, adminAddr := freeAddr(t), freeAddr(t)
-	log := &syncBuffer{}
+	xdsAddr, adminAddr := testkit.FreeAddr(t), testkit.FreeAddr(t)
+	log := newLog(t)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	go func() {
@@ -183,19 +196,8 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 	}()
 
 	// Ready once the first snapshot is served.
-	for {
-		resp, err := http.Get("http://" + adminAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("control plane never became ready; log:\n%s", log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	deadline, _ := ctx.Deadline()
+	waitReady(t, adminAddr, time.Until(deadline))
 
 	// Bad input is reported, the rest is served.
 	waitLog(t, log, "fairway.io/choice-count", "banana")
@@ -252,7 +254,7 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 
 	// A malformed file is reported and the last good state keeps serving.
 	writeFile(t, path, append(good[:len(good):len(good)], "kind: [unclosed")...)
-	waitLog(t, log, "level=ERROR", "rejecting the file", "document 6")
+	waitLog(t, log, "level=ERROR", "rejecting the file", "document 6", "component=fairway/file")
 	c := testbackend.XDSClient(t, xdsAddr, "echo.default:8080")
 	if _, err := testbackend.Call(ctx, c, 5*time.Second); err != nil {
 		t.Fatalf("after a malformed file: %v", err)

@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/fairway-lb/fairway/internal/testbackend"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 const envoyBootstrapPath = "../../examples/envoy/bootstrap.yaml"
@@ -201,7 +202,7 @@ func adsResources(t *testing.T, ads discoverypb.AggregatedDiscoveryService_Strea
 func TestEnvoyBootstrap_ClustersAreServed(t *testing.T) {
 	b := loadEnvoyBootstrap(t)
 	routed := envoyRouteClusters(t, b)
-	xdsAddr := freeAddr(t)
+	xdsAddr := testkit.FreeAddr(t)
 	startControlPlane(t, "../../examples/echo.yaml", xdsAddr)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -258,12 +259,12 @@ func TestEnvoyIngress_Traffic(t *testing.T) {
 	dir := t.TempDir()
 	world := filepath.Join(dir, "world.yaml")
 	writeFile(t, world, fmt.Sprintf(e2eService, "echo", port, "2"), fmt.Sprintf(e2eSlice, "echo", port, e2eEndpoints(ips...)))
-	xdsAddr := freeAddr(t)
+	xdsAddr := testkit.FreeAddr(t)
 	startControlPlane(t, world, xdsAddr)
 
-	listenAddr := freeAddr(t)
+	listenAddr := testkit.FreeAddr(t)
 	config := filepath.Join(dir, "envoy.json")
-	writeEnvoyConfig(t, config, xdsAddr, listenAddr, freeAddr(t))
+	writeEnvoyConfig(t, config, xdsAddr, listenAddr, testkit.FreeAddr(t))
 	logPath := filepath.Join(dir, "envoy.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {

@@ -11,34 +11,70 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 )
-
-const usage = `fairway: request-level client-side load balancing for gRPC on Kubernetes
-
-Usage:
-  fairway controlplane [flags]   serve xDS for a cluster (--kubeconfig) or a YAML file (--file)
-  fairway demo [flags]           run a control plane, backends and clients on loopback
-  fairway bench [flags]          compare balancing strategies side by side
-  fairway bench capacity [flags] find the fewest pods each strategy needs for an SLO
-  fairway version                print the version
-
-Run "fairway COMMAND -h" for a command's flags.
-`
 
 var version = "dev"
 
-// commands maps a subcommand to its entry point. Each gets its own FlagSet
-// and arguments, and a context cancelled on SIGINT/SIGTERM.
-var commands = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) error{
-	"controlplane": runControlPlane,
-	"demo":         runDemo,
-	"bench":        runBench,
-	"version": func(_ context.Context, _ []string, stdout, _ io.Writer) error {
-		_, err := fmt.Fprintln(stdout, "fairway", version)
-		return err
-	},
+// subcommand is one command of the binary, or of `fairway bench`.
+type subcommand struct {
+	name    string // "" in benchCommands: `fairway bench` itself
+	args    string // synopsis after the name, for the usage text
+	summary string
+	// run runs the command with its own FlagSet on args (the arguments after
+	// its name) until it ends or ctx (cancelled on SIGINT/SIGTERM) is done.
+	run func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// commands is every command of the binary: run dispatches on this table and
+// usage lists it (with benchCommands under "bench").
+var commands = []subcommand{
+	{name: "controlplane", args: "[flags]", summary: "serve xDS for a cluster (--kubeconfig) or a YAML file (--file)", run: runControlPlane},
+	{name: "demo", args: "[flags]", summary: "run a control plane, backends and clients on loopback", run: runDemo},
+	{name: "bench", run: runBench},
+	{name: "version", summary: "print the version", run: runVersion},
+}
+
+func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) error {
+	_, err := fmt.Fprintln(stdout, "fairway", version)
+	return err
+}
+
+// lookup returns the command of table called name.
+func lookup(table []subcommand, name string) (subcommand, bool) {
+	for _, c := range table {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return subcommand{}, false
+}
+
+// usage is the binary's help text: every command of commands and
+// benchCommands.
+func usage() string {
+	var b strings.Builder
+	b.WriteString("fairway: request-level client-side load balancing for gRPC on Kubernetes\n\nUsage:\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 3, ' ', 0)
+	line := func(words ...string) {
+		words = slices.DeleteFunc(words, func(w string) bool { return w == "" })
+		fmt.Fprintf(tw, "  %s\t%s\n", strings.Join(words[:len(words)-1], " "), words[len(words)-1])
+	}
+	for _, c := range commands {
+		if c.name != "bench" {
+			line("fairway", c.name, c.args, c.summary)
+			continue
+		}
+		for _, bc := range benchCommands {
+			line("fairway", "bench", bc.name, bc.args, bc.summary)
+		}
+	}
+	tw.Flush()
+	b.WriteString("\nRun \"fairway COMMAND -h\" for a command's flags.\n")
+	return b.String()
 }
 
 func main() {
@@ -52,18 +88,18 @@ func main() {
 // returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		if len(args) == 0 {
 			return 2
 		}
 		return 0
 	}
-	cmd, ok := commands[args[0]]
+	cmd, ok := lookup(commands, args[0])
 	if !ok {
-		fmt.Fprintf(stderr, "fairway: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "fairway: unknown command %q\n\n%s", args[0], usage())
 		return 2
 	}
-	if err := cmd(ctx, args[1:], stdout, stderr); err != nil {
+	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}

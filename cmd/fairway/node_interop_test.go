@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fairway-lb/fairway/internal/nodeclient"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 // nodeLBPolicies are the values of fairway.io/lb-policy; each gets a Service
@@ -116,7 +117,7 @@ func TestNodeClient_Interop(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "world.yaml")
 	good := nodeWorld(port, echoIPs, otherIPs)
 	writeFile(t, path, good...)
-	xdsAddr := freeAddr(t)
+	xdsAddr := testkit.FreeAddr(t)
 	cp := startControlPlane(t, path, xdsAddr)
 
 	node := nodeclient.Start(t, xdsAddr, "fairway-node-interop")

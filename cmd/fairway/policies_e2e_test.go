@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/fairway-lb/fairway/internal/testbackend"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 // callsBy makes n RPCs from c, each carrying the header key: value when key
@@ -84,7 +85,7 @@ func TestControlPlane_RingHashAndWeightedRoundRobin(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "world.yaml")
 	writeFile(t, path, docs...)
-	xdsAddr := freeAddr(t)
+	xdsAddr := testkit.FreeAddr(t)
 	cp := startControlPlane(t, path, xdsAddr)
 	waitLog(t, cp.log, "fairway.io/hash-header", "X-Bad")
 

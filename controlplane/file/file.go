@@ -33,7 +33,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -46,6 +45,7 @@ import (
 
 	"github.com/fairway-lb/fairway/controlplane/convert"
 	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/internal/promreg"
 )
 
 // Defaults of the options.
@@ -100,29 +100,19 @@ func WithResync(d time.Duration) Option { return func(s *Source) { s.resync = d 
 // New returns a source reading path.
 func New(path string, opts ...Option) *Source {
 	s := &Source{
-		path: path,
-		log:  slog.Default(),
-		problems: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fairway_source_problems_total",
-			Help: "Invalid or surprising input objects reported by a source, by source and reason.",
-		}, []string{"source", "reason"}),
+		path:     path,
+		log:      slog.Default(),
+		problems: promreg.SourceProblems(),
 		debounce: DefaultDebounce,
 		resync:   DefaultResync,
 	}
 	for _, o := range opts {
 		o(s)
 	}
-	if s.reg != nil {
-		if err := s.reg.Register(s.problems); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if errors.As(err, &are) {
-				if existing, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-					s.problems = existing
-				}
-			} else {
-				s.log.Error("fairway/file: cannot register metrics", "error", err)
-			}
-		}
+	s.log = s.log.With("component", "fairway/file")
+	var err error
+	if s.problems, err = promreg.Register(s.reg, s.problems); err != nil {
+		s.log.Error("cannot register metrics", "error", err)
 	}
 	return s
 }
@@ -148,7 +138,7 @@ func (s *Source) Run(ctx context.Context, sink topology.Sink) error {
 	}
 	defer w.Close()
 	dir := filepath.Dir(s.path)
-	log := s.log.With("source", "file", "path", s.path)
+	log := s.log.With("path", s.path)
 
 	watchErr := ""
 	watch := func() {
@@ -157,13 +147,13 @@ func (s *Source) Run(ctx context.Context, sink topology.Sink) error {
 		}
 		if err := w.Add(dir); err != nil {
 			if err.Error() != watchErr {
-				log.Warn("fairway/file: cannot watch the folder; re-reading every resync period", "dir", dir, "resync", s.resync, "error", err)
+				log.Warn("cannot watch the folder; re-reading every resync period", "dir", dir, "resync", s.resync, "error", err)
 				watchErr = err.Error()
 			}
 			return
 		}
 		if watchErr != "" {
-			log.Info("fairway/file: watching the folder", "dir", dir)
+			log.Info("watching the folder", "dir", dir)
 		}
 		watchErr = ""
 	}
@@ -187,7 +177,7 @@ func (s *Source) Run(ctx context.Context, sink topology.Sink) error {
 			if !ok {
 				return nil
 			}
-			log.Debug("fairway/file: folder event", "event", ev.String())
+			log.Debug("folder event", "event", ev.String())
 			now := time.Now()
 			if !pending {
 				pending, firstEvent = true, now
@@ -198,7 +188,7 @@ func (s *Source) Run(ctx context.Context, sink topology.Sink) error {
 				return nil
 			}
 			// Events may have been lost (e.g. queue overflow): read soon.
-			log.Warn("fairway/file: watch error; re-reading the file", "error", err)
+			log.Warn("watch error; re-reading the file", "error", err)
 			if !pending {
 				pending, firstEvent = true, time.Now()
 			}
@@ -221,7 +211,7 @@ func (s *Source) reload(log *slog.Logger, st *state, sink topology.Sink, observe
 	data, err := os.ReadFile(s.path)
 	if err != nil {
 		if err.Error() != st.readErr {
-			log.Warn("fairway/file: cannot read the file; "+keeping(st), "error", err)
+			log.Warn("cannot read the file; "+keeping(st), "error", err)
 			st.readErr = err.Error()
 		}
 		return
@@ -234,23 +224,23 @@ func (s *Source) reload(log *slog.Logger, st *state, sink topology.Sink, observe
 	st.read, st.sum = true, sum
 
 	if len(bytes.TrimSpace(data)) == 0 {
-		log.Warn("fairway/file: the file is empty; " + keeping(st))
+		log.Warn("the file is empty; " + keeping(st))
 		return
 	}
 	objs, err := Decode(data)
 	if err != nil {
 		s.problems.WithLabelValues("file", ReasonMalformedFile).Inc()
-		log.Error("fairway/file: rejecting the file; "+keeping(st), "reason", ReasonMalformedFile, "error", err)
+		log.Error("rejecting the file; "+keeping(st), "reason", ReasonMalformedFile, "error", err)
 		return
 	}
 	for _, k := range objs.Skipped {
-		log.Debug("fairway/file: skipping an object of another kind", "object", k)
+		log.Debug("skipping an object of another kind", "object", k)
 	}
 
 	services, problems := convert.All(objs.Services, objs.EndpointSlices, convert.Options{})
 	for _, p := range problems {
 		s.problems.WithLabelValues("file", p.Reason).Inc()
-		log.Warn("fairway/file: "+p.Message, "reason", p.Reason, "object", p.Object, "namespace", p.Namespace, "service", p.Service)
+		log.Warn(p.Message, "reason", p.Reason, "object", p.Object, "namespace", p.Namespace, "service", p.Service)
 		if s.onProb != nil {
 			s.onProb(p)
 		}
@@ -268,12 +258,12 @@ func (s *Source) reload(log *slog.Logger, st *state, sink topology.Sink, observe
 		}
 	}
 	if !changed {
-		log.Debug("fairway/file: the file changed but the world did not")
+		log.Debug("the file changed but the world did not")
 		return
 	}
 	st.version++
 	st.snap = topology.NewSnapshot(st.version, observed, services)
-	log.Info("fairway/file: serving the file", "version", st.version, "services", len(services), "problems", len(problems))
+	log.Info("serving the file", "version", st.version, "services", len(services), "problems", len(problems))
 	sink.Update(st.snap)
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fairway-lb/fairway/controlplane/convert"
 	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -137,13 +138,7 @@ func start(t *testing.T, path string, opts ...Option) *harness {
 // next waits for the next snapshot.
 func (h *harness) next(t *testing.T) *topology.Snapshot {
 	t.Helper()
-	select {
-	case s := <-h.sink.ch:
-		return s
-	case <-time.After(served):
-		t.Fatalf("no snapshot within %v", served)
-		return nil
-	}
+	return testkit.RecvWithin(t, h.sink.ch, served, "the next snapshot")
 }
 
 // none checks that no snapshot has been handed over.
@@ -312,7 +307,7 @@ func TestSource_MalformedFileKeepsLastGoodState(t *testing.T) {
 		t.Errorf("log line %q: want an ERROR naming document 3 and keeping version 1", line)
 	}
 	h.none(t)
-	if got := problemCount(t, h.reg, ReasonMalformedFile); got != 1 {
+	if got := testkit.MetricValue(t, h.reg, "fairway_source_problems_total", "source", "file", "reason", ReasonMalformedFile); got != 1 {
 		t.Errorf("fairway_source_problems_total{reason=%q} = %v, want 1", ReasonMalformedFile, got)
 	}
 
@@ -441,7 +436,7 @@ metadata: {name: echo, namespace: default}
 		if n := h.logs.count("reason=" + reason); n != 1 {
 			t.Errorf("%d log lines with reason=%s, want 1", n, reason)
 		}
-		if got := problemCount(t, h.reg, reason); got != 1 {
+		if got := testkit.MetricValue(t, h.reg, "fairway_source_problems_total", "source", "file", "reason", reason); got != 1 {
 			t.Errorf("fairway_source_problems_total{reason=%q} = %v, want 1", reason, got)
 		}
 	}
@@ -459,31 +454,6 @@ func TestSource_SharedRegistry(t *testing.T) {
 	if a.problems != b.problems {
 		t.Errorf("the second source did not reuse the registered counter")
 	}
-}
-
-// problemCount returns the value of
-// fairway_source_problems_total{source="file",reason=reason} in reg.
-func problemCount(t *testing.T, reg *prometheus.Registry, reason string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "fairway_source_problems_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["source"] == "file" && labels["reason"] == reason {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
 }
 
 // TestSource_BusyFolder checks that a folder that never goes quiet (another

@@ -122,9 +122,10 @@ func WithLogger(l *slog.Logger) Option {
 	}
 }
 
-// WithRegistry registers the source's metrics with reg. By default they are
-// kept but not registered anywhere.
-func WithRegistry(reg prometheus.Registerer) Option { return func(s *Source) { s.registry = reg } }
+// WithRegisterer registers the source's metrics with reg (default: kept but
+// not registered). A fairway_source_problems_total that reg already holds
+// (registered by another source) is shared.
+func WithRegisterer(reg prometheus.Registerer) Option { return func(s *Source) { s.registry = reg } }
 
 // WithEventRecorder records problem Events with rec instead of an event
 // broadcaster of the source's own that writes them through the client.
@@ -183,8 +184,12 @@ func New(client kubernetes.Interface, opts ...Option) *Source {
 	for _, o := range opts {
 		o(s)
 	}
-	s.logger = s.logger.With("source", "kubernetes")
-	s.metrics = newMetrics(s.registry, s.queueDepth)
+	s.logger = s.logger.With("component", "fairway/kube")
+	m, err := newMetrics(s.registry, s.queueDepth)
+	if err != nil {
+		s.logger.Error("cannot register metrics", "error", err)
+	}
+	s.metrics = m
 	return s
 }
 

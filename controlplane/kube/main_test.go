@@ -23,6 +23,7 @@ import (
 	"github.com/fairway-lb/fairway/controlplane/kube"
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/internal/testenv"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 // shared is one etcd + kube-apiserver for the tests that do not restart it;
@@ -283,21 +284,21 @@ func key(ns, name string) topology.ServiceKey {
 // returns it.
 func waitEvent(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, name, reason string) corev1.Event {
 	t.Helper()
-	for {
+	var found corev1.Event
+	testkit.Eventually(ctx, t, fmt.Sprintf("a %s Event on Service %s/%s", reason, ns, name), func() bool {
 		evs, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{
 			FieldSelector: "involvedObject.kind=Service,involvedObject.name=" + name + ",reason=" + reason,
 		})
-		if err == nil {
-			for _, ev := range evs.Items {
-				if ev.Type == corev1.EventTypeWarning {
-					return ev
-				}
+		if err != nil {
+			return false
+		}
+		for _, ev := range evs.Items {
+			if ev.Type == corev1.EventTypeWarning {
+				found = ev
+				return true
 			}
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for a %s Event on Service %s/%s: %v (last list error: %v)", reason, ns, name, ctx.Err(), err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+		return false
+	})
+	return found
 }

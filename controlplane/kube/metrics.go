@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fairway-lb/fairway/internal/promreg"
 )
 
 // metrics are the source's Prometheus metrics.
@@ -13,12 +15,13 @@ type metrics struct {
 	services prometheus.Gauge       // fairway_kube_services
 }
 
-func newMetrics(reg prometheus.Registerer, queueDepth func() float64) *metrics {
+// newMetrics returns the source's metrics, registered with reg (nil: not
+// registered). A collector reg already holds (fairway_source_problems_total,
+// shared by sources) is reused; any other registration error is returned,
+// with metrics that work but are not all registered.
+func newMetrics(reg prometheus.Registerer, queueDepth func() float64) (*metrics, error) {
 	m := &metrics{
-		problems: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fairway_source_problems_total",
-			Help: "Invalid or surprising input objects reported by a source, by source and reason.",
-		}, []string{"source", "reason"}),
+		problems: promreg.SourceProblems(),
 		sync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "fairway_kube_sync_seconds",
 			Help:    "Time from taking queued Service keys off the workqueue to handing the new snapshot to the sink.",
@@ -29,28 +32,14 @@ func newMetrics(reg prometheus.Registerer, queueDepth func() float64) *metrics {
 			Help: "Kubernetes Services with at least one port in the current snapshot.",
 		}),
 	}
-	if reg == nil {
-		return m
-	}
-	m.problems = register(reg, m.problems)
-	m.sync = register(reg, m.sync)
-	m.services = register(reg, m.services)
-	register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	depth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "fairway_kube_queue_depth",
 		Help: "Service keys waiting in the Kubernetes source's workqueue.",
-	}, queueDepth))
-	return m
-}
-
-// register registers c with reg, or returns the collector already registered
-// under the same name (fairway_source_problems_total is shared by sources).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
+	}, queueDepth)
+	var errs [4]error
+	m.problems, errs[0] = promreg.Register(reg, m.problems)
+	m.sync, errs[1] = promreg.Register(reg, m.sync)
+	m.services, errs[2] = promreg.Register(reg, m.services)
+	_, errs[3] = promreg.Register(reg, depth)
+	return m, errors.Join(errs[:]...)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fairway-lb/fairway/internal/testbackend"
 	"github.com/fairway-lb/fairway/internal/testenv"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 // netnsChildEnv marks the copy of the test binary that runs inside the
@@ -112,7 +113,13 @@ func waitServedBy(ctx context.Context, t *testing.T, c testgrpc.TestServiceClien
 	}
 	var last map[string]int
 	var lastErr error
-	for ctx.Err() == nil {
+	served := false
+	defer func() {
+		if !served {
+			t.Logf("last window %v, last error %v", last, lastErr)
+		}
+	}()
+	testkit.Eventually(ctx, t, fmt.Sprintf("RPCs served by exactly %v", names), func() bool {
 		seen := make(map[string]int)
 		ok := true
 		for range 20 {
@@ -127,10 +134,7 @@ func waitServedBy(ctx context.Context, t *testing.T, c testgrpc.TestServiceClien
 			}
 		}
 		last = seen
-		if ok && len(seen) == len(want) {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("RPCs never served by exactly %v: last window %v, last error %v", names, last, lastErr)
+		return ok && len(seen) == len(want)
+	})
+	served = true
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/fairway-lb/fairway/controlplane/convert"
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/internal/testenv"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 // lastSink keeps the latest snapshot.
@@ -98,18 +99,17 @@ func TestSource_FailingServiceIsRetriedAndBlocksNoOther(t *testing.T) {
 
 	// "fine" flows while "boom" fails; "boom" is served once its
 	// conversion stops failing (after three retries with backoff).
+	defer func() {
+		if t.Failed() {
+			t.Logf("conversion of boom failed %d times", failures.Load())
+		}
+	}()
 	for _, name := range []string{"fine", "boom"} {
 		k := topology.ServiceKey{Namespace: ns, Name: name, Port: 8080}
-		for {
-			if n, ok := sink.endpoints(k); ok && n == 1 {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				t.Fatalf("%s never served (conversion of boom failed %d times)", k, failures.Load())
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
+		testkit.Eventually(ctx, t, k.String()+" served", func() bool {
+			n, ok := sink.endpoints(k)
+			return ok && n == 1
+		})
 	}
 	if n := failures.Load(); n < 4 {
 		t.Errorf("boom converted %d times, want >= 4 (3 failures, then success)", n)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/fairway-lb/fairway/controlplane/kube"
 	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 func TestSource_FirstSnapshotHasTheWholeWorld(t *testing.T) {
@@ -174,10 +174,10 @@ func TestSource_ReportsProblemsAsEventsOnce(t *testing.T) {
 	defer cancel()
 	ns := newNamespace(ctx, t, cs)
 	reg := prometheus.NewPedanticRegistry()
-	logs := &syncWriter{w: &strings.Builder{}}
+	logs := &testkit.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	sink := newRecordingSink()
-	runSource(t, kube.New(cs, kube.WithNamespaces(ns), kube.WithRegistry(reg), kube.WithLogger(logger)), sink)
+	runSource(t, kube.New(cs, kube.WithNamespaces(ns), kube.WithRegisterer(reg), kube.WithLogger(logger)), sink)
 
 	// An invalid annotation: reported, default used, service served.
 	bad := service(ns, "bad", map[string]string{"fairway.io/lb-policy": "fastest-please"})
@@ -227,7 +227,7 @@ func TestSource_ReportsProblemsAsEventsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink.waitFor(ctx, t, "touched service", endpointsAre(key(ns, "bad"), wants(e1, e3)))
-	if got := metricValue(t, reg, "fairway_source_problems_total", "InvalidAnnotation"); got != 1 {
+	if got := testkit.MetricValue(t, reg, "fairway_source_problems_total", "source", "kubernetes", "reason", "InvalidAnnotation"); got != 1 {
 		t.Errorf("fairway_source_problems_total{reason=InvalidAnnotation} = %v, want 1 (reported once)", got)
 	}
 	evs, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=InvalidAnnotation"})
@@ -244,16 +244,21 @@ func TestSource_ReportsProblemsAsEventsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	sink.waitFor(ctx, t, "deleted service gone", endpointsAre(key(ns, "bad"), nil))
-	if got := metricValue(t, reg, "fairway_source_problems_total", "OrphanEndpointSlice"); got != 3 {
+	if got := testkit.MetricValue(t, reg, "fairway_source_problems_total", "source", "kubernetes", "reason", "OrphanEndpointSlice"); got != 3 {
 		t.Errorf("fairway_source_problems_total{reason=OrphanEndpointSlice} = %v, want 3 (one per lingering slice)", got)
 	}
 	if !strings.Contains(logs.String(), "OrphanEndpointSlice") {
 		t.Errorf("no OrphanEndpointSlice log line in:\n%s", logs.String())
 	}
-	for _, name := range []string{"fairway_kube_queue_depth", "fairway_kube_sync_seconds"} {
-		metricValue(t, reg, name, "")
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if !strings.Contains(line, " component=fairway/kube") {
+			t.Errorf("log line without component=fairway/kube: %s", line)
+		}
 	}
-	if got := metricValue(t, reg, "fairway_kube_services", ""); got != 1 {
+	for _, name := range []string{"fairway_kube_queue_depth", "fairway_kube_sync_seconds"} {
+		testkit.MetricValue(t, reg, name)
+	}
+	if got := testkit.MetricValue(t, reg, "fairway_kube_services"); got != 1 {
 		t.Errorf("fairway_kube_services = %v, want 1", got)
 	}
 }
@@ -304,66 +309,11 @@ func TestSource_PodLabelsAndWeight(t *testing.T) {
 	sink.waitFor(ctx, t, "pod change", endpointsAre(key(ns, "echo"), []topology.Endpoint{w}))
 }
 
-// metricValue returns the value of the metric name (with label reason, when
-// not ""), failing the test when it is not registered.
-func metricValue(t *testing.T, reg *prometheus.Registry, name, reason string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			match := reason == ""
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" && l.GetValue() == reason {
-					match = true
-				}
-			}
-			if !match {
-				continue
-			}
-			switch {
-			case m.GetCounter() != nil:
-				return m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				return m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-		return 0
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
-}
-
 func firstCount(evs []corev1.Event) int32 {
 	if len(evs) == 0 {
 		return 0
 	}
 	return evs[0].Count
-}
-
-// syncWriter serializes writes to w.
-type syncWriter struct {
-	mu sync.Mutex
-	w  *strings.Builder
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.String()
 }
 
 func TestSource_ReportsEachProblemAsAnEvent(t *testing.T) {

@@ -25,7 +25,7 @@ import (
 
 func main() {
 	if err := run(); err != nil {
-		slog.Error("devcluster failed", "err", err)
+		slog.Error("devcluster failed", "error", err)
 		os.Exit(1)
 	}
 }
@@ -57,7 +57,7 @@ func run() error {
 	}
 	defer func() {
 		if err := env.Stop(); err != nil {
-			slog.Error("stop", "err", err)
+			slog.Error("stop", "error", err)
 		}
 	}()
 
