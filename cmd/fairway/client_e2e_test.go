@@ -238,7 +238,14 @@ func TestClient_EndToEnd(t *testing.T) {
 // TestClient_OutlierDrainsFailingPod: a pod that answers UNAVAILABLE to every
 // call is drained by the default strategies while the control plane changes
 // nothing.
-func TestClient_OutlierDrainsFailingPod(t *testing.T) {
+// maxProbes is how many of 500 calls a drained pod may still get: the
+// default chain's p2c re-tries an endpoint idle for a second (see below).
+const maxProbes = 5
+
+// TestClient_DefaultChainDrainsFailingPod: the default chain (latency-aware
+// p2c with its failure penalty, outlier) takes a pod that fails every call
+// out of rotation by itself, with no help from the control plane.
+func TestClient_DefaultChainDrainsFailingPod(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	ips := []string{"127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24", "127.0.0.25"}
@@ -265,20 +272,31 @@ func TestClient_OutlierDrainsFailingPod(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	// After ejection the failing pod gets nothing new.
-	before := pods[0].Received()
-	for i := 0; i < 500; i++ {
-		if _, err := backend.Call(ctx, cc); err != nil {
-			t.Fatalf("a call failed after the failing pod should have been ejected: %v", err)
-		}
-	}
-	if got := pods[0].Received() - before; got != 0 {
-		t.Fatalf("failing pod still got %d of the last 500 calls", got)
-	}
 	if failed > 400 {
 		t.Fatalf("%d of 2000 calls failed before the pod was drained (a fifth would mean no draining)", failed)
 	}
-	t.Logf("%d of 2000 calls failed before the failing pod was ejected", failed)
+	t.Logf("%d of 2000 calls failed before the failing pod was drained", failed)
+	// Drained, the failing pod gets almost nothing. Not nothing: the
+	// latency-aware p2c lets the estimate of an endpoint idle for a second
+	// decay toward its peers' and tries it again (so a recovered pod gets its
+	// traffic back), and outlier readmits an ejected pod after 30 s; how many
+	// of those probes fall inside the next 500 calls depends on how fast the
+	// machine runs them. What is guaranteed is that they stay rare.
+	before := pods[0].Received()
+	var late int
+	for i := 0; i < 500; i++ {
+		if _, err := backend.Call(ctx, cc); err != nil {
+			if !backend.ErrInjected(err) {
+				t.Fatal(err)
+			}
+			late++
+		}
+	}
+	got := pods[0].Received() - before
+	if got > maxProbes || late > maxProbes {
+		t.Fatalf("after the drain the failing pod still got %d of 500 calls (%d failed), want at most %d probes", got, late, maxProbes)
+	}
+	t.Logf("after the drain: %d of 500 calls reached the failing pod", got)
 	if m := cp.metrics(); !strings.Contains(m, "\nfairway_xds_pushes_total 1\n") {
 		t.Fatalf("the control plane pushed more than its one snapshot; the drain must come from the client alone")
 	}

@@ -15,9 +15,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // HeaderName is the response header carrying the backend's name.
@@ -35,6 +37,9 @@ func WithZone(zone string) Option { return func(b *Backend) { b.zone = zone } }
 // WithDelay makes every RPC take at least d (a slow backend).
 func WithDelay(d time.Duration) Option { return func(b *Backend) { b.delay = d } }
 
+// WithError makes every RPC fail at once with code c (a failing backend).
+func WithError(c codes.Code) Option { return func(b *Backend) { b.fail = c } }
+
 // Backend is a running gRPC test backend. Its methods are safe for
 // concurrent use.
 type Backend struct {
@@ -44,6 +49,7 @@ type Backend struct {
 	name  string
 	zone  string
 	delay time.Duration
+	fail  codes.Code // OK: answer normally
 	lis   net.Listener
 	srv   *grpc.Server
 	done  chan struct{} // closed when Serve returns
@@ -93,6 +99,9 @@ func (b *Backend) Stop() {
 func (b *Backend) serve(ctx context.Context) error {
 	b.count.Add(1)
 	grpc.SetHeader(ctx, metadata.Pairs(HeaderName, b.name))
+	if b.fail != codes.OK {
+		return status.Errorf(b.fail, "fairway/testbackend: %s fails every call", b.name)
+	}
 	if b.delay > 0 {
 		t := time.NewTimer(b.delay)
 		defer t.Stop()

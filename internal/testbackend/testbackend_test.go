@@ -7,10 +7,12 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/fairway-lb/fairway/internal/testbackend"
 )
@@ -72,5 +74,29 @@ func TestBackend_DelaySlowsRPCs(t *testing.T) {
 	}
 	if d := time.Since(start); d < 50*time.Millisecond {
 		t.Errorf("RPC took %v, want at least the 50ms delay", d)
+	}
+}
+
+func TestBackend_ErrorFailsEveryRPC(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := testbackend.Start("127.0.0.1:0", testbackend.WithError(codes.Unavailable))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop()
+	cc, err := grpc.NewClient(b.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := testgrpc.NewTestServiceClient(cc)
+	for i := 0; i < 3; i++ {
+		if _, err := c.EmptyCall(ctx, &testpb.Empty{}); status.Code(err) != codes.Unavailable {
+			t.Fatalf("EmptyCall: %v, want UNAVAILABLE", err)
+		}
+	}
+	if b.Count() != 3 {
+		t.Errorf("Count = %d, want 3 (failed calls count too)", b.Count())
 	}
 }
