@@ -145,11 +145,18 @@ type stream struct {
 	names    []string
 	ready    chan struct{} // closed when every subscribed name has been received
 
+	// Delta streams only, owned by the reader: the version last received
+	// per name, and the CLAs (name → version) of the previous response.
+	versions map[string]string
+	prev     map[string]string
+
 	mu        sync.Mutex
 	responses int            // guarded by mu: responses received while counting
 	resources int            // guarded by mu: resources received while counting
 	bytes     int64          // guarded by mu: proto.Size of the responses received while counting
-	perName   map[string]int // guarded by mu: resources received per name while counting
+	perName   map[string]int // guarded by mu: new versions (SotW: resources) received per name while counting
+	resent    int            // guarded by mu: delta CLAs repeating the previous response, while counting
+	repeated  int            // guarded by mu: other delta CLAs at the version the stream had, while counting
 }
 
 // layout assigns services to streams: each stream takes between min and max
@@ -166,6 +173,9 @@ func layout(cfg Config, rng *rand.Rand) []*stream {
 			delta:   int(float64(i+1)*cfg.DeltaFraction) > int(float64(i)*cfg.DeltaFraction),
 			ready:   make(chan struct{}),
 			perName: make(map[string]int),
+		}
+		if s.delta {
+			s.versions, s.prev = make(map[string]string), make(map[string]string)
 		}
 		for range n {
 			s.services = append(s.services, cursor%cfg.Services)
@@ -223,7 +233,7 @@ func (s *stream) runSotW(ctx context.Context, client discoverypb.AggregatedDisco
 		if err != nil {
 			return err
 		}
-		s.received(t, at, proto.Size(resp), clas, seen)
+		s.received(t, at, proto.Size(resp), clas, seen, nil)
 		if err := st.Send(&discoverypb.DiscoveryRequest{
 			TypeUrl:       resourcev3.EndpointType,
 			ResourceNames: s.names,
@@ -258,15 +268,56 @@ func (s *stream) runDelta(ctx context.Context, client discoverypb.AggregatedDisc
 		if err != nil {
 			return err
 		}
-		s.received(t, at, proto.Size(resp), clas, seen)
+		s.received(t, at, proto.Size(resp), clas, seen, s.classify(resp.GetResources()))
 		if err := st.Send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResponseNonce: resp.GetNonce()}); err != nil {
 			return err
 		}
 	}
 }
 
-// received accounts for one response; seen is owned by the reader.
-func (s *stream) received(t *tracker, at time.Time, size int, clas []*endpointpb.ClusterLoadAssignment, seen map[string]bool) {
+// claKind is what a delta stream already had of a CLA it receives.
+type claKind int
+
+const (
+	newVersion claKind = iota // a version the stream did not have
+	// resent: the version the stream had, received in its previous response
+	// too. go-control-plane's delta server sends a response twice when the
+	// cache update that produced it races with a request of the stream (an
+	// ACK): the update answers the watch the request is replacing, and the
+	// replacement watch, computed from the versions the stream had before
+	// that response, answers the same again.
+	resent
+	repeated // the version the stream had, not in its previous response
+)
+
+// classify tells, for each resource of a delta response, what the stream
+// already had of it, and remembers the response. Called by the reader.
+func (s *stream) classify(resources []*discoverypb.Resource) []claKind {
+	kinds := make([]claKind, 0, len(resources))
+	cur := make(map[string]string, len(resources))
+	for _, r := range resources {
+		if r.GetResource() == nil {
+			continue // decode skips it too
+		}
+		name, version := r.GetName(), r.GetVersion()
+		switch v, had := s.versions[name]; {
+		case !had || v != version:
+			kinds = append(kinds, newVersion)
+		case s.prev[name] == version:
+			kinds = append(kinds, resent)
+		default:
+			kinds = append(kinds, repeated)
+		}
+		s.versions[name] = version
+		cur[name] = version
+	}
+	s.prev = cur
+	return kinds
+}
+
+// received accounts for one response; seen is owned by the reader. kinds
+// classifies a delta response's CLAs (nil for SotW: all count as new).
+func (s *stream) received(t *tracker, at time.Time, size int, clas []*endpointpb.ClusterLoadAssignment, seen map[string]bool, kinds []claKind) {
 	if len(seen) < len(s.names) {
 		for _, cla := range clas {
 			seen[cla.GetClusterName()] = true
@@ -280,8 +331,15 @@ func (s *stream) received(t *tracker, at time.Time, size int, clas []*endpointpb
 		s.responses++
 		s.resources += len(clas)
 		s.bytes += int64(size)
-		for _, cla := range clas {
-			s.perName[cla.GetClusterName()]++
+		for i, cla := range clas {
+			switch {
+			case kinds == nil || kinds[i] == newVersion:
+				s.perName[cla.GetClusterName()]++
+			case kinds[i] == resent:
+				s.resent++
+			default:
+				s.repeated++
+			}
 		}
 		s.mu.Unlock()
 	}

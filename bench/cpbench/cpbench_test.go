@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 func TestMain(m *testing.M) {
@@ -55,16 +57,19 @@ func TestRun_SmallScale(t *testing.T) {
 	if res.First.P50 > res.Last.P50 || res.Last.Max > cfg.ChangeTimeout || res.Last.Max <= 0 {
 		t.Errorf("latencies first %+v last %+v: want 0 < first ≤ last ≤ %v", res.First, res.Last, cfg.ChangeTimeout)
 	}
-	// Delta: exactly one ClusterLoadAssignment per subscribed stream per
-	// change, one per response.
+	// Delta: exactly one new ClusterLoadAssignment version per subscribed
+	// stream per change, and nothing else but re-sends of a stream's
+	// previous response, which go-control-plane makes when a cache update
+	// races with the stream's ACK (so their number depends on timing, as
+	// does how many changes share a debounced push and so a response).
 	if !res.DeltaExact || res.DeltaMismatches != 0 {
 		t.Errorf("delta not exact: %d mismatches", res.DeltaMismatches)
 	}
-	if diff := cmp.Diff(res.Delta.Resources, res.Delta.Subscriptions); diff != "" {
-		t.Errorf("delta CLAs received vs subscribed streams over all changes (-got +want):\n%s", diff)
+	if diff := cmp.Diff(res.Delta.Resources-res.Delta.Resent, res.Delta.Subscriptions); diff != "" {
+		t.Errorf("delta new CLA versions received vs subscribed streams over all changes (-got +want):\n%s", diff)
 	}
-	if res.Delta.MaxResources != 1 {
-		t.Errorf("delta: most CLAs in one response = %d, want 1", res.Delta.MaxResources)
+	if res.Delta.Resent > 0 {
+		t.Logf("delta: %d CLAs re-sent at the version just received", res.Delta.Resent)
 	}
 	// SotW: at least one CLA per subscribed stream per change (a SotW
 	// response may carry the stream's other subscribed CLAs too).
@@ -124,6 +129,33 @@ func TestLayout_EveryServiceSubscribed(t *testing.T) {
 				t.Errorf("delta streams (-got +want):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestStream_ClassifyDeltaResources(t *testing.T) {
+	s := &stream{delta: true, versions: map[string]string{}, prev: map[string]string{}}
+	res := func(nv ...string) []*discoverypb.Resource {
+		var out []*discoverypb.Resource
+		for i := 0; i < len(nv); i += 2 {
+			out = append(out, &discoverypb.Resource{Name: nv[i], Version: nv[i+1], Resource: &anypb.Any{}})
+		}
+		return out
+	}
+	for _, step := range []struct {
+		name string
+		in   []*discoverypb.Resource
+		want []claKind
+	}{
+		{"initial", res("a", "1", "b", "1"), []claKind{newVersion, newVersion}},
+		{"a changes", res("a", "2"), []claKind{newVersion}},
+		{"the same response again", res("a", "2"), []claKind{resent}},
+		{"b changes", res("b", "2"), []claKind{newVersion}},
+		{"a again, not in the previous response", res("a", "2"), []claKind{repeated}},
+		{"a changes back", res("a", "1"), []claKind{newVersion}},
+	} {
+		if diff := cmp.Diff(s.classify(step.in), step.want); diff != "" {
+			t.Errorf("%s (-got +want):\n%s", step.name, diff)
+		}
 	}
 }
 
