@@ -58,18 +58,9 @@ func TestBackend_CountsAndNamesRPCs(t *testing.T) {
 func TestBackend_DelaySlowsRPCs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := testbackend.Start("127.0.0.1:0", testbackend.WithDelay(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Stop()
-	cc, err := grpc.NewClient(b.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	_, c := startAndDial(t, testbackend.WithDelay(50*time.Millisecond))
 	start := time.Now()
-	if _, err := testgrpc.NewTestServiceClient(cc).EmptyCall(ctx, &testpb.Empty{}); err != nil {
+	if _, err := c.EmptyCall(ctx, &testpb.Empty{}); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < 50*time.Millisecond {
@@ -80,17 +71,7 @@ func TestBackend_DelaySlowsRPCs(t *testing.T) {
 func TestBackend_ErrorFailsEveryRPC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := testbackend.Start("127.0.0.1:0", testbackend.WithError(codes.Unavailable))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Stop()
-	cc, err := grpc.NewClient(b.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	c := testgrpc.NewTestServiceClient(cc)
+	b, c := startAndDial(t, testbackend.WithError(codes.Unavailable))
 	for i := 0; i < 3; i++ {
 		if _, err := c.EmptyCall(ctx, &testpb.Empty{}); status.Code(err) != codes.Unavailable {
 			t.Fatalf("EmptyCall: %v, want UNAVAILABLE", err)
@@ -99,4 +80,21 @@ func TestBackend_ErrorFailsEveryRPC(t *testing.T) {
 	if b.Count() != 3 {
 		t.Errorf("Count = %d, want 3 (failed calls count too)", b.Count())
 	}
+}
+
+// startAndDial starts a backend on 127.0.0.1 with opts and dials it; both
+// are closed when the test ends.
+func startAndDial(t *testing.T, opts ...testbackend.Option) (*testbackend.Backend, testgrpc.TestServiceClient) {
+	t.Helper()
+	b, err := testbackend.Start("127.0.0.1:0", opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Stop)
+	cc, err := grpc.NewClient(b.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return b, testgrpc.NewTestServiceClient(cc)
 }
