@@ -24,11 +24,7 @@ import (
 )
 
 func TestControlPlane_ServesEndpointSlicesOverADS(t *testing.T) {
-	env := sharedEnv(t)
-	cs := newClient(t, env)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	ns := newNamespace(ctx, t, cs)
+	ctx, cs, ns := begin(t, 90*time.Second)
 	addr, _ := controlPlane(t, cs, kube.WithNamespaces(ns))
 	name := key(ns, "echo").ResourceName()
 	ads := watchEDS(ctx, t, addr, name)

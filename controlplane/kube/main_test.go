@@ -83,6 +83,17 @@ func sharedEnv(t testing.TB) *testenv.Env {
 	return shared.env
 }
 
+// begin returns what most tests start with: a context that ends after d
+// (and when the test does), a client of the shared API server and a new
+// namespace.
+func begin(t testing.TB, d time.Duration) (context.Context, kubernetes.Interface, string) {
+	t.Helper()
+	cs := newClient(t, sharedEnv(t))
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx, cs, newNamespace(ctx, t, cs)
+}
+
 func newClient(t testing.TB, env *testenv.Env) kubernetes.Interface {
 	t.Helper()
 	cs, err := kubernetes.NewForConfig(env.Config)

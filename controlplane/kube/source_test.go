@@ -21,11 +21,7 @@ import (
 )
 
 func TestSource_FirstSnapshotHasTheWholeWorld(t *testing.T) {
-	env := sharedEnv(t)
-	cs := newClient(t, env)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ns := newNamespace(ctx, t, cs)
+	ctx, cs, ns := begin(t, 60*time.Second)
 	for i := range 3 {
 		name := fmt.Sprintf("svc-%d", i)
 		if _, err := cs.CoreV1().Services(ns).Create(ctx, service(ns, name, nil), metav1.CreateOptions{}); err != nil {
@@ -61,11 +57,7 @@ func TestSource_FirstSnapshotHasTheWholeWorld(t *testing.T) {
 }
 
 func TestSource_FollowsEndpointSliceChanges(t *testing.T) {
-	env := sharedEnv(t)
-	cs := newClient(t, env)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ns := newNamespace(ctx, t, cs)
+	ctx, cs, ns := begin(t, 60*time.Second)
 	sink := newRecordingSink()
 	runSource(t, kube.New(cs, kube.WithNamespaces(ns)), sink)
 	k := key(ns, "echo")
@@ -168,11 +160,7 @@ func TestSource_ScopesByNamespaceAndSelector(t *testing.T) {
 }
 
 func TestSource_ReportsProblemsAsEventsOnce(t *testing.T) {
-	env := sharedEnv(t)
-	cs := newClient(t, env)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ns := newNamespace(ctx, t, cs)
+	ctx, cs, ns := begin(t, 60*time.Second)
 	reg := prometheus.NewPedanticRegistry()
 	logs := &testkit.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
@@ -264,11 +252,7 @@ func TestSource_ReportsProblemsAsEventsOnce(t *testing.T) {
 }
 
 func TestSource_PodLabelsAndWeight(t *testing.T) {
-	env := sharedEnv(t)
-	cs := newClient(t, env)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ns := newNamespace(ctx, t, cs)
+	ctx, cs, ns := begin(t, 60*time.Second)
 	// No controller manager creates the namespace's default ServiceAccount,
 	// which Pod admission requires.
 	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
@@ -317,11 +301,7 @@ func firstCount(evs []corev1.Event) int32 {
 }
 
 func TestSource_ReportsEachProblemAsAnEvent(t *testing.T) {
-	env := sharedEnv(t)
-	cs := newClient(t, env)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	ns := newNamespace(ctx, t, cs)
+	ctx, cs, ns := begin(t, 60*time.Second)
 	sink := newRecordingSink()
 	runSource(t, kube.New(cs, kube.WithNamespaces(ns)), sink)
 
