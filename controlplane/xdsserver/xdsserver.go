@@ -97,6 +97,9 @@ type options struct {
 	regSet   bool // WithRegisterer was given
 	clock    clock.WithDelayedExecution
 	warmup   time.Duration
+	limits   limits
+
+	callerZonesInterval time.Duration
 }
 
 // WithDebounce sets the debounce window (default DefaultDebounce). Zero or
@@ -137,6 +140,8 @@ type Server struct {
 	clock    clock.WithDelayedExecution
 	gatherer prometheus.Gatherer // served on /metrics; nil: none
 	metrics  *metrics
+	limits   limits
+	refusals refusalLog
 	callers  *callerZones
 	caches   map[string]*cachev3.LinearCache // by type URL
 	xds      serverv3.Server
@@ -162,13 +167,14 @@ type Server struct {
 	closed    bool               // guarded by mu
 	grpcSrvs  []*grpc.Server     // guarded by mu: servers started by Serve
 
-	streamsMu sync.Mutex
-	streams   map[streamID]*streamState // guarded by streamsMu
+	streamsMu   sync.Mutex
+	streams     map[streamID]*streamState // guarded by streamsMu
+	nodeStreams map[string]int            // guarded by streamsMu: counted streams by node id
 }
 
 // New creates a Server and starts its push goroutine.
 func New(opts ...Option) *Server {
-	o := options{debounce: DefaultDebounce}
+	o := options{debounce: DefaultDebounce, limits: defaultLimits(), callerZonesInterval: DefaultCallerZonesInterval}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -192,11 +198,15 @@ func New(opts ...Option) *Server {
 		clock:    o.clock,
 		gatherer: gatherer,
 		metrics:  m,
-		callers:  newCallerZones(m.callerStreams, o.clock.Now().Add(o.warmup)),
+		limits:   o.limits,
 		caches:   make(map[string]*cachev3.LinearCache, len(typeURLs)),
 		kick:     make(chan struct{}, 1),
 		streams:  make(map[streamID]*streamState),
+
+		nodeStreams: make(map[string]int),
 	}
+	s.callers = newCallerZones(callerZonesConfig{gauge: m.callerStreams, from: o.clock.Now().Add(o.warmup),
+		interval: o.callerZonesInterval, clock: o.clock, kick: s.kickPush})
 	mux := &cachev3.MuxCache{
 		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
 		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return r.GetTypeUrl() },
@@ -304,6 +314,7 @@ func (s *Server) Serve(lis net.Listener) error {
 		// ADS stream.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.MaxConcurrentStreams(uint32(s.limits.streamsPerConn)),
 	)
 	s.RegisterGRPC(gs)
 	s.mu.Lock()
@@ -364,4 +375,5 @@ func (s *Server) Close() {
 	}
 	s.cancel()
 	s.wg.Wait()
+	s.callers.stop()
 }
