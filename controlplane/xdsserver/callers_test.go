@@ -32,20 +32,6 @@ func zoneNode(id, zone string) *corepb.Node {
 	return n
 }
 
-// inZones puts svc's endpoints in zones, the i-th endpoint in zones[i %
-// len(zones)], and adds an endpoint when there are more zones than
-// endpoints, so that each zone counts.
-func inZones(svc *topology.Service, zones ...string) *topology.Service {
-	for i := len(svc.Endpoints); i < len(zones); i++ {
-		svc.Endpoints = append(svc.Endpoints, topology.Endpoint{Address: fmt.Sprintf("10.9.0.%d", i), Port: 9000, Ready: true, Serving: true, Weight: 1})
-	}
-	for i := range svc.Endpoints {
-		svc.Endpoints[i].Zone = zones[i%len(zones)]
-	}
-	topology.SortEndpoints(svc.Endpoints)
-	return svc
-}
-
 // callerZones returns the caller_zones of c's Fairway metadata, nil when
 // absent.
 func callerZones(c *clusterpb.Cluster) map[string]float64 {
