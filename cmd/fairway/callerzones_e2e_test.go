@@ -44,7 +44,7 @@ func TestClient_CallerAwareZoneSpill(t *testing.T) {
 	// its own spill.
 	writeFile(t, path, worldInZones(port, `fairway.io/strategy: '[{"zone_affinity":{"spill_margin":100,"latency_margin":100}},{"p2c":{}}]'`, ips, zones)...)
 	xdsAddr := testkit.FreeAddr(t)
-	cp := startControlPlane(t, path, xdsAddr, "--caller-zones-warmup", "500ms")
+	cp := startControlPlane(t, path, xdsAddr, "--caller-zones-warmup", "500ms", "--caller-zones-interval", "200ms")
 
 	var ccs []*grpc.ClientConn
 	for i, z := range []string{"zone-a", "zone-a", "zone-a", "zone-b"} {

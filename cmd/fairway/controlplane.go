@@ -33,6 +33,12 @@ type controlPlaneFlags struct {
 	debounce   time.Duration
 	warmup     time.Duration
 	logLevel   string
+
+	// Server limits (xdsserver.WithMaxStreamsPerConnection, …); 0: none.
+	maxStreamsPerConn int
+	maxStreamsPerNode int
+	maxNamesPerStream int
+	callerZonesEvery  time.Duration
 }
 
 // defaultCallerZonesWarmup is --caller-zones-warmup's default: about the
@@ -54,6 +60,10 @@ func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) er
 	fs.DurationVar(&f.debounce, "debounce", xdsserver.DefaultDebounce, "coalesce changes within this window before pushing")
 	fs.DurationVar(&f.warmup, "caller-zones-warmup", defaultCallerZonesWarmup, "publish the callers' zones only this long after start, once restarted clients have reconnected")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.IntVar(&f.maxStreamsPerConn, "max-streams-per-connection", xdsserver.DefaultMaxStreamsPerConnection, "streams open at once on one client connection (HTTP/2 MAX_CONCURRENT_STREAMS); 0: no limit")
+	fs.IntVar(&f.maxStreamsPerNode, "max-streams-per-node", xdsserver.DefaultMaxStreamsPerNode, "streams open at once with one xDS node id; more are refused with RESOURCE_EXHAUSTED; 0: no limit")
+	fs.IntVar(&f.maxNamesPerStream, "max-names-per-stream", xdsserver.DefaultMaxNamesPerStream, "resource names one stream may subscribe to, over all types; more end it with RESOURCE_EXHAUSTED; 0: no limit")
+	fs.DurationVar(&f.callerZonesEvery, "caller-zones-interval", xdsserver.DefaultCallerZonesInterval, "shortest time between two updates of a Cluster for a change of its callers' zones alone")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -70,6 +80,9 @@ func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) er
 	if f.warmup < 0 {
 		return fmt.Errorf("--caller-zones-warmup must not be negative, got %v", f.warmup)
 	}
+	if err := f.checkLimits(); err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -79,9 +92,29 @@ func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) er
 	}
 
 	xds := xdsserver.New(xdsserver.WithDebounce(f.debounce), xdsserver.WithLogger(log), xdsserver.WithRegisterer(reg),
-		xdsserver.WithCallerZonesWarmup(f.warmup))
+		xdsserver.WithCallerZonesWarmup(f.warmup), xdsserver.WithCallerZonesInterval(f.callerZonesEvery),
+		xdsserver.WithMaxStreamsPerConnection(f.maxStreamsPerConn), xdsserver.WithMaxStreamsPerNode(f.maxStreamsPerNode),
+		xdsserver.WithMaxNamesPerStream(f.maxNamesPerStream))
 	defer xds.Close()
 	return serveControlPlane(ctx, log, src, xds, f.xdsAddr, f.adminAddr)
+}
+
+// checkLimits rejects negative limits.
+func (f controlPlaneFlags) checkLimits() error {
+	for _, l := range []struct {
+		flag string
+		n    int64
+	}{
+		{"--max-streams-per-connection", int64(f.maxStreamsPerConn)},
+		{"--max-streams-per-node", int64(f.maxStreamsPerNode)},
+		{"--max-names-per-stream", int64(f.maxNamesPerStream)},
+		{"--caller-zones-interval", int64(f.callerZonesEvery)},
+	} {
+		if l.n < 0 {
+			return fmt.Errorf("%s must not be negative", l.flag)
+		}
+	}
+	return nil
 }
 
 // newSource builds the file source when --file is given, else the Kubernetes

@@ -313,3 +313,16 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 		t.Fatal("controlplane did not stop")
 	}
 }
+
+func TestControlPlane_RejectsNegativeLimits(t *testing.T) {
+	for _, flag := range []string{"--max-streams-per-connection", "--max-streams-per-node", "--max-names-per-stream", "--caller-zones-interval"} {
+		value := "-1"
+		if flag == "--caller-zones-interval" {
+			value = "-1s"
+		}
+		err := runControlPlane(context.Background(), []string{"--file", "world.yaml", flag, value}, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), flag+" must not be negative") {
+			t.Errorf("%s %s: error %v, want %q", flag, value, err, flag+" must not be negative")
+		}
+	}
+}

@@ -2,6 +2,7 @@ package xdsserver
 
 import (
 	"context"
+	"maps"
 	"strings"
 
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -24,18 +25,28 @@ type streamID struct {
 }
 
 // streamState is the server's accounting of one stream (its caller zone is
-// kept by callerZones). It stays small: types and nacked have at most one
-// entry per type the server serves (a request for another type ends the
-// stream).
+// kept by callerZones). It stays small: types, names and nacked have at most
+// one entry per type the server serves (a request for another type ends the
+// stream), delta at most the names limit, unknown at most
+// maxUnknownPerStream.
 type streamState struct {
-	nodeID  string
-	types   map[string]bool   // type URLs this stream has requested
-	unknown map[string]bool   // "type/name" already reported as unknown
-	nacked  map[string]string // type URL → response nonce of the last NACK counted
+	nodeID      string                     // the first node id the stream stated; later ones are ignored
+	nodeCounted bool                       // counted in Server.nodeStreams[nodeID]
+	types       map[string]bool            // type URLs this stream has requested
+	names       map[string]int             // type URL → names subscribed to
+	total       int                        // sum of names
+	delta       map[string]map[string]bool // delta, with a names limit: type URL → names subscribed to
+	nacked      map[string]string          // type URL → response nonce of the last NACK counted
+	unknown     map[string]bool            // "type/name" reported as unknown, at most maxUnknownPerStream
+	// unknownLogged: the stream's log line about unknown names is written;
+	// unknownAfter counts the unknown names found since (past the cap: each
+	// time one is requested), for the closing summary.
+	unknownLogged bool
+	unknownAfter  int
 }
 
 func newStreamState() *streamState {
-	return &streamState{types: map[string]bool{}, unknown: map[string]bool{}, nacked: map[string]string{}}
+	return &streamState{types: map[string]bool{}, names: map[string]int{}, unknown: map[string]bool{}, nacked: map[string]string{}}
 }
 
 // streamRequest is what the callbacks read of a SotW or delta request.
@@ -52,8 +63,8 @@ type streamRequest struct {
 // nack reports whether the request is a NACK.
 func (r streamRequest) nack() bool { return r.errorDetail != nil }
 
-// callbacks returns the go-control-plane callbacks of s: stream accounting,
-// caller zones, NACKs and unknown names. go-control-plane calls them from
+// callbacks returns the go-control-plane callbacks of s: the limits, stream
+// accounting, caller zones, NACKs and unknown names. go-control-plane calls them from
 // each stream's goroutine; they do not block.
 func (s *Server) callbacks() serverv3.CallbackFuncs {
 	return serverv3.CallbackFuncs{
@@ -68,18 +79,16 @@ func (s *Server) callbacks() serverv3.CallbackFuncs {
 		},
 		DeltaStreamClosedFunc: func(id int64, _ *corepb.Node) { s.streamClosed(streamID{protoDelta, id}) },
 		StreamRequestFunc: func(id int64, req *discoverypb.DiscoveryRequest) error {
-			s.request(streamID{protoSotW, id}, streamRequest{
+			return s.request(streamID{protoSotW, id}, streamRequest{
 				node: req.GetNode(), typeURL: req.GetTypeUrl(), names: req.GetResourceNames(),
 				version: req.GetVersionInfo(), nonce: req.GetResponseNonce(), errorDetail: req.GetErrorDetail(),
 			})
-			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoverypb.DeltaDiscoveryRequest) error {
-			s.request(streamID{protoDelta, id}, streamRequest{
+			return s.request(streamID{protoDelta, id}, streamRequest{
 				node: req.GetNode(), typeURL: req.GetTypeUrl(), names: req.GetResourceNamesSubscribe(),
 				unsubscribe: req.GetResourceNamesUnsubscribe(), nonce: req.GetResponseNonce(), errorDetail: req.GetErrorDetail(),
 			})
-			return nil
 		},
 	}
 }
@@ -101,15 +110,39 @@ func (s *Server) streamClosed(sid streamID) {
 	for t := range st.types {
 		s.metrics.streams.WithLabelValues(typeLabel(t), sid.protocol).Dec()
 	}
+	if st.nodeCounted {
+		if s.nodeStreams[st.nodeID]--; s.nodeStreams[st.nodeID] <= 0 {
+			delete(s.nodeStreams, st.nodeID)
+		}
+	}
 	s.streamsMu.Unlock()
+	if st.unknownAfter > 0 {
+		s.log.Debug("xDS stream closed; it requested more resources this server does not serve after the first ones logged",
+			"node", st.nodeID, "stream", sid.id, "protocol", sid.protocol, "unknown", st.unknownAfter)
+	}
 	if s.callers.closed(sid) {
 		s.callersChanged()
 	}
 }
 
-// request handles one request of a stream: callers' zones, stream
-// accounting, NACKs and unknown names.
-func (s *Server) request(sid streamID, req streamRequest) {
+// accounted is what account found in a request.
+type accounted struct {
+	nodeID     string   // the stream's node id
+	unknown    []string // unknown names to count: new to the stream, remembered
+	found      int      // unknown names new to the stream, remembered or not
+	logUnknown bool     // the stream's log line about unknown names is due
+	firstNACK  bool     // the stream's first NACK of the response it names
+}
+
+// request handles one request of a stream: the limits, stream accounting,
+// callers' zones, NACKs and unknown names. A non-nil error (a status) ends
+// the stream: the request would take it past a limit.
+func (s *Server) request(sid streamID, req streamRequest) error {
+	acc, reason, err := s.account(sid, req)
+	if err != nil {
+		s.refused(sid, acc.nodeID, reason, err)
+		return err
+	}
 	callersChanged := s.callers.node(sid, req.node)
 	if req.typeURL == resourcev3.ClusterType {
 		callersChanged = s.callers.subscribe(sid, req.names, req.unsubscribe) || callersChanged
@@ -117,23 +150,25 @@ func (s *Server) request(sid streamID, req streamRequest) {
 	if callersChanged {
 		s.callersChanged()
 	}
-	nodeID, unknown, firstNACK := s.account(sid, req)
 	if req.nack() {
-		s.nacked(sid, nodeID, req, firstNACK)
+		s.nacked(sid, acc.nodeID, req, acc.firstNACK)
 	}
-	for _, name := range unknown {
-		s.metrics.unknown.WithLabelValues(typeLabel(req.typeURL)).Inc()
-		s.log.Info("xDS client requested a resource this server does not serve; answering without it",
-			"node", nodeID, "stream", sid.id, "protocol", sid.protocol, "type", typeLabel(req.typeURL), "name", name)
+	if len(acc.unknown) > 0 {
+		s.metrics.unknown.WithLabelValues(typeLabel(req.typeURL)).Add(float64(len(acc.unknown)))
 	}
+	if acc.logUnknown {
+		s.log.Info("xDS client requested resources this server does not serve; answering without them (further ones on this stream are counted, not logged)",
+			"node", acc.nodeID, "stream", sid.id, "protocol", sid.protocol, "type", typeLabel(req.typeURL),
+			"unknown", acc.found, "examples", acc.unknown[:min(len(acc.unknown), unknownExamples)])
+	}
+	return nil
 }
 
-// account records a request in its stream's state: the node ID, the type
-// requested, the names not known since the first push, the NACK. It
-// returns the node ID, the names to report as unknown (each once per
-// stream) and whether the request is the stream's first NACK of the
-// response it names (by nonce) for a type the server serves.
-func (s *Server) account(sid streamID, req streamRequest) (nodeID string, unknown []string, firstNACK bool) {
+// account records a request in its stream's state: the node id, the names
+// and type requested, the names not known since the first push, the NACK.
+// It refuses (a status, and the reason) a request that would take the
+// stream or its node past a limit, recording nothing of it but the node id.
+func (s *Server) account(sid streamID, req streamRequest) (acc accounted, reason string, err error) {
 	pushed := s.pushed.Load()
 	s.streamsMu.Lock()
 	defer s.streamsMu.Unlock()
@@ -142,29 +177,125 @@ func (s *Server) account(sid streamID, req streamRequest) (nodeID string, unknow
 		st = newStreamState()
 		s.streams[sid] = st
 	}
-	if req.node.GetId() != "" {
-		st.nodeID = req.node.GetId()
+	if err := s.admitNodeLocked(st, req.node.GetId()); err != nil {
+		return accounted{nodeID: st.nodeID}, refusedStreamsPerNode, err
 	}
+	acc.nodeID = st.nodeID
 	_, served := s.caches[req.typeURL]
-	if served && !st.types[req.typeURL] {
+	if !served {
+		return acc, "", nil
+	}
+	if err := s.subscribeLocked(st, sid, req); err != nil {
+		return acc, refusedNamesPerStream, err
+	}
+	if !st.types[req.typeURL] {
 		st.types[req.typeURL] = true
 		s.metrics.streams.WithLabelValues(typeLabel(req.typeURL), sid.protocol).Inc()
 	}
-	if pushed != nil && served {
-		for _, name := range req.names {
-			if known(pushed, req.typeURL, name) || st.unknown[req.typeURL+"/"+name] {
-				continue
-			}
-			st.unknown[req.typeURL+"/"+name] = true
-			unknown = append(unknown, name)
-		}
+	if pushed != nil {
+		acc.unknown, acc.found, acc.logUnknown = unknownLocked(st, pushed, req.typeURL, req.names)
 	}
-	if req.nack() && served {
+	if req.nack() {
 		last, ok := st.nacked[req.typeURL]
-		firstNACK = !ok || last != req.nonce
+		acc.firstNACK = !ok || last != req.nonce
 		st.nacked[req.typeURL] = req.nonce
 	}
-	return st.nodeID, unknown, firstNACK
+	return acc, "", nil
+}
+
+// admitNodeLocked counts the stream st for node id, the first id it
+// states, unless that would exceed the streams per node. A stream counts
+// for one node id, its first: later ones change nothing. s.streamsMu is
+// held.
+func (s *Server) admitNodeLocked(st *streamState, id string) error {
+	if id == "" || st.nodeID != "" {
+		return nil
+	}
+	st.nodeID = id
+	if limit := s.limits.streamsPerNode; limit > 0 && s.nodeStreams[id] >= limit {
+		return errStreamsPerNode(id, s.nodeStreams[id], limit)
+	}
+	s.nodeStreams[id]++
+	st.nodeCounted = true
+	return nil
+}
+
+// subscribeLocked applies the names of req, a request for a served type, to
+// the names st subscribes to, unless that would exceed the names per stream
+// (nothing is applied then). A SotW request replaces the type's names; a
+// delta request subscribes, then unsubscribes. Without a limit, only SotW
+// counts are kept. s.streamsMu is held.
+func (s *Server) subscribeLocked(st *streamState, sid streamID, req streamRequest) error {
+	limit := s.limits.namesPerStream
+	if limit <= 0 {
+		return nil
+	}
+	if len(req.names) > limit {
+		return errNamesPerStream(st.total-st.names[req.typeURL]+len(req.names), limit)
+	}
+	n := len(req.names)
+	var next map[string]bool
+	if sid.protocol == protoDelta {
+		if len(req.names) == 0 && len(req.unsubscribe) == 0 {
+			return nil // an ACK or NACK
+		}
+		next = maps.Clone(st.delta[req.typeURL])
+		if next == nil {
+			next = make(map[string]bool, len(req.names))
+		}
+		for _, name := range req.names {
+			next[name] = true
+		}
+		for _, name := range req.unsubscribe {
+			delete(next, name)
+		}
+		n = len(next)
+	}
+	total := st.total - st.names[req.typeURL] + n
+	if total > limit {
+		return errNamesPerStream(total, limit)
+	}
+	st.total, st.names[req.typeURL] = total, n
+	if next != nil {
+		if st.delta == nil {
+			st.delta = map[string]map[string]bool{}
+		}
+		st.delta[req.typeURL] = next
+	}
+	return nil
+}
+
+// unknownLocked finds the names of a request for typeURL that snap, the
+// pushed snapshot, does not serve and the stream has not reported yet. The
+// stream remembers at most maxUnknownPerStream of them (each counts once, in
+// counted); past that they are found again each time. It returns the names
+// newly remembered, how many it found, and whether the stream's one log
+// line about unknown names is due (the first request with any). The caller
+// holds s.streamsMu.
+func unknownLocked(st *streamState, snap *topology.Snapshot, typeURL string, names []string) (counted []string, found int, logNow bool) {
+	for _, name := range names {
+		if known(snap, typeURL, name) {
+			continue
+		}
+		k := typeURL + "/" + name
+		if st.unknown[k] {
+			continue
+		}
+		found++
+		if len(st.unknown) < maxUnknownPerStream {
+			st.unknown[k] = true
+			counted = append(counted, name)
+		}
+	}
+	if found == 0 {
+		return nil, 0, false
+	}
+	if st.unknownLogged {
+		st.unknownAfter += found
+		return counted, found, false
+	}
+	st.unknownLogged = true
+	return counted, found, true
 }
 
 // known reports whether a resource of type typeURL named name is in the

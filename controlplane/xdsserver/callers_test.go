@@ -124,8 +124,8 @@ func (d *deltaStream) waitCallerZones(name string, want map[string]float64) {
 func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	s := startServer(t)
-	a, b := service("a", "10.0.0.1"), service("b", "10.0.0.2")
+	s := startServer(t, xdsserver.WithCallerZonesInterval(0))
+	a, b := inZones(service("a", "10.0.0.1"), "zone-a", "zone-b", "zone-c", "zone-d", "zone-e"), service("b", "10.0.0.2")
 	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{a, b}))
 	testkit.Eventually(ctx, t, "first push", s.Ready)
 	cc := dial(t, s.addr)
@@ -201,7 +201,7 @@ func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 func TestServer_CallerZonesRepublishedOnlyWhenMovedEnough(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	s := startServer(t)
+	s := startServer(t, xdsserver.WithCallerZonesInterval(0))
 	cc := dial(t, s.addr)
 	const name = "a.default:8080"
 	updates := func() float64 { return metric(t, s.reg, "fairway_xds_caller_zones_updates_total") }
@@ -215,10 +215,12 @@ func TestServer_CallerZonesRepublishedOnlyWhenMovedEnough(t *testing.T) {
 		newSotWStream(ctx, t, cc, zoneNode(fmt.Sprintf("a%d", i), "zone-a"), name)
 		newSotWStream(ctx, t, cc, zoneNode(fmt.Sprintf("b%d", i), "zone-b"), name)
 	}
-	testkit.Eventually(ctx, t, "50 streams counted", func() bool { return callerStreams("zone-a") == 25 && callerStreams("zone-b") == 25 })
-	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1"), service("other", "10.0.0.2")})
+	// Before the first push no zone is known to exist: all count as (other).
+	testkit.Eventually(ctx, t, "50 streams counted", func() bool { return callerStreams("(other)") == 50 })
+	snap := topology.NewSnapshot(1, time.Now(), []*topology.Service{inZones(service("a", "10.0.0.1"), "zone-a", "zone-b"), service("other", "10.0.0.2")})
 	s.Update(snap)
 	testkit.Eventually(ctx, t, "first push", s.Ready)
+	testkit.Eventually(ctx, t, "the streams counted by zone", func() bool { return callerStreams("zone-a") == 25 && callerStreams("zone-b") == 25 })
 	observer := newSotWStream(ctx, t, cc, zoneNode("observer", ""), name)
 	if got := callerZones(observer.recv()[name]); cmp.Diff(got, map[string]float64{"zone-a": 0.5, "zone-b": 0.5}) != "" {
 		t.Fatalf("first Cluster a: caller_zones %v, want zone-a: 0.5, zone-b: 0.5", got)
@@ -259,7 +261,7 @@ func TestServer_CallerZonesWaitForWarmup(t *testing.T) {
 	defer cancel()
 	clk := clocktesting.NewFakeClock(time.Now())
 	s := startServer(t, xdsserver.WithClock(clk), xdsserver.WithDebounce(0), xdsserver.WithCallerZonesWarmup(5*time.Second))
-	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1")}))
+	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{inZones(service("a", "10.0.0.1"), "zone-a")}))
 	testkit.Eventually(ctx, t, "first push", s.Ready)
 	cc := dial(t, s.addr)
 	const name = "a.default:8080"
@@ -271,7 +273,7 @@ func TestServer_CallerZonesWaitForWarmup(t *testing.T) {
 		return metric(t, s.reg, "fairway_xds_caller_streams", "zone", "zone-a") == 1
 	})
 	clk.Step(4 * time.Second)
-	s.Update(topology.NewSnapshot(2, time.Now(), []*topology.Service{service("a", "10.0.0.1", "10.0.0.3")}))
+	s.Update(topology.NewSnapshot(2, time.Now(), []*topology.Service{inZones(service("a", "10.0.0.1", "10.0.0.3"), "zone-a")}))
 	if got := metric(t, s.reg, "fairway_xds_caller_zones_updates_total"); got != 0 {
 		t.Errorf("caller_zones updates during the warm-up = %v, want 0", got)
 	}

@@ -1,6 +1,7 @@
 package xdsserver
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -8,37 +9,45 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/wire"
 )
 
-// newTestCallerZones returns a callerZones without a warm-up and its
+// newTestCallerZones returns a callerZones whose warm-up ends at from,
+// without an interval between republishes, and its
 // fairway_xds_caller_streams gauge.
 func newTestCallerZones(from time.Time) (*callerZones, *prometheus.GaugeVec) {
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fairway_xds_caller_streams"}, []string{"zone"})
-	return newCallerZones(g, from), g
+	return newCallerZones(callerZonesConfig{gauge: g, from: from, clock: clocktesting.NewFakeClock(time.Now()), kick: func() {}}), g
 }
 
-// zoneAware is the node of a Fairway client in zone.
-func zoneAware(zone string) *corepb.Node {
-	return &corepb.Node{Id: zone, Locality: &corepb.Locality{Zone: zone}, ClientFeatures: []string{wire.CallerZonesFeature}}
+// zoneAware is the node of a Fairway client in zone, whose id is the zone.
+func zoneAware(zone string) *corepb.Node { return zoneNode(zone, zone) }
+
+// zoneNode is the node id of a Fairway client in zone.
+func zoneNode(id, zone string) *corepb.Node {
+	return &corepb.Node{Id: id, Locality: &corepb.Locality{Zone: zone}, ClientFeatures: []string{wire.CallerZonesFeature}}
 }
 
 func sotw(id int64) streamID  { return streamID{protoSotW, id} }
 func delta(id int64) streamID { return streamID{protoDelta, id} }
 
-// snapshotOf is a snapshot with one service per name.
+// snapshotOf is a snapshot with one service per name, each with an
+// endpoint in zone-a and one in zone-b.
 func snapshotOf(names ...string) *topology.Snapshot {
 	var svcs []*topology.Service
 	for _, n := range names {
-		svcs = append(svcs, &topology.Service{Key: topology.ServiceKey{Namespace: "default", Name: n, Port: 8080}, Policy: topology.DefaultPolicy()})
+		svcs = append(svcs, &topology.Service{Key: topology.ServiceKey{Namespace: "default", Name: n, Port: 8080}, Policy: topology.DefaultPolicy(),
+			Endpoints: []topology.Endpoint{{Address: "10.0.0.1", Port: 80, Zone: "zone-a"}, {Address: "10.0.0.2", Port: 80, Zone: "zone-b"}}})
 	}
 	return topology.NewSnapshot(1, time.Now(), svcs)
 }
 
 func TestCallerZones_CountsFollowStreams(t *testing.T) {
 	z, gauge := newTestCallerZones(time.Time{})
+	z.setZones(snapshotOf("a", "b"))
 	const a, b = "a.default:8080", "b.default:8080"
 	steps := []struct {
 		name    string
@@ -89,7 +98,7 @@ func TestCallerZones_RepublishOnlyWhenMovedEnough(t *testing.T) {
 	snap := snapshotOf("a", "b")
 	const a, b = "a.default:8080", "b.default:8080"
 	open := func(id int64, zone string, names ...string) {
-		z.node(sotw(id), zoneAware(zone))
+		z.node(sotw(id), zoneNode(fmt.Sprint(id), zone))
 		z.subscribe(sotw(id), names, nil)
 	}
 	for i := range 25 {
@@ -204,4 +213,94 @@ func TestPermille_Rounding(t *testing.T) {
 			t.Errorf("permille(%v) (-got +want):\n%s", tt.counts, diff)
 		}
 	}
+}
+
+// TestCallerZones_OneVotePerNodeOnlyRealZones: a node id votes once
+// whatever its streams, in the zone of its first stream; made-up zones count
+// for no Cluster and share one gauge series.
+func TestCallerZones_OneVotePerNodeOnlyRealZones(t *testing.T) {
+	z, gauge := newTestCallerZones(time.Time{})
+	snap := snapshotOf("a")
+	const a = "a.default:8080"
+	open := func(id int64, node, zone string) {
+		z.node(sotw(id), zoneNode(node, zone))
+		z.subscribe(sotw(id), []string{a}, nil)
+	}
+	open(1, "honest-a", "zone-a")
+	open(2, "honest-b", "zone-b")
+	open(3, "pod", "zone-b")
+	for i := range 20 { // the same node claiming other zones, made up or not
+		open(int64(10+i), "pod", fmt.Sprintf("made-up-%d", i))
+		open(int64(100+i), "pod", "zone-a")
+	}
+	for i := range 5 { // other nodes in made-up zones
+		open(int64(200+i), fmt.Sprintf("liar-%d", i), fmt.Sprintf("made-up-%d", i))
+	}
+	zones, _ := z.republish(time.Now(), snap, map[string]*topology.Service{})
+	if diff := cmp.Diff(zones, map[string]map[string]float64{a: {"zone-a": 0.333, "zone-b": 0.667}}); diff != "" {
+		t.Errorf("caller_zones (-got +want):\n%s", diff)
+	}
+	wantGauge := map[string]float64{"zone-a": 1, "zone-b": 42, otherZone: 5}
+	for zone, want := range wantGauge {
+		if got := testutil.ToFloat64(gauge.WithLabelValues(zone)); got != want {
+			t.Errorf("fairway_xds_caller_streams{%s} = %v, want %v", zone, got, want)
+		}
+	}
+	if got := testutil.CollectAndCount(gauge); got != len(wantGauge) {
+		t.Errorf("fairway_xds_caller_streams has %d series, want %d", got, len(wantGauge))
+	}
+	// The pod's vote stays while any of its streams is open.
+	z.closed(sotw(3))
+	if zones, added := z.republish(time.Now(), snap, map[string]*topology.Service{}); len(zones) != 0 || added != 0 {
+		t.Errorf("republish after one of the pod's streams closed = %v, %d; want nothing", zones, added)
+	}
+	for i := range 20 {
+		z.closed(sotw(int64(10 + i)))
+		z.closed(sotw(int64(100 + i)))
+	}
+	zones, _ = z.republish(time.Now(), snap, map[string]*topology.Service{})
+	if diff := cmp.Diff(zones, map[string]map[string]float64{a: {"zone-a": 0.5, "zone-b": 0.5}}); diff != "" {
+		t.Errorf("caller_zones after the pod's last stream closed (-got +want):\n%s", diff)
+	}
+	if _, ok := z.nodes["pod"]; ok || len(z.nodes) != 7 {
+		t.Errorf("%d nodes kept (pod: %v), want 7: the pod goes with its last stream", len(z.nodes), ok)
+	}
+}
+
+// TestCallerZones_IntervalHoldsRepublish: a Cluster is republished for its
+// callers at most once per interval; a change in between waits for its end,
+// when the timer kicks a push.
+func TestCallerZones_IntervalHoldsRepublish(t *testing.T) {
+	clk := clocktesting.NewFakeClock(time.Now())
+	kicks := make(chan struct{}, 10)
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "fairway_xds_caller_streams"}, []string{"zone"})
+	z := newCallerZones(callerZonesConfig{gauge: g, interval: 5 * time.Second, clock: clk, kick: func() { kicks <- struct{}{} }})
+	snap := snapshotOf("a")
+	const a = "a.default:8080"
+	open := func(id int64, zone string) {
+		z.node(sotw(id), zoneNode(fmt.Sprint(id), zone))
+		z.subscribe(sotw(id), []string{a}, nil)
+	}
+	open(1, "zone-a")
+	if _, added := z.republish(clk.Now(), snap, map[string]*topology.Service{}); added != 1 {
+		t.Fatalf("first republish added %d, want 1", added)
+	}
+	open(2, "zone-b")
+	clk.Step(time.Second)
+	if zones, added := z.republish(clk.Now(), snap, map[string]*topology.Service{}); len(zones) != 0 || added != 0 {
+		t.Errorf("republish 1s later = %v, %d; want it held", zones, added)
+	}
+	z.closed(sotw(2)) // back and forth within the interval: nothing to publish
+	open(3, "zone-b")
+	clk.Step(4 * time.Second)
+	select {
+	case <-kicks:
+	default:
+		t.Fatal("no push kicked when the interval ended")
+	}
+	zones, added := z.republish(clk.Now(), snap, map[string]*topology.Service{})
+	if diff := cmp.Diff(zones, map[string]map[string]float64{a: {"zone-a": 0.5, "zone-b": 0.5}}); diff != "" || added != 1 {
+		t.Errorf("republish at the end of the interval = %v, %d; want a at 0.5/0.5, 1 added (-got +want):\n%s", zones, added, diff)
+	}
+	z.stop()
 }

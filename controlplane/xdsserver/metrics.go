@@ -19,6 +19,7 @@ type metrics struct {
 	version      prometheus.Gauge       // fairway_xds_snapshot_version
 	changeToPush prometheus.Histogram   // fairway_xds_change_to_push_seconds
 	resources    *prometheus.GaugeVec   // fairway_xds_resources{type}
+	refused      *prometheus.CounterVec // fairway_xds_refused_streams_total{reason}
 
 	callerStreams      *prometheus.GaugeVec // fairway_xds_caller_streams{zone}, kept by callerZones
 	callerZonesUpdates prometheus.Counter   // fairway_xds_caller_zones_updates_total
@@ -44,8 +45,12 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
 	}, []string{"type"}))
 	m.unknown = register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fairway_xds_unknown_resource_requests_total",
-		Help: "Requests for resource names the server does not serve (counted once per stream and name), by resource type.",
+		Help: "Resource names requested that the server does not serve (counted once per stream and name, for the first 100 names of a stream), by resource type.",
 	}, []string{"type"}))
+	m.refused = register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fairway_xds_refused_streams_total",
+		Help: "xDS streams ended with RESOURCE_EXHAUSTED for exceeding a limit, by reason (streams_per_node, names_per_stream).",
+	}, []string{"reason"}))
 	m.version = register(reg, log, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "fairway_xds_snapshot_version",
 		Help: "Version of the last topology snapshot pushed to the xDS caches.",
@@ -61,7 +66,7 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
 	}, []string{"type"}))
 	m.callerStreams = register(reg, log, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "fairway_xds_caller_streams",
-		Help: "Open xDS streams whose node states a locality zone, by zone.",
+		Help: "Open xDS streams counted for a caller zone (their node's), by zone; zones no endpoint is in are counted as (other).",
 	}, []string{"zone"}))
 	m.callerZonesUpdates = register(reg, log, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "fairway_xds_caller_zones_updates_total",

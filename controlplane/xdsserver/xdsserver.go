@@ -19,10 +19,18 @@
 //
 // Requests naming resources the server does not have are answered as
 // go-control-plane does (SotW: the name is absent from the response; delta:
-// nothing is sent for it), logged once per stream and name, and counted in
-// fairway_xds_unknown_resource_requests_total; the stream keeps serving its
-// other names. The check starts with the first push (before it every name is
-// unknown). A NACK (a request carrying error_detail) leaves the stream
+// nothing is sent for it); the stream keeps serving its other names. Each
+// stream logs one info line, at its first request naming unknown resources,
+// with their count and a few examples (a debug line at its close counts
+// those that came later), and counts each name once in
+// fairway_xds_unknown_resource_requests_total, remembering at most 100 of
+// them (limits.go). The check starts with the first push (before it every
+// name is unknown).
+//
+// Limits (limits.go): streams per gRPC connection (HTTP/2
+// MAX_CONCURRENT_STREAMS, enforced by the transport), streams per node id
+// and resource names per stream (a request past them ends its stream with
+// RESOURCE_EXHAUSTED, counted in fairway_xds_refused_streams_total{reason}). A NACK (a request carrying error_detail) leaves the stream
 // without an answer for the type until the resources it rejected change, as
 // istiod does (nack.go): go-control-plane alone answers a SotW NACK of a
 // stream's first response at once with the same resources, which the client
@@ -30,22 +38,27 @@
 // fairway_xds_nacks_total and logs one warn line with the client's
 // error_detail.
 //
-// Caller zones: the server counts, per Cluster name, the streams subscribed
-// to it by name whose node states a zone (node.locality.zone of the first
-// request carrying a node) and declares wire.CallerZonesFeature, by zone
-// (type callerZones). A SotW Cluster request's resource_names replace a
+// Caller zones: the server counts, per Cluster name, the nodes (by node id:
+// one vote however many streams) with a stream subscribed to it by name
+// whose node states a zone (node.locality.zone of the first request
+// carrying a node) and declares wire.CallerZonesFeature, by zone (type
+// callerZones). A node's zone is the one of its first counted stream, kept
+// while any of its streams is open; only zones that endpoints of the pushed
+// topology are in count. A SotW Cluster request's resource_names replace a
 // stream's set, a delta request subscribes and unsubscribes; the wildcard
 // counts for no Cluster; a closed stream counts for nothing. Each Cluster
 // carries the fractions in filter_metadata["fairway.io"]["caller_zones"]
 // (see translate.WithCallerZones). A change of callers marks the Cluster and
 // rides the debounced push; the push re-renders a Cluster whose callers
 // alone changed only when a zone appeared or disappeared or a fraction moved
-// by CallerZonesMinMove or more from the published one, and updates just
-// that Cluster in its cache. A push of callers alone counts neither in
+// by CallerZonesMinMove or more from the published one, at most once per
+// WithCallerZonesInterval (a later change waits for the interval's end), and
+// updates just that Cluster in its cache. A push of callers alone counts neither in
 // fairway_xds_pushes_total nor in the snapshot version;
 // fairway_xds_caller_zones_updates_total counts the Clusters it re-renders
-// and fairway_xds_caller_streams{zone} the open streams that stated a zone
-// (a zone's series goes when its last stream does).
+// and fairway_xds_caller_streams{zone} the open streams counted for a zone
+// (a zone's series goes when its last stream does; zones no endpoint is in
+// share the series "(other)").
 //
 // A push (push.go) reads as its steps: diff the last pushed snapshot with
 // the new one, let callerZones add the Clusters whose callers moved, render
@@ -97,6 +110,9 @@ type options struct {
 	regSet   bool // WithRegisterer was given
 	clock    clock.WithDelayedExecution
 	warmup   time.Duration
+	limits   limits
+
+	callerZonesInterval time.Duration
 }
 
 // WithDebounce sets the debounce window (default DefaultDebounce). Zero or
@@ -137,6 +153,8 @@ type Server struct {
 	clock    clock.WithDelayedExecution
 	gatherer prometheus.Gatherer // served on /metrics; nil: none
 	metrics  *metrics
+	limits   limits
+	refusals refusalLog
 	callers  *callerZones
 	caches   map[string]*cachev3.LinearCache // by type URL
 	xds      serverv3.Server
@@ -162,13 +180,14 @@ type Server struct {
 	closed    bool               // guarded by mu
 	grpcSrvs  []*grpc.Server     // guarded by mu: servers started by Serve
 
-	streamsMu sync.Mutex
-	streams   map[streamID]*streamState // guarded by streamsMu
+	streamsMu   sync.Mutex
+	streams     map[streamID]*streamState // guarded by streamsMu
+	nodeStreams map[string]int            // guarded by streamsMu: counted streams by node id
 }
 
 // New creates a Server and starts its push goroutine.
 func New(opts ...Option) *Server {
-	o := options{debounce: DefaultDebounce}
+	o := options{debounce: DefaultDebounce, limits: defaultLimits(), callerZonesInterval: DefaultCallerZonesInterval}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -192,11 +211,15 @@ func New(opts ...Option) *Server {
 		clock:    o.clock,
 		gatherer: gatherer,
 		metrics:  m,
-		callers:  newCallerZones(m.callerStreams, o.clock.Now().Add(o.warmup)),
+		limits:   o.limits,
 		caches:   make(map[string]*cachev3.LinearCache, len(typeURLs)),
 		kick:     make(chan struct{}, 1),
 		streams:  make(map[streamID]*streamState),
+
+		nodeStreams: make(map[string]int),
 	}
+	s.callers = newCallerZones(callerZonesConfig{gauge: m.callerStreams, from: o.clock.Now().Add(o.warmup),
+		interval: o.callerZonesInterval, clock: o.clock, kick: s.kickPush})
 	mux := &cachev3.MuxCache{
 		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
 		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return r.GetTypeUrl() },
@@ -304,6 +327,7 @@ func (s *Server) Serve(lis net.Listener) error {
 		// ADS stream.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.MaxConcurrentStreams(uint32(s.limits.streamsPerConn)),
 	)
 	s.RegisterGRPC(gs)
 	s.mu.Lock()
@@ -364,4 +388,5 @@ func (s *Server) Close() {
 	}
 	s.cancel()
 	s.wg.Wait()
+	s.callers.stop()
 }
