@@ -5,9 +5,9 @@
 # grpcio version on its last line.
 #
 # It uses /usr/bin/python3 explicitly: a pyenv or virtualenv python3 earlier
-# on PATH would not see Debian's packages. A first install takes a few
-# seconds (apt-get update, then the package); when grpc imports already it
-# returns at once. It needs root (CI runs as root) and fails loudly when it
+# on PATH would not see Debian's packages. A first install takes 5-10 s
+# (plus about 6 s of apt-get update where the package lists are missing, as
+# in a fresh container); when grpc imports already it returns at once. It needs root (CI runs as root) and fails loudly when it
 # cannot install: the interop test never skips.
 set -euo pipefail
 
@@ -38,13 +38,15 @@ fi
 
 start=${SECONDS}
 echo "pyclient: installing python3-grpcio with apt-get" >&2
+# Wait up to a minute for another apt or dpkg to release its lock.
+apt=(apt-get -o DPkg::Lock::Timeout=60)
 install() {
-	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends python3-grpcio >&2
+	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" "${apt[@]}" install -y --no-install-recommends python3-grpcio >&2
 }
 # The package lists may be missing (a fresh container) or stale (a 404 on an
 # old version): refresh them and try once more.
 if ! install; then
-	"${sudo[@]}" apt-get update >&2 && install || {
+	"${sudo[@]}" "${apt[@]}" update >&2 && install || {
 		echo "pyclient: apt-get install python3-grpcio failed; the C-core interop test needs it (as root: apt-get update && apt-get install python3-grpcio)" >&2
 		exit 1
 	}
