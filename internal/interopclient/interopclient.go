@@ -18,15 +18,56 @@ package interopclient
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
+
+// HackDir is hack/<name> of the source tree this package is built from,
+// where a client's script file and its install.sh are.
+func HackDir(name, file string) (string, error) {
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", fmt.Errorf("fairway/interopclient: cannot locate the source tree")
+	}
+	dir := filepath.Join(filepath.Dir(self), "..", "..", "hack", name)
+	if _, err := os.Stat(filepath.Join(dir, file)); err != nil {
+		return "", fmt.Errorf("fairway/interopclient: %w", err)
+	}
+	return dir, nil
+}
+
+// Install runs dir/install.sh, which installs a client's libraries unless
+// they are there already, killing it after timeout, and returns the last
+// line of its output. If the script fails, Install fails the test with
+// need (what the tests need, for the reader) and the script's stderr.
+func Install(t testing.TB, dir, need string, timeout time.Duration) string {
+	t.Helper()
+	script := filepath.Join(dir, "install.sh")
+	cmd := exec.Command(script)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("fairway/interopclient: starting %s: %v", script, err)
+	}
+	timer := time.AfterFunc(timeout, func() { _ = cmd.Process.Kill() })
+	err := cmd.Wait()
+	timer.Stop()
+	if err != nil {
+		t.Fatalf("fairway/interopclient: %s (%s): %v\n%s", script, need, err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	return lines[len(lines)-1]
+}
 
 // Bootstrap is the xDS bootstrap (GRPC_XDS_BOOTSTRAP_CONFIG) of a client
 // of the xDS server at controlPlane, with node id nodeID in zone "zone-a".

@@ -14,13 +14,9 @@
 package nodeclient
 
 import (
-	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -34,43 +30,16 @@ const InstallDirEnv = "FAIRWAY_NODECLIENT"
 // InstallTimeout bounds a first install (npm ci over the network).
 const InstallTimeout = 5 * time.Minute
 
-// scriptDir is hack/nodeclient of the source tree this package is built from.
-func scriptDir() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", fmt.Errorf("fairway/nodeclient: cannot locate the source tree")
-	}
-	dir := filepath.Join(filepath.Dir(file), "..", "..", "hack", "nodeclient")
-	if _, err := os.Stat(filepath.Join(dir, "client.js")); err != nil {
-		return "", fmt.Errorf("fairway/nodeclient: %w", err)
-	}
-	return dir, nil
-}
-
 // Install makes sure the npm packages are installed (running
 // hack/nodeclient/install.sh, which returns at once when they are) and
 // returns their folder, failing the test if it cannot.
 func Install(t testing.TB) string {
 	t.Helper()
-	dir, err := scriptDir()
+	dir, err := interopclient.HackDir("nodeclient", "client.js")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(dir, "install.sh"))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("fairway/nodeclient: starting install.sh: %v", err)
-	}
-	timer := time.AfterFunc(InstallTimeout, func() { _ = cmd.Process.Kill() })
-	err = cmd.Wait()
-	timer.Stop()
-	if err != nil {
-		t.Fatalf("fairway/nodeclient: hack/nodeclient/install.sh (the Node interop tests need node and npm, and the npm registry on first run): %v\n%s", err, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	return lines[len(lines)-1]
+	return interopclient.Install(t, dir, "the Node interop tests need node and npm, and the npm registry on first run", InstallTimeout)
 }
 
 // Client is a running Node client process (see interopclient.Client).
@@ -85,7 +54,7 @@ type Result = interopclient.Result
 func Start(t testing.TB, controlPlane, nodeID string) *Client {
 	t.Helper()
 	modules := Install(t)
-	dir, err := scriptDir()
+	dir, err := interopclient.HackDir("nodeclient", "client.js")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,12 +13,9 @@
 package pyclient
 
 import (
-	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -39,43 +36,16 @@ const CustomLBConfigEnv = "GRPC_EXPERIMENTAL_XDS_CUSTOM_LB_CONFIG"
 // InstallTimeout bounds an install (apt-get over the network).
 const InstallTimeout = 5 * time.Minute
 
-// scriptDir is hack/pyclient of the source tree this package is built from.
-func scriptDir() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", fmt.Errorf("fairway/pyclient: cannot locate the source tree")
-	}
-	dir := filepath.Join(filepath.Dir(file), "..", "..", "hack", "pyclient")
-	if _, err := os.Stat(filepath.Join(dir, "client.py")); err != nil {
-		return "", fmt.Errorf("fairway/pyclient: %w", err)
-	}
-	return dir, nil
-}
-
 // Install makes sure python3-grpcio is installed (running
 // hack/pyclient/install.sh, which returns at once when it is) and returns
 // its version, failing the test if it cannot.
 func Install(t testing.TB) string {
 	t.Helper()
-	dir, err := scriptDir()
+	dir, err := interopclient.HackDir("pyclient", "client.py")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(dir, "install.sh"))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("fairway/pyclient: starting install.sh: %v", err)
-	}
-	timer := time.AfterFunc(InstallTimeout, func() { _ = cmd.Process.Kill() })
-	err = cmd.Wait()
-	timer.Stop()
-	if err != nil {
-		t.Fatalf("fairway/pyclient: hack/pyclient/install.sh (the C-core interop tests need %s with python3-grpcio, installed with apt-get as root): %v\n%s", Python, err, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
-	return lines[len(lines)-1]
+	return interopclient.Install(t, dir, "the C-core interop tests need "+Python+" with python3-grpcio, installed with apt-get as root", InstallTimeout)
 }
 
 // Start starts a C-core client bootstrapped to the xDS server at
@@ -87,7 +57,7 @@ func Install(t testing.TB) string {
 func Start(t testing.TB, controlPlane, nodeID string, env ...string) *interopclient.Client {
 	t.Helper()
 	Install(t)
-	dir, err := scriptDir()
+	dir, err := interopclient.HackDir("pyclient", "client.py")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,13 @@
 package pyclient_test
 
 import (
-	"net"
 	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/fairway-lb/fairway/internal/pyclient"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -16,12 +16,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // client starts on Debian's gRPC C-core, names its versions, and reports
 // each RPC's failure.
 func TestClient_ReportsFailedRPCs(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close() // nothing listens there any more
+	addr := testkit.FreeAddr(t) // nothing listens there
 
 	c := pyclient.Start(t, addr, "pyclient-test")
 	if v := c.Versions["grpcio"]; !strings.HasPrefix(v, "1.") {
