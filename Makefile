@@ -1,10 +1,12 @@
 # Fairway build and test entry points.
 #
-#   make test         build the test binaries of kube-apiserver + etcd and install the Node
-#                     interop client (both cached), run every test
+#   make test         build the test binaries of kube-apiserver + etcd, install the Node and
+#                     C-core interop clients (all cached), run every test
 #   make kubebins     build kube-apiserver and etcd into $(FAIRWAY_KUBEBINS) (first run ~5 min)
 #   make nodeclient   npm ci @grpc/grpc-js + @grpc/grpc-js-xds (hack/nodeclient) into
 #                     $HOME/.cache/fairway/node/<lock hash> or $(FAIRWAY_NODECLIENT) (first run ~30 s)
+#   make pyclient     apt-get install python3-grpcio (gRPC C-core 1.51, Debian) for
+#                     /usr/bin/python3 when it cannot import grpc (needs root; ~5 s, once)
 #   make dev-cluster  run a local etcd + kube-apiserver and print its kubeconfig path
 
 SHELL := /usr/bin/env bash
@@ -24,8 +26,12 @@ kubebins:
 nodeclient:
 	hack/nodeclient/install.sh
 
+.PHONY: pyclient
+pyclient:
+	hack/pyclient/install.sh
+
 .PHONY: test
-test: kubebins nodeclient
+test: kubebins nodeclient pyclient
 	$(GO) test $(GO_TEST_FLAGS) ./...
 
 .PHONY: dev-cluster

@@ -80,7 +80,7 @@ func TestControlPlane_RingHashAndWeightedRoundRobin(t *testing.T) {
 		"wrr":     `fairway.io/lb-policy: weighted_round_robin`,
 	} {
 		docs = append(docs,
-			fmt.Sprintf(nodeService, name, port, annotations),
+			fmt.Sprintf(interopService, name, port, annotations),
 			fmt.Sprintf(e2eSlice, name, port, e2eEndpoints(ips...)))
 	}
 	path := filepath.Join(t.TempDir(), "world.yaml")

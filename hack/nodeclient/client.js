@@ -7,12 +7,17 @@
 // ({"ready":true,"versions":{"node":...,"grpc-js":...,"grpc-js-xds":...}}),
 // then answers each command line on stdin with one JSON line on stdout:
 //
-//   {"op":"calls","target":"echo.default:8080","n":30,"timeout_ms":5000}
+//   {"op":"calls","target":"echo.default:8080","n":30,"timeout_ms":5000,
+//    "metadata":{"x-fairway-shard":"k1"}}
 //     makes n UnaryCalls, one after the other, on the channel to
 //     xds:///<target> (created on first use and kept open, so later commands
-//     see the xDS updates a live channel gets) and answers
+//     see the xDS updates a live channel gets), with the optional request
+//     metadata, and answers
 //     {"served":["pod-a",...],"errors":["14 UNAVAILABLE: ...",...]}:
 //     the backend named in each response payload, and each failure.
+//   {"op":"connect","target":"echo.default:8080"}
+//     creates the channel to xds:///<target> if there is none and asks it to
+//     connect, without making an RPC. Answers {} at once.
 //   {"op":"close","target":"echo.default:8080"}
 //     closes that channel and answers {}.
 //
@@ -42,10 +47,10 @@ function channel(target) {
   return c;
 }
 
-function unaryCall(client, timeoutMs) {
+function unaryCall(client, timeoutMs, metadata) {
   return new Promise((resolve) => {
     const deadline = new Date(Date.now() + timeoutMs);
-    client.UnaryCall({}, {deadline}, (err, resp) => {
+    client.UnaryCall({}, metadata, {deadline}, (err, resp) => {
       if (err) {
         resolve({error: `${err.code} ${grpc.status[err.code]}: ${err.details}`});
       } else {
@@ -61,10 +66,17 @@ async function calls(cmd) {
   }
   const client = channel(cmd.target);
   const timeoutMs = Number.isInteger(cmd.timeout_ms) && cmd.timeout_ms > 0 ? cmd.timeout_ms : 5000;
+  if (cmd.metadata !== undefined && (typeof cmd.metadata !== 'object' || cmd.metadata === null)) {
+    return {error: 'metadata must be an object of strings'};
+  }
+  const metadata = new grpc.Metadata();
+  for (const [key, value] of Object.entries(cmd.metadata || {})) {
+    metadata.add(key, String(value));
+  }
   const served = [];
   const errors = [];
   for (let i = 0; i < cmd.n; i++) {
-    const r = await unaryCall(client, timeoutMs);
+    const r = await unaryCall(client, timeoutMs, metadata);
     if (r.error !== undefined) {
       errors.push(r.error);
     } else {
@@ -84,6 +96,12 @@ async function handle(line) {
   switch (cmd.op) {
     case 'calls':
       return calls(cmd);
+    case 'connect':
+      if (typeof cmd.target !== 'string') {
+        return {error: 'connect needs a target'};
+      }
+      channel(cmd.target).getChannel().getConnectivityState(true);
+      return {};
     case 'close': {
       const c = channels.get(cmd.target);
       if (c) {

@@ -1,13 +1,13 @@
 package nodeclient_test
 
 import (
-	"net"
 	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/fairway-lb/fairway/internal/nodeclient"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -15,12 +15,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // TestClient_ReportsFailedRPCs: with no xDS server behind the bootstrap, the
 // client starts, names its versions, and reports each RPC's failure.
 func TestClient_ReportsFailedRPCs(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close() // nothing listens there any more
+	addr := testkit.FreeAddr(t) // nothing listens there
 
 	c := nodeclient.Start(t, addr, "nodeclient-test")
 	if v := c.Versions["grpc-js-xds"]; !strings.HasPrefix(v, "1.14.") {
