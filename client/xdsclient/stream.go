@@ -119,47 +119,78 @@ func (c *Client) runStream(ctx context.Context, addr string) (worked bool, err e
 	}
 	st := &streamState{stream: stream, sent: map[string][]string{}, version: map[string]string{}, nonce: map[string]string{}}
 
-	respCh := make(chan *discoverypb.DiscoveryResponse)
-	errCh := make(chan error, 1)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			resp, err := stream.Recv()
-			if err != nil {
-				errCh <- err
-				return
-			}
-			select {
-			case respCh <- resp:
-			case <-sctx.Done():
-				return
-			}
-		}
-	}()
-
+	rcv := startReceiver(sctx, stream, &wg)
 	if err := c.sendSubscriptions(st); err != nil {
-		return false, err
+		return false, rcv.sendError(ctx, err)
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return worked, ctx.Err()
-		case err := <-errCh:
+		case err := <-rcv.errs:
 			return worked, err
 		case <-c.subCh:
 			if err := c.sendSubscriptions(st); err != nil {
-				return worked, err
+				return worked, rcv.sendError(ctx, err)
 			}
-		case resp := <-respCh:
+		case resp := <-rcv.resps:
 			if !worked {
 				worked = true
 				watchdog.Stop()
 				c.setConnected()
 			}
 			if err := c.handleResponse(st, resp); err != nil {
-				return worked, err
+				return worked, rcv.sendError(ctx, err)
 			}
+		}
+	}
+}
+
+// receiver is a stream's receiving goroutine: it hands over each response
+// on resps, and the error that ends the stream on errs.
+type receiver struct {
+	resps chan *discoverypb.DiscoveryResponse
+	errs  chan error // buffered(1): written once
+}
+
+// startReceiver receives from stream until it fails or ctx is done; wg
+// tracks the goroutine.
+func startReceiver(ctx context.Context, stream grpc.BidiStreamingClient[discoverypb.DiscoveryRequest, discoverypb.DiscoveryResponse], wg *sync.WaitGroup) receiver {
+	r := receiver{resps: make(chan *discoverypb.DiscoveryResponse), errs: make(chan error, 1)}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				r.errs <- err
+				return
+			}
+			select {
+			case r.resps <- resp:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return r
+}
+
+// sendError is the error that ends a stream whose Send failed with err.
+// Send fails with io.EOF once the stream has ended, whatever ended it (a
+// response over the receive limit, the server going away): the reason is
+// the error Recv returns, which comes after any response still buffered.
+func (r receiver) sendError(ctx context.Context, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	for {
+		select {
+		case err := <-r.errs:
+			return err
+		case <-r.resps: // the stream is over: nothing to apply
+		case <-ctx.Done():
+			return err
 		}
 	}
 }
