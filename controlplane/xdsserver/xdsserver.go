@@ -74,7 +74,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 	"k8s.io/utils/clock"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
@@ -97,6 +96,10 @@ type options struct {
 	regSet   bool // WithRegisterer was given
 	clock    clock.WithDelayedExecution
 	warmup   time.Duration
+
+	limits      limits
+	pushTimeout time.Duration
+	pushHook    func() // tests: called by the push goroutine before each push
 }
 
 // WithDebounce sets the debounce window (default DefaultDebounce). Zero or
@@ -147,6 +150,10 @@ type Server struct {
 
 	warmupTimer clock.Timer // set by New; nil without a warm-up; stopped by Close
 
+	limits      limits
+	pushTimeout time.Duration
+	pushHook    func()
+
 	// pushed is the last snapshot in the caches; nil before the first push.
 	// Written only by the push goroutine.
 	pushed atomic.Pointer[topology.Snapshot]
@@ -161,6 +168,11 @@ type Server struct {
 	timer     clock.Timer        // guarded by mu
 	closed    bool               // guarded by mu
 	grpcSrvs  []*grpc.Server     // guarded by mu: servers started by Serve
+	// dueSince is when the push now due was scheduled, pushingSince when
+	// the running push started (zero: none); guarded by mu. /healthz
+	// reads them (pushStuck).
+	dueSince     time.Time
+	pushingSince time.Time
 
 	streamsMu sync.Mutex
 	streams   map[streamID]*streamState // guarded by streamsMu
@@ -168,7 +180,7 @@ type Server struct {
 
 // New creates a Server and starts its push goroutine.
 func New(opts ...Option) *Server {
-	o := options{debounce: DefaultDebounce}
+	o := options{debounce: DefaultDebounce, limits: defaultLimits, pushTimeout: DefaultPushTimeout}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -196,6 +208,10 @@ func New(opts ...Option) *Server {
 		caches:   make(map[string]*cachev3.LinearCache, len(typeURLs)),
 		kick:     make(chan struct{}, 1),
 		streams:  make(map[streamID]*streamState),
+
+		limits:      o.limits,
+		pushTimeout: o.pushTimeout,
+		pushHook:    o.pushHook,
 	}
 	mux := &cachev3.MuxCache{
 		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
@@ -209,7 +225,9 @@ func New(opts ...Option) *Server {
 		s.metrics.resources.WithLabelValues(typeLabel(t)).Set(0)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.xds = serverv3.NewServer(s.ctx, nackCache{mux}, s.callbacks())
+	cb := s.callbacks()
+	newResponseSizes(s.limits, m, log, o.clock).callbacks(&cb)
+	s.xds = serverv3.NewServer(s.ctx, nackCache{mux}, cb)
 	if o.warmup > 0 {
 		// kickPush only sends on a channel: safe under a fake clock's lock.
 		s.warmupTimer = o.clock.AfterFunc(o.warmup, s.kickPush)
@@ -237,6 +255,7 @@ func (s *Server) scheduleLocked() {
 		return // rides along with the push already due
 	}
 	s.scheduled = true
+	s.dueSince = s.clock.Now()
 	if s.debounce <= 0 {
 		s.kickPush()
 		return
@@ -276,10 +295,17 @@ func (s *Server) run() {
 		snap := s.latest
 		s.scheduled = false
 		s.timer = nil
+		s.pushStartedLocked(s.clock.Now())
 		s.mu.Unlock()
+		if s.pushHook != nil {
+			s.pushHook()
+		}
 		if snap != nil {
 			s.push(snap)
 		}
+		s.mu.Lock()
+		s.pushingSince = time.Time{}
+		s.mu.Unlock()
 	}
 }
 
@@ -299,12 +325,7 @@ func (s *Server) RegisterGRPC(gs *grpc.Server) {
 // Serve serves xDS on lis with a gRPC server of its own until Close. It
 // returns nil after Close.
 func (s *Server) Serve(lis net.Listener) error {
-	gs := grpc.NewServer(
-		// Lenient: clients' keepalive pings are never a reason to close an
-		// ADS stream.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
+	gs := grpc.NewServer(s.GRPCServerOptions()...)
 	s.RegisterGRPC(gs)
 	s.mu.Lock()
 	if s.closed {
@@ -321,11 +342,17 @@ func (s *Server) Serve(lis net.Listener) error {
 	return err
 }
 
-// AdminHandler serves /healthz (200 while the server runs), /readyz (200
-// once the first snapshot has been pushed, 503 before) and /metrics.
+// AdminHandler serves /healthz (200 while the push goroutine keeps up, 503
+// when a push has run or been due for longer than the push timeout, see
+// WithPushTimeout), /readyz (200 once the first snapshot has been pushed,
+// 503 before) and /metrics.
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if why := s.pushStuck(); why != "" {
+			http.Error(w, "push loop stuck: "+why, http.StatusServiceUnavailable)
+			return
+		}
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
