@@ -47,6 +47,17 @@
 // and fairway_xds_caller_streams{zone} the open streams that stated a zone
 // (a zone's series goes when its last stream does).
 //
+// Limits and liveness (limits.go, health.go): a response is at most
+// WithMaxSendMsgSize bytes (default wire.MaxMessageSize, what a Fairway
+// client accepts), and one from WithResponseSizeWarning (default 3 MiB, near
+// gRPC's stock 4 MiB receive limit) on is counted in
+// fairway_xds_large_responses_total and logged; every size goes into
+// fairway_xds_response_bytes. A client connection lives
+// DefaultMaxConnectionAge (then its client reconnects, to any replica) and is
+// pinged when silent; clients may ping every KeepaliveMinTime. Serve uses
+// GRPCServerOptions, which a caller of RegisterGRPC passes on. /healthz fails
+// when a push has run, or been due, for longer than WithPushTimeout.
+//
 // A push (push.go) reads as its steps: diff the last pushed snapshot with
 // the new one, let callerZones add the Clusters whose callers moved, render
 // the resources, update the caches. The go-control-plane callbacks are in
