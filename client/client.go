@@ -66,6 +66,7 @@ type config struct {
 	strategy json.RawMessage
 	reg      prometheus.Registerer
 	logger   *slog.Logger
+	xdsDial  []grpc.DialOption
 }
 
 // Option configures WithFairway.
@@ -103,6 +104,24 @@ func WithStrategy(chainJSON string) Option {
 // collectors; the shared xDS client takes the registerer of the channel that
 // created it.
 func WithRegisterer(reg prometheus.Registerer) Option { return func(c *config) { c.reg = reg } }
+
+// WithXDSDialOptions adds options to the dial of the control plane (the
+// xDS connection, not the channel's own), after the xDS client's defaults,
+// which they override: insecure transport credentials, a receive limit of
+// xdsclient.DefaultMaxRecvMsgSize (wire.MaxMessageSize, what the control
+// plane may send), the keepalive xdsclient.DefaultKeepalive. For example:
+//
+//	client.WithXDSDialOptions(
+//		grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)),
+//		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(128<<20)),
+//		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+//	)
+//
+// Like the registerer, they are those of the channel that created the
+// shared xDS client.
+func WithXDSDialOptions(opts ...grpc.DialOption) Option {
+	return func(c *config) { c.xdsDial = append(c.xdsDial, opts...) }
+}
 
 // WithLogger sets the logger of the resolver and of a newly created xDS
 // client. Default slog.Default().
@@ -213,7 +232,8 @@ func (p *pool) acquire(cfg config, zone string) (resolver.XDSClient, func(), err
 		c, err := xdsclient.New(cfg.servers, node,
 			xdsclient.WithClusterValidator(validateCluster),
 			xdsclient.WithRegisterer(cfg.reg),
-			xdsclient.WithLogger(cfg.logger))
+			xdsclient.WithLogger(cfg.logger),
+			xdsclient.WithDialOptions(cfg.xdsDial...))
 		if err != nil {
 			return nil, nil, err
 		}

@@ -30,8 +30,9 @@
 // (client/xdsclient); it is closed when the last of those channels closes.
 // Its node identity is FAIRWAY_NODE_ID, else POD_NAMESPACE/POD_NAME, else
 // HOSTNAME-PID, with the caller's zone as locality and NODE_NAME in its
-// metadata; the first channel's zone and metrics registry are those of the
-// shared client.
+// metadata; the metrics registry and the xDS dial options (TLS, receive
+// limit, keepalive: WithXDSDialOptions) of the channel that created the
+// shared client are its own.
 //
 // A Cluster whose strategy chain the balancer rejects is NACKed by the shared
 // client and the previous chain stays in force (see ValidateStrategy).

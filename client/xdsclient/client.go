@@ -32,12 +32,26 @@
 // control plane is away, only an error wrapping ErrDisconnected, sent once when
 // an established stream breaks or when every address has failed in a row.
 //
+// A replica that keeps its sockets open but stops answering is left for the
+// next address: an established stream by keepalive (WithKeepalive, default
+// DefaultKeepalive: within 30 s), a new one when its first response does not
+// come within WithResponseTimeout (default DefaultResponseTimeout). A
+// response larger than the receive limit (WithMaxRecvMsgSize, default
+// DefaultMaxRecvMsgSize = wire.MaxMessageSize, the control plane's send
+// limit) fails the stream; it is logged at error level with its size, and
+// the reconnection backoff keeps growing, as it does for a stream that never
+// worked.
+//
 // # Metrics
 //
 // With WithRegisterer: fairway_client_xds_connected (gauge, 0/1),
 // fairway_client_xds_updates_total{type} (resource updates delivered),
-// fairway_client_xds_nacks_total{type} (responses NACKed) and
-// fairway_client_xds_last_update_timestamp_seconds (last accepted response).
+// fairway_client_xds_nacks_total{type} (responses NACKed),
+// fairway_client_xds_last_update_timestamp_seconds (last accepted response)
+// and fairway_client_xds_stream_errors_total{reason} (streams ended by an
+// error: the gRPC status code in snake_case, such as "unavailable" or
+// "resource_exhausted", "no_response" for WithResponseTimeout, "eof" for a
+// stream the server ended).
 package xdsclient
 
 import (
@@ -57,6 +71,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fairway-lb/fairway/wire"
@@ -120,21 +135,71 @@ func ExponentialBackoff(cfg backoff.Config) BackoffFunc {
 // DefaultBackoff is the reconnection backoff used without WithBackoff.
 var DefaultBackoff = backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 30 * time.Second}
 
+// Defaults of the connection to the control plane.
+const (
+	// DefaultMaxRecvMsgSize is the largest response the client accepts
+	// without WithMaxRecvMsgSize: wire.MaxMessageSize, the largest the
+	// Fairway control plane sends.
+	DefaultMaxRecvMsgSize = wire.MaxMessageSize
+	// DefaultResponseTimeout is how long a new stream may wait for its
+	// first response without WithResponseTimeout.
+	DefaultResponseTimeout = 30 * time.Second
+)
+
+// DefaultKeepalive is the keepalive of the connection to the control plane
+// without WithKeepalive: a ping after 20 s without a frame from the server,
+// and the connection is given up (the stream fails, the client moves to
+// the next address) when the ping is not answered within 10 s. A replica
+// that keeps its socket open but stops answering is left within 30 s. 20 s
+// is above the control plane's keepalive enforcement (5 s), so the server
+// never closes the connection for pinging too often.
+var DefaultKeepalive = keepalive.ClientParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}
+
 type options struct {
-	dialOpts  []grpc.DialOption
-	backoff   BackoffFunc
-	validator func(Cluster) error
-	reg       prometheus.Registerer
-	logger    *slog.Logger
+	dialOpts        []grpc.DialOption
+	maxRecvMsgSize  int
+	keepalive       keepalive.ClientParameters
+	responseTimeout time.Duration
+	backoff         BackoffFunc
+	validator       func(Cluster) error
+	reg             prometheus.Registerer
+	logger          *slog.Logger
 }
 
 // Option configures a Client.
 type Option func(*options)
 
-// WithDialOptions sets the options used to dial the control plane (default:
-// insecure transport credentials).
+// WithDialOptions adds options used to dial the control plane, after the
+// client's own (insecure transport credentials, the receive limit of
+// WithMaxRecvMsgSize, the keepalive of WithKeepalive), so they override
+// them: pass grpc.WithTransportCredentials for TLS.
 func WithDialOptions(opts ...grpc.DialOption) Option {
-	return func(o *options) { o.dialOpts = opts }
+	return func(o *options) { o.dialOpts = append(o.dialOpts, opts...) }
+}
+
+// WithMaxRecvMsgSize sets the largest response the client accepts, in bytes
+// (default DefaultMaxRecvMsgSize). A larger response fails the stream: it is
+// logged at error level with its size and counted in
+// fairway_client_xds_stream_errors_total{reason="resource_exhausted"}, and
+// the client retries with backoff.
+func WithMaxRecvMsgSize(n int) Option { return func(o *options) { o.maxRecvMsgSize = n } }
+
+// WithKeepalive sets the keepalive of the connection to the control plane
+// (default DefaultKeepalive). gRPC raises Time to at least 10 s.
+func WithKeepalive(p keepalive.ClientParameters) Option {
+	return func(o *options) { o.keepalive = p }
+}
+
+// WithResponseTimeout sets how long a new stream may go without its first
+// response (default DefaultResponseTimeout; zero or less: no limit), from
+// the start of the connection attempt. The Fairway control plane answers
+// the first request of each type at once, even with no resource, so a
+// stream still silent after d is on a replica that accepts connections but
+// does not answer: the client gives it up and moves to the next address
+// (fairway_client_xds_stream_errors_total{reason="no_response"}). An
+// established stream that goes silent is left by keepalive.
+func WithResponseTimeout(d time.Duration) Option {
+	return func(o *options) { o.responseTimeout = d }
 }
 
 // WithBackoff sets the reconnection backoff (default ExponentialBackoff(DefaultBackoff)).
@@ -199,13 +264,20 @@ func New(servers []string, node *corepb.Node, opts ...Option) (*Client, error) {
 		return nil, errors.New("fairway/xdsclient: node id is required")
 	}
 	o := options{
-		dialOpts: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-		backoff:  ExponentialBackoff(DefaultBackoff),
-		logger:   slog.Default(),
+		maxRecvMsgSize:  DefaultMaxRecvMsgSize,
+		keepalive:       DefaultKeepalive,
+		responseTimeout: DefaultResponseTimeout,
+		backoff:         ExponentialBackoff(DefaultBackoff),
+		logger:          slog.Default(),
 	}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	o.dialOpts = append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(o.maxRecvMsgSize)),
+		grpc.WithKeepaliveParams(o.keepalive),
+	}, o.dialOpts...)
 	m, err := newMetrics(o.reg)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,9 @@ type metrics struct {
 	updates    *prometheus.CounterVec
 	nacks      *prometheus.CounterVec
 	lastUpdate prometheus.Gauge
+	// streamErrors counts streams ended by an error, by reason (see
+	// streamErrorReason).
+	streamErrors *prometheus.CounterVec
 }
 
 // typeLabel is the short type label of the metrics.
@@ -49,12 +52,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fairway_client_xds_last_update_timestamp_seconds",
 			Help: "Unix time of the last response accepted from the control plane.",
 		}),
+		streamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fairway_client_xds_stream_errors_total",
+			Help: "ADS streams (or attempts) ended by an error, by reason: the gRPC status code in snake_case (resource_exhausted: a response over the receive limit), no_response (no first response within the response timeout), eof.",
+		}, []string{"reason"}),
 	}
-	var errs [4]error
+	var errs [5]error
 	m.connected, errs[0] = promreg.Register(reg, m.connected)
 	m.updates, errs[1] = promreg.Register(reg, m.updates)
 	m.nacks, errs[2] = promreg.Register(reg, m.nacks)
 	m.lastUpdate, errs[3] = promreg.Register(reg, m.lastUpdate)
+	m.streamErrors, errs[4] = promreg.Register(reg, m.streamErrors)
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("fairway/xdsclient: registering metrics: %w", err)
 	}

@@ -2,8 +2,12 @@ package xdsclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +16,7 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fairway-lb/fairway/wire"
@@ -36,7 +41,11 @@ func (c *Client) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if worked {
+		reason := streamErrorReason(err)
+		c.m.streamErrors.WithLabelValues(reason).Inc()
+		// A response over the receive limit comes again on the next
+		// stream: back off as after a stream that never worked.
+		if worked && reason != reasonTooLarge {
 			retries, failed = 0, 0
 		}
 		failed++
@@ -45,7 +54,7 @@ func (c *Client) run(ctx context.Context) {
 		c.setDisconnected(fmt.Errorf("%s: %w", addr, err), worked || failed >= len(c.servers))
 		d := c.opts.backoff(retries)
 		retries++
-		c.log.Debug("ADS stream failed", "server", addr, "error", err, "retry_in", d)
+		c.logStreamError(addr, err, reason, d)
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -91,9 +100,18 @@ func (c *Client) runStream(ctx context.Context, addr string) (worked bool, err e
 		return false, err
 	}
 	defer cc.Close()
-	sctx, cancel := context.WithCancel(ctx)
+	sctx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
+	defer func() { cancel(nil); wg.Wait() }()
+	// The watchdog gives the stream up when its first response does not
+	// come in time (WithResponseTimeout); err is then its cause.
+	watchdog := c.startWatchdog(cancel)
+	defer watchdog.Stop()
+	defer func() {
+		if cause := context.Cause(sctx); errors.Is(cause, errNoResponse) {
+			err = cause
+		}
+	}()
 
 	stream, err := discoverypb.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(sctx)
 	if err != nil {
@@ -101,46 +119,78 @@ func (c *Client) runStream(ctx context.Context, addr string) (worked bool, err e
 	}
 	st := &streamState{stream: stream, sent: map[string][]string{}, version: map[string]string{}, nonce: map[string]string{}}
 
-	respCh := make(chan *discoverypb.DiscoveryResponse)
-	errCh := make(chan error, 1)
+	rcv := startReceiver(sctx, stream, &wg)
+	if err := c.sendSubscriptions(st); err != nil {
+		return false, rcv.sendError(ctx, err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return worked, ctx.Err()
+		case err := <-rcv.errs:
+			return worked, err
+		case <-c.subCh:
+			if err := c.sendSubscriptions(st); err != nil {
+				return worked, rcv.sendError(ctx, err)
+			}
+		case resp := <-rcv.resps:
+			if !worked {
+				worked = true
+				watchdog.Stop()
+				c.setConnected()
+			}
+			if err := c.handleResponse(st, resp); err != nil {
+				return worked, rcv.sendError(ctx, err)
+			}
+		}
+	}
+}
+
+// receiver is a stream's receiving goroutine: it hands over each response
+// on resps, and the error that ends the stream on errs.
+type receiver struct {
+	resps chan *discoverypb.DiscoveryResponse
+	errs  chan error // buffered(1): written once
+}
+
+// startReceiver receives from stream until it fails or ctx is done; wg
+// tracks the goroutine.
+func startReceiver(ctx context.Context, stream grpc.BidiStreamingClient[discoverypb.DiscoveryRequest, discoverypb.DiscoveryResponse], wg *sync.WaitGroup) receiver {
+	r := receiver{resps: make(chan *discoverypb.DiscoveryResponse), errs: make(chan error, 1)}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for {
 			resp, err := stream.Recv()
 			if err != nil {
-				errCh <- err
+				r.errs <- err
 				return
 			}
 			select {
-			case respCh <- resp:
-			case <-sctx.Done():
+			case r.resps <- resp:
+			case <-ctx.Done():
 				return
 			}
 		}
 	}()
+	return r
+}
 
-	if err := c.sendSubscriptions(st); err != nil {
-		return false, err
+// sendError is the error that ends a stream whose Send failed with err.
+// Send fails with io.EOF once the stream has ended, whatever ended it (a
+// response over the receive limit, the server going away): the reason is
+// the error Recv returns, which comes after any response still buffered.
+func (r receiver) sendError(ctx context.Context, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
 	}
 	for {
 		select {
+		case err := <-r.errs:
+			return err
+		case <-r.resps: // the stream is over: nothing to apply
 		case <-ctx.Done():
-			return worked, ctx.Err()
-		case err := <-errCh:
-			return worked, err
-		case <-c.subCh:
-			if err := c.sendSubscriptions(st); err != nil {
-				return worked, err
-			}
-		case resp := <-respCh:
-			if !worked {
-				worked = true
-				c.setConnected()
-			}
-			if err := c.handleResponse(st, resp); err != nil {
-				return worked, err
-			}
+			return err
 		}
 	}
 }
@@ -270,4 +320,88 @@ func (c *Client) handleResponse(st *streamState, resp *discoverypb.DiscoveryResp
 	c.m.lastUpdate.SetToCurrentTime()
 	c.log.Debug("ACK", "type", t, "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()), "updates", updates)
 	return c.send(st, t, names, st.version[t], nil)
+}
+
+// errNoResponse is the cause of a stream given up by its watchdog.
+var errNoResponse = errors.New("fairway/xdsclient: no response from the control plane")
+
+// watchdog is a stream's timer for its first response; its zero value
+// (no timeout) does nothing.
+type watchdog struct{ t *time.Timer }
+
+// Stop stops the watchdog; it may be called more than once.
+func (w watchdog) Stop() {
+	if w.t != nil {
+		w.t.Stop()
+	}
+}
+
+// startWatchdog cancels a stream with errNoResponse when it has had no
+// response within the response timeout. Stopped at the first response.
+func (c *Client) startWatchdog(cancel context.CancelCauseFunc) watchdog {
+	d := c.opts.responseTimeout
+	if d <= 0 {
+		return watchdog{}
+	}
+	return watchdog{time.AfterFunc(d, func() { cancel(fmt.Errorf("%w within %v", errNoResponse, d)) })}
+}
+
+// Reasons of fairway_client_xds_stream_errors_total besides gRPC codes.
+const (
+	reasonTooLarge   = "resource_exhausted" // codes.ResourceExhausted: a message over a size limit
+	reasonNoResponse = "no_response"
+	reasonEOF        = "eof"
+)
+
+// streamErrorReason is the reason label of a stream's error: the gRPC
+// status code in snake_case, reasonNoResponse or reasonEOF.
+func streamErrorReason(err error) string {
+	switch {
+	case errors.Is(err, errNoResponse):
+		return reasonNoResponse
+	case errors.Is(err, io.EOF):
+		return reasonEOF
+	}
+	return snakeCase(status.Code(err).String())
+}
+
+// snakeCase turns a gRPC code name ("ResourceExhausted") into
+// "resource_exhausted".
+func snakeCase(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if 'A' <= r && r <= 'Z' {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r += 'a' - 'A'
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// messageSizes reads the sizes out of gRPC's "larger than max (SIZE vs.
+// LIMIT)" errors.
+var messageSizes = regexp.MustCompile(`larger than max \((\d+) vs\. (\d+)\)`)
+
+// logStreamError logs why a stream ended: a response too large at error
+// level (every resource of the stream stays stale until it is fixed), a
+// silent replica at warn level, anything else (a restart, a rollout) at
+// debug level.
+func (c *Client) logStreamError(addr string, err error, reason string, retryIn time.Duration) {
+	args := []any{"server", addr, "error", err, "retry_in", retryIn}
+	switch reason {
+	case reasonTooLarge:
+		if m := messageSizes.FindStringSubmatch(err.Error()); m != nil {
+			size, _ := strconv.Atoi(m[1])
+			limit, _ := strconv.Atoi(m[2])
+			args = append(args, "size_bytes", size, "limit_bytes", limit)
+		}
+		c.log.Error("xDS response larger than the message size limit; the resources of this stream stay stale until it fits (raise the limit: WithMaxRecvMsgSize)", args...)
+	case reasonNoResponse:
+		c.log.Warn("control plane accepted the stream but did not answer; trying the next address", args...)
+	default:
+		c.log.Debug("ADS stream failed", args...)
+	}
 }

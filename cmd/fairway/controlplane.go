@@ -39,6 +39,14 @@ type controlPlaneFlags struct {
 	maxStreamsPerNode int
 	maxNamesPerStream int
 	callerZonesEvery  time.Duration
+
+	maxConnAge       time.Duration
+	maxConnAgeGrace  time.Duration
+	keepaliveTime    time.Duration
+	keepaliveTimeout time.Duration
+	pushTimeout      time.Duration
+	maxSendMsgSize   int
+	sizeWarning      int
 }
 
 // defaultCallerZonesWarmup is --caller-zones-warmup's default: about the
@@ -47,6 +55,37 @@ type controlPlaneFlags struct {
 const defaultCallerZonesWarmup = 5 * time.Second
 
 func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) error {
+	f, err := parseControlPlaneFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, f.logLevel)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	src, err := newSource(f, log, reg)
+	if err != nil {
+		return err
+	}
+
+	xds := xdsserver.New(xdsserver.WithDebounce(f.debounce), xdsserver.WithLogger(log), xdsserver.WithRegisterer(reg),
+		xdsserver.WithCallerZonesWarmup(f.warmup), xdsserver.WithCallerZonesInterval(f.callerZonesEvery),
+		xdsserver.WithMaxStreamsPerConnection(f.maxStreamsPerConn), xdsserver.WithMaxStreamsPerNode(f.maxStreamsPerNode),
+		xdsserver.WithMaxNamesPerStream(f.maxNamesPerStream),
+		xdsserver.WithMaxConnectionAge(f.maxConnAge, f.maxConnAgeGrace),
+		xdsserver.WithKeepalive(f.keepaliveTime, f.keepaliveTimeout),
+		xdsserver.WithPushTimeout(f.pushTimeout),
+		xdsserver.WithMaxSendMsgSize(f.maxSendMsgSize),
+		xdsserver.WithResponseSizeWarning(f.sizeWarning))
+	defer xds.Close()
+	return serveControlPlane(ctx, log, src, xds, f.xdsAddr, f.adminAddr)
+}
+
+// parseControlPlaneFlags parses and checks the flags of `fairway controlplane`.
+func parseControlPlaneFlags(args []string, stderr io.Writer) (controlPlaneFlags, error) {
 	var f controlPlaneFlags
 	fs := flag.NewFlagSet("fairway controlplane", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -64,57 +103,43 @@ func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) er
 	fs.IntVar(&f.maxStreamsPerNode, "max-streams-per-node", xdsserver.DefaultMaxStreamsPerNode, "streams open at once with one xDS node id; more are refused with RESOURCE_EXHAUSTED; 0: no limit")
 	fs.IntVar(&f.maxNamesPerStream, "max-names-per-stream", xdsserver.DefaultMaxNamesPerStream, "resource names one stream may subscribe to, over all types; more end it with RESOURCE_EXHAUSTED; 0: no limit")
 	fs.DurationVar(&f.callerZonesEvery, "caller-zones-interval", xdsserver.DefaultCallerZonesInterval, "shortest time between two updates of a Cluster for a change of its callers' zones alone")
+	fs.DurationVar(&f.maxConnAge, "max-connection-age", xdsserver.DefaultMaxConnectionAge, "ask clients to reconnect after this long (±10%), so they spread over the replicas again after a rollout; 0: never")
+	fs.DurationVar(&f.maxConnAgeGrace, "max-connection-age-grace", xdsserver.DefaultMaxConnectionAgeGrace, "then close the connection after this long")
+	fs.DurationVar(&f.keepaliveTime, "keepalive-time", xdsserver.DefaultKeepaliveTime, "ping a client connection silent for this long")
+	fs.DurationVar(&f.keepaliveTimeout, "keepalive-timeout", xdsserver.DefaultKeepaliveTimeout, "close it when the ping is not answered within this long")
+	fs.DurationVar(&f.pushTimeout, "push-timeout", xdsserver.DefaultPushTimeout, "/healthz fails when a push has run, or been due, for longer; 0: never")
+	fs.IntVar(&f.maxSendMsgSize, "max-send-msg-size", xdsserver.DefaultMaxSendMsgSize, "largest xDS response sent, in bytes (clients must accept as much)")
+	fs.IntVar(&f.sizeWarning, "response-size-warning", xdsserver.DefaultResponseSizeWarning, "warn (log and fairway_xds_large_responses_total) about responses of this many bytes or more; 0: never")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return f, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+		return f, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	log, err := newLogger(stderr, f.logLevel)
-	if err != nil {
-		return err
-	}
-	if f.debounce < 0 {
-		return fmt.Errorf("--debounce must not be negative, got %v", f.debounce)
-	}
-	if f.warmup < 0 {
-		return fmt.Errorf("--caller-zones-warmup must not be negative, got %v", f.warmup)
-	}
-	if err := f.checkLimits(); err != nil {
-		return err
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	src, err := newSource(f, log, reg)
-	if err != nil {
-		return err
-	}
-
-	xds := xdsserver.New(xdsserver.WithDebounce(f.debounce), xdsserver.WithLogger(log), xdsserver.WithRegisterer(reg),
-		xdsserver.WithCallerZonesWarmup(f.warmup), xdsserver.WithCallerZonesInterval(f.callerZonesEvery),
-		xdsserver.WithMaxStreamsPerConnection(f.maxStreamsPerConn), xdsserver.WithMaxStreamsPerNode(f.maxStreamsPerNode),
-		xdsserver.WithMaxNamesPerStream(f.maxNamesPerStream))
-	defer xds.Close()
-	return serveControlPlane(ctx, log, src, xds, f.xdsAddr, f.adminAddr)
-}
-
-// checkLimits rejects negative limits.
-func (f controlPlaneFlags) checkLimits() error {
-	for _, l := range []struct {
-		flag string
-		n    int64
-	}{
-		{"--max-streams-per-connection", int64(f.maxStreamsPerConn)},
-		{"--max-streams-per-node", int64(f.maxStreamsPerNode)},
-		{"--max-names-per-stream", int64(f.maxNamesPerStream)},
-		{"--caller-zones-interval", int64(f.callerZonesEvery)},
-	} {
-		if l.n < 0 {
-			return fmt.Errorf("%s must not be negative", l.flag)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"debounce", f.debounce}, {"caller-zones-warmup", f.warmup}, {"caller-zones-interval", f.callerZonesEvery},
+		{"max-connection-age", f.maxConnAge},
+		{"max-connection-age-grace", f.maxConnAgeGrace}, {"keepalive-time", f.keepaliveTime},
+		{"keepalive-timeout", f.keepaliveTimeout}, {"push-timeout", f.pushTimeout}} {
+		if d.v < 0 {
+			return f, fmt.Errorf("--%s must not be negative, got %v", d.name, d.v)
 		}
 	}
-	return nil
+	for _, l := range []struct {
+		name string
+		n    int
+	}{{"max-streams-per-connection", f.maxStreamsPerConn}, {"max-streams-per-node", f.maxStreamsPerNode},
+		{"max-names-per-stream", f.maxNamesPerStream}} {
+		if l.n < 0 {
+			return f, fmt.Errorf("--%s must not be negative, got %d", l.name, l.n)
+		}
+	}
+	if f.maxSendMsgSize <= 0 {
+		return f, fmt.Errorf("--max-send-msg-size must be positive, got %d", f.maxSendMsgSize)
+	}
+	return f, nil
 }
 
 // newSource builds the file source when --file is given, else the Kubernetes

@@ -55,6 +55,14 @@ type limits struct {
 	streamsPerConn int // streams open on one gRPC connection (grpc.MaxConcurrentStreams)
 	streamsPerNode int // streams open with one node id
 	namesPerStream int // resource names one stream subscribes to, over all types
+
+	// Connections and messages (connlimits.go).
+	maxSendMsgSize   int
+	sizeWarning      int
+	maxAge           time.Duration
+	maxAgeGrace      time.Duration
+	keepaliveTime    time.Duration
+	keepaliveTimeout time.Duration
 }
 
 // WithMaxStreamsPerConnection limits the streams open at once on one gRPC
@@ -95,9 +103,15 @@ func WithCallerZonesInterval(d time.Duration) Option {
 // defaultLimits are the limits New starts from.
 func defaultLimits() limits {
 	return limits{
-		streamsPerConn: DefaultMaxStreamsPerConnection,
-		streamsPerNode: DefaultMaxStreamsPerNode,
-		namesPerStream: DefaultMaxNamesPerStream,
+		streamsPerConn:   DefaultMaxStreamsPerConnection,
+		streamsPerNode:   DefaultMaxStreamsPerNode,
+		namesPerStream:   DefaultMaxNamesPerStream,
+		maxSendMsgSize:   DefaultMaxSendMsgSize,
+		sizeWarning:      DefaultResponseSizeWarning,
+		maxAge:           DefaultMaxConnectionAge,
+		maxAgeGrace:      DefaultMaxConnectionAgeGrace,
+		keepaliveTime:    DefaultKeepaliveTime,
+		keepaliveTimeout: DefaultKeepaliveTimeout,
 	}
 }
 

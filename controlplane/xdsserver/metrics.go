@@ -23,6 +23,9 @@ type metrics struct {
 
 	callerStreams      *prometheus.GaugeVec // fairway_xds_caller_streams{zone}, kept by callerZones
 	callerZonesUpdates prometheus.Counter   // fairway_xds_caller_zones_updates_total
+
+	responseBytes  *prometheus.HistogramVec // fairway_xds_response_bytes{type, protocol}, kept by responseSizes
+	largeResponses *prometheus.CounterVec   // fairway_xds_large_responses_total{type, protocol, limit}
 }
 
 // newMetrics creates the server's collectors and registers them with reg
@@ -72,6 +75,15 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
 		Name: "fairway_xds_caller_zones_updates_total",
 		Help: "Clusters re-rendered because their callers' distribution over zones moved (without a topology change).",
 	}))
+	m.responseBytes = register(reg, log, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "fairway_xds_response_bytes",
+		Help:    "Size of the xDS responses sent, by resource type and protocol.",
+		Buckets: prometheus.ExponentialBuckets(1024, 4, 10), // 1 KiB to 256 MiB
+	}, []string{"type", "protocol"}))
+	m.largeResponses = register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fairway_xds_large_responses_total",
+		Help: "xDS responses at or over the size warning (limit=\"warning\") or over the send limit (limit=\"max\": not sent, the stream fails), by resource type and protocol.",
+	}, []string{"type", "protocol", "limit"}))
 	return m
 }
 

@@ -60,6 +60,17 @@
 // (a zone's series goes when its last stream does; zones no endpoint is in
 // share the series "(other)").
 //
+// Limits and liveness (connlimits.go, health.go): a response is at most
+// WithMaxSendMsgSize bytes (default wire.MaxMessageSize, what a Fairway
+// client accepts), and one from WithResponseSizeWarning (default 3 MiB, near
+// gRPC's stock 4 MiB receive limit) on is counted in
+// fairway_xds_large_responses_total and logged; every size goes into
+// fairway_xds_response_bytes. A client connection lives
+// DefaultMaxConnectionAge (then its client reconnects, to any replica) and is
+// pinged when silent; clients may ping every KeepaliveMinTime. Serve uses
+// GRPCServerOptions, which a caller of RegisterGRPC passes on. /healthz fails
+// when a push has run, or been due, for longer than WithPushTimeout.
+//
 // A push (push.go) reads as its steps: diff the last pushed snapshot with
 // the new one, let callerZones add the Clusters whose callers moved, render
 // the resources, update the caches. The go-control-plane callbacks are in
@@ -87,7 +98,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 	"k8s.io/utils/clock"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
@@ -113,6 +123,8 @@ type options struct {
 	limits   limits
 
 	callerZonesInterval time.Duration
+	pushTimeout         time.Duration
+	pushHook            func() // tests: called by the push goroutine before each push
 }
 
 // WithDebounce sets the debounce window (default DefaultDebounce). Zero or
@@ -165,6 +177,9 @@ type Server struct {
 
 	warmupTimer clock.Timer // set by New; nil without a warm-up; stopped by Close
 
+	pushTimeout time.Duration
+	pushHook    func()
+
 	// pushed is the last snapshot in the caches; nil before the first push.
 	// Written only by the push goroutine.
 	pushed atomic.Pointer[topology.Snapshot]
@@ -179,6 +194,11 @@ type Server struct {
 	timer     clock.Timer        // guarded by mu
 	closed    bool               // guarded by mu
 	grpcSrvs  []*grpc.Server     // guarded by mu: servers started by Serve
+	// dueSince is when the push now due was scheduled, pushingSince when
+	// the running push started (zero: none); guarded by mu. /healthz
+	// reads them (pushStuck).
+	dueSince     time.Time
+	pushingSince time.Time
 
 	streamsMu   sync.Mutex
 	streams     map[streamID]*streamState // guarded by streamsMu
@@ -187,7 +207,8 @@ type Server struct {
 
 // New creates a Server and starts its push goroutine.
 func New(opts ...Option) *Server {
-	o := options{debounce: DefaultDebounce, limits: defaultLimits(), callerZonesInterval: DefaultCallerZonesInterval}
+	o := options{debounce: DefaultDebounce, limits: defaultLimits(), callerZonesInterval: DefaultCallerZonesInterval,
+		pushTimeout: DefaultPushTimeout}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -217,6 +238,8 @@ func New(opts ...Option) *Server {
 		streams:  make(map[streamID]*streamState),
 
 		nodeStreams: make(map[string]int),
+		pushTimeout: o.pushTimeout,
+		pushHook:    o.pushHook,
 	}
 	s.callers = newCallerZones(callerZonesConfig{gauge: m.callerStreams, from: o.clock.Now().Add(o.warmup),
 		interval: o.callerZonesInterval, clock: o.clock, kick: s.kickPush})
@@ -232,7 +255,9 @@ func New(opts ...Option) *Server {
 		s.metrics.resources.WithLabelValues(typeLabel(t)).Set(0)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.xds = serverv3.NewServer(s.ctx, nackCache{mux}, s.callbacks())
+	cb := s.callbacks()
+	newResponseSizes(s.limits, m, log, o.clock).callbacks(&cb)
+	s.xds = serverv3.NewServer(s.ctx, nackCache{mux}, cb)
 	if o.warmup > 0 {
 		// kickPush only sends on a channel: safe under a fake clock's lock.
 		s.warmupTimer = o.clock.AfterFunc(o.warmup, s.kickPush)
@@ -260,6 +285,7 @@ func (s *Server) scheduleLocked() {
 		return // rides along with the push already due
 	}
 	s.scheduled = true
+	s.dueSince = s.clock.Now()
 	if s.debounce <= 0 {
 		s.kickPush()
 		return
@@ -299,10 +325,17 @@ func (s *Server) run() {
 		snap := s.latest
 		s.scheduled = false
 		s.timer = nil
+		s.pushStartedLocked(s.clock.Now())
 		s.mu.Unlock()
+		if s.pushHook != nil {
+			s.pushHook()
+		}
 		if snap != nil {
 			s.push(snap)
 		}
+		s.mu.Lock()
+		s.pushingSince = time.Time{}
+		s.mu.Unlock()
 	}
 }
 
@@ -322,13 +355,7 @@ func (s *Server) RegisterGRPC(gs *grpc.Server) {
 // Serve serves xDS on lis with a gRPC server of its own until Close. It
 // returns nil after Close.
 func (s *Server) Serve(lis net.Listener) error {
-	gs := grpc.NewServer(
-		// Lenient: clients' keepalive pings are never a reason to close an
-		// ADS stream.
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.MaxConcurrentStreams(uint32(s.limits.streamsPerConn)),
-	)
+	gs := grpc.NewServer(s.GRPCServerOptions()...)
 	s.RegisterGRPC(gs)
 	s.mu.Lock()
 	if s.closed {
@@ -345,11 +372,17 @@ func (s *Server) Serve(lis net.Listener) error {
 	return err
 }
 
-// AdminHandler serves /healthz (200 while the server runs), /readyz (200
-// once the first snapshot has been pushed, 503 before) and /metrics.
+// AdminHandler serves /healthz (200 while the push goroutine keeps up, 503
+// when a push has run or been due for longer than the push timeout, see
+// WithPushTimeout), /readyz (200 once the first snapshot has been pushed,
+// 503 before) and /metrics.
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if why := s.pushStuck(); why != "" {
+			http.Error(w, "push loop stuck: "+why, http.StatusServiceUnavailable)
+			return
+		}
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {

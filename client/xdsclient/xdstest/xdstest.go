@@ -20,6 +20,7 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -60,9 +61,11 @@ func Start(t testing.TB, addr string) *Server {
 		Addr:      lis.Addr().String(),
 		Clusters:  cachev3.NewLinearCache(resourcev3.ClusterType),
 		Endpoints: cachev3.NewLinearCache(resourcev3.EndpointType),
-		grpc:      grpc.NewServer(),
-		done:      make(chan struct{}),
-		changed:   make(chan struct{}, 1),
+		// The control plane's keepalive enforcement (xdsserver.KeepaliveMinTime),
+		// so that the client's keepalive pings are welcome as they are there.
+		grpc:    grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true})),
+		done:    make(chan struct{}),
+		changed: make(chan struct{}, 1),
 	}
 	mux := &cachev3.MuxCache{
 		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
