@@ -300,7 +300,7 @@ func TestFault_BackendKilledUnderLoad(t *testing.T) {
 	if toVictim := len(l.where(func(r rpc) bool { return !r.start.Before(died) && r.addr == victim })); toVictim > 0 {
 		t.Errorf("%d of the %d RPCs started after the client saw the pod die were sent to it", toVictim, len(after))
 	}
-	failures := len(l.where(failed))
-	t.Logf("%d RPCs; the client saw the pod die %v after SIGKILL; %d RPCs were in flight on it, %d failed; %d RPCs after, none failed",
-		len(l.where(func(rpc) bool { return true })), died.Sub(killed).Round(time.Microsecond), len(inFlight), failures, len(after))
+	t.Logf("%d RPCs; the client saw the pod die %v after SIGKILL; %d RPCs were in flight on it, %d failed; %d RPCs after, %d failed",
+		len(l.where(func(rpc) bool { return true })), died.Sub(killed).Round(time.Microsecond), len(inFlight),
+		len(l.where(failed)), len(after), len(l.where(func(r rpc) bool { return failed(r) && !r.start.Before(died) })))
 }
