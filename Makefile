@@ -6,6 +6,8 @@
 #   make nodeclient   npm ci @grpc/grpc-js + @grpc/grpc-js-xds (hack/nodeclient) into
 #                     $HOME/.cache/fairway/node/<lock hash> or $(FAIRWAY_NODECLIENT) (first run ~30 s)
 #   make dev-cluster  run a local etcd + kube-apiserver and print its kubeconfig path
+#   make soak         the xDS server's 10-minute soak: 1,000 churning ADS streams, then goroutines
+#                     and heap back to the baseline (make test runs it for 15 s)
 
 SHELL := /usr/bin/env bash
 
@@ -31,3 +33,9 @@ test: kubebins nodeclient
 .PHONY: dev-cluster
 dev-cluster: kubebins
 	$(GO) run ./internal/testenv/cmd/devcluster
+
+SOAK ?= 10m
+
+.PHONY: soak
+soak:
+	$(GO) test -count=1 -v -run '^TestServer_Soak$$' -timeout 30m ./controlplane/xdsserver/ -soak $(SOAK)

@@ -149,14 +149,36 @@ func (s *soakStream) churn() (added, dropped string) {
 	return added, dropped
 }
 
-// sent is the error of a Send: when the stream has ended (io.EOF), the
-// status that ended it, which only a receive returns.
-func sent(err error, recv func() error) error {
-	if !errors.Is(err, io.EOF) {
-		return err
+// serve drives one ADS stream of either protocol: it subscribes with
+// first(type) for Clusters and then ClusterLoadAssignments, and hands each
+// response to answer, which ACKs (and may resubscribe) with send. A send on
+// a stream that has ended returns the status that ended it (Send itself
+// returns only io.EOF).
+func serve[Req, Resp any](st grpc.BidiStreamingClient[Req, Resp], c *soakCounts, first func(typ string) *Req,
+	answer func(resp *Resp, send func(*Req) error) error) error {
+	send := func(req *Req) error {
+		err := st.Send(req)
+		if !errors.Is(err, io.EOF) {
+			return err
+		}
+		for {
+			if _, err := st.Recv(); err != nil {
+				return err
+			}
+		}
+	}
+	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType} {
+		if err := send(first(typ)); err != nil {
+			return err
+		}
 	}
 	for {
-		if err := recv(); err != nil {
+		resp, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		c.responses.Add(1)
+		if err := answer(resp, send); err != nil {
 			return err
 		}
 	}
@@ -167,29 +189,17 @@ func (s *soakStream) runSotW(ctx context.Context, ads discoverygrpc.AggregatedDi
 	if err != nil {
 		return err
 	}
-	send := func(req *discoverypb.DiscoveryRequest) error {
-		return sent(st.Send(req), func() error { _, err := st.Recv(); return err })
+	first := func(typ string) *discoverypb.DiscoveryRequest {
+		return &discoverypb.DiscoveryRequest{Node: zoneNode(s.node, s.zone), TypeUrl: typ, ResourceNames: s.names}
 	}
-	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType} {
-		if err := send(&discoverypb.DiscoveryRequest{Node: zoneNode(s.node, s.zone), TypeUrl: typ, ResourceNames: s.names}); err != nil {
-			return err
-		}
-	}
-	for {
-		resp, err := st.Recv()
-		if err != nil {
-			return err
-		}
-		s.c.responses.Add(1)
+	return serve(st, s.c, first, func(resp *discoverypb.DiscoveryResponse, send func(*discoverypb.DiscoveryRequest) error) error {
 		if s.rng.IntN(4) == 0 {
 			s.churn()
 		}
-		if err := send(&discoverypb.DiscoveryRequest{
+		return send(&discoverypb.DiscoveryRequest{
 			TypeUrl: resp.GetTypeUrl(), ResourceNames: s.names, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce(),
-		}); err != nil {
-			return err
-		}
-	}
+		})
+	})
 }
 
 func (s *soakStream) runDelta(ctx context.Context, ads discoverygrpc.AggregatedDiscoveryServiceClient) error {
@@ -197,32 +207,21 @@ func (s *soakStream) runDelta(ctx context.Context, ads discoverygrpc.AggregatedD
 	if err != nil {
 		return err
 	}
-	send := func(req *discoverypb.DeltaDiscoveryRequest) error {
-		return sent(st.Send(req), func() error { _, err := st.Recv(); return err })
+	first := func(typ string) *discoverypb.DeltaDiscoveryRequest {
+		return &discoverypb.DeltaDiscoveryRequest{Node: zoneNode(s.node, s.zone), TypeUrl: typ, ResourceNamesSubscribe: s.names}
 	}
-	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType} {
-		if err := send(&discoverypb.DeltaDiscoveryRequest{Node: zoneNode(s.node, s.zone), TypeUrl: typ, ResourceNamesSubscribe: s.names}); err != nil {
-			return err
-		}
-	}
-	for {
-		resp, err := st.Recv()
-		if err != nil {
-			return err
-		}
-		s.c.responses.Add(1)
+	return serve(st, s.c, first, func(resp *discoverypb.DeltaDiscoveryResponse, send func(*discoverypb.DeltaDiscoveryRequest) error) error {
 		if err := send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
 			return err
 		}
-		if s.rng.IntN(4) == 0 {
-			added, dropped := s.churn()
-			if err := send(&discoverypb.DeltaDiscoveryRequest{
-				TypeUrl: resp.GetTypeUrl(), ResourceNamesSubscribe: []string{added}, ResourceNamesUnsubscribe: []string{dropped},
-			}); err != nil {
-				return err
-			}
+		if s.rng.IntN(4) != 0 {
+			return nil
 		}
-	}
+		added, dropped := s.churn()
+		return send(&discoverypb.DeltaDiscoveryRequest{
+			TypeUrl: resp.GetTypeUrl(), ResourceNamesSubscribe: []string{added}, ResourceNamesUnsubscribe: []string{dropped},
+		})
+	})
 }
 
 // soakWorker opens stream after stream on cc until ctx is done, each with
