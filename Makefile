@@ -8,6 +8,8 @@
 #   make pyclient     apt-get install python3-grpcio (gRPC C-core 1.51, Debian) for
 #                     /usr/bin/python3 when it cannot import grpc (needs root; ~5 s, once)
 #   make dev-cluster  run a local etcd + kube-apiserver and print its kubeconfig path
+#   make soak         the xDS server's 10-minute soak: 1,000 churning ADS streams, then goroutines
+#                     and heap back to the baseline (make test runs it for 15 s)
 
 SHELL := /usr/bin/env bash
 
@@ -37,3 +39,9 @@ test: kubebins nodeclient pyclient
 .PHONY: dev-cluster
 dev-cluster: kubebins
 	$(GO) run ./internal/testenv/cmd/devcluster
+
+SOAK ?= 10m
+
+.PHONY: soak
+soak:
+	$(GO) test -count=1 -v -run '^TestServer_Soak$$' -timeout 30m ./controlplane/xdsserver/ -soak $(SOAK)
