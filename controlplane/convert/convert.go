@@ -36,6 +36,12 @@
 //     fairway.io/weight, else 1.
 //   - Labels: the slice's label.fairway.io/KEY labels (as KEY), over the pod's
 //     own labels (with Options.Pod).
+//   - Validation (validate.go), the same for every source: names, ports,
+//     endpoint fields and labels are what the Kubernetes API server accepts,
+//     and every string that reaches an xDS resource is valid UTF-8. A bad
+//     value is reported and the smallest unit holding it (Service, port,
+//     endpoint, label) is skipped; a converted topology.Service always
+//     passes topology.Service.Validate.
 package convert
 
 import (
@@ -103,6 +109,9 @@ func ServiceNameOf(slice *discoveryv1.EndpointSlice) (string, bool) {
 func Service(svc *corev1.Service, endpointSlices []*discoveryv1.EndpointSlice, opts Options) ([]*topology.Service, []Problem) {
 	if svc == nil || svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil, nil
+	}
+	if p, bad := nameProblem(svc); bad {
+		return nil, []Problem{p}
 	}
 	c := converter{svc: svc, opts: opts}
 	return c.convert(endpointSlices)
@@ -213,6 +222,10 @@ func (c *converter) convert(sls []*discoveryv1.EndpointSlice) ([]*topology.Servi
 	var ports []int32
 	for _, sp := range c.svc.Spec.Ports {
 		if sp.Protocol != "" && sp.Protocol != corev1.ProtocolTCP {
+			continue
+		}
+		if why := portProblem(sp.Port); why != "" {
+			c.report(serviceObject(c.svc), ReasonInvalidPort, "port %q: %s; skipping it", sp.Name, why)
 			continue
 		}
 		portByName[sp.Name] = sp.Port
@@ -326,6 +339,10 @@ func (c *converter) portMaps(obj string, sl *discoveryv1.EndpointSlice, portByNa
 			c.report(obj, ReasonMissingPort, "port %q has no port number; ignoring it", name)
 			continue
 		}
+		if why := portProblem(*p.Port); why != "" {
+			c.report(obj, ReasonInvalidPort, "port %q: %s; ignoring it", name, why)
+			continue
+		}
 		pms = append(pms, portMap{svcPort, *p.Port})
 	}
 	return pms
@@ -344,13 +361,17 @@ func (c *converter) sliceDefaults(obj string, sl *discoveryv1.EndpointSlice) sli
 		d.weight = w
 	}
 	d.epWeights = c.endpointWeights(obj, sl.Annotations[AnnotationEndpointWeights])
-	for _, k := range slices.Sorted(maps.Keys(sl.Labels)) {
+	prefixed := make(map[string]string)
+	for k, v := range sl.Labels {
 		if key, ok := strings.CutPrefix(k, LabelPrefix); ok && key != "" {
-			if d.labels == nil {
-				d.labels = make(map[string]string)
-			}
-			d.labels[key] = sl.Labels[k]
+			prefixed[k] = v
 		}
+	}
+	for k, v := range c.validLabels(obj, prefixed) {
+		if d.labels == nil {
+			d.labels = make(map[string]string)
+		}
+		d.labels[strings.TrimPrefix(k, LabelPrefix)] = v
 	}
 	return d
 }
@@ -367,6 +388,11 @@ func (c *converter) endpoint(obj string, sl *discoveryv1.EndpointSlice, i int, e
 		c.report(obj, ReasonInvalidAddress, "endpoint address %q is not an %s address; skipping it", e.Addresses[0], sl.AddressType)
 		return topology.Endpoint{}, false
 	}
+	isPod := e.TargetRef != nil && e.TargetRef.Kind == "Pod" && e.TargetRef.Name != ""
+	if why := endpointProblem(e, isPod); why != "" {
+		c.report(obj, ReasonInvalidEndpoint, "endpoint %s: %s; skipping it", addr, why)
+		return topology.Endpoint{}, false
+	}
 	ep := topology.Endpoint{Address: addr.String(), Weight: d.weight, Labels: d.labels}
 	if e.Zone != nil {
 		ep.Zone = *e.Zone
@@ -374,7 +400,6 @@ func (c *converter) endpoint(obj string, sl *discoveryv1.EndpointSlice, i int, e
 	if e.NodeName != nil {
 		ep.Node = *e.NodeName
 	}
-	isPod := e.TargetRef != nil && e.TargetRef.Kind == "Pod" && e.TargetRef.Name != ""
 	switch {
 	case isPod:
 		ep.Hostname = e.TargetRef.Name
@@ -406,6 +431,7 @@ func (c *converter) applyPod(ep *topology.Endpoint, ns, name string, d sliceDefa
 	if !ok {
 		return
 	}
+	podLabels = c.validLabels("Pod "+ns+"/"+name, podLabels)
 	if len(podLabels) > 0 {
 		merged := maps.Clone(podLabels)
 		maps.Copy(merged, d.labels)

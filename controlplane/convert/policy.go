@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/wire"
@@ -110,13 +111,16 @@ func Policy(annotations map[string]string) (topology.Policy, []Problem) {
 }
 
 // NormalizeStrategy checks the shape of a strategy chain and returns its
-// canonical compact JSON form (wire.FormatChain). v is either a JSON chain,
-// checked by wire.ParseChain (docs/design.md), or the annotation shorthand
-// "a,b,c" of snake_case names, normalized to [{"a":{}},{"b":{}},{"c":{}}]. An
-// empty chain is an error. The strategies' own configs are the client's to
+// canonical compact JSON form (wire.FormatChain). v must be valid UTF-8; it
+// is either a JSON chain, checked by wire.ParseChain (docs/design.md), or the
+// annotation shorthand "a,b,c" of snake_case names, normalized to
+// [{"a":{}},{"b":{}},{"c":{}}]. An empty chain is an error. The strategies' own configs are the client's to
 // check.
 func NormalizeStrategy(v string) (string, error) {
 	v = strings.TrimSpace(v)
+	if !utf8.ValidString(v) {
+		return "", errors.New("not valid UTF-8")
+	}
 	var links []wire.Link
 	switch {
 	case strings.HasPrefix(v, "{"):
@@ -175,8 +179,17 @@ type parser struct {
 	problems []Problem
 }
 
+// get returns the value of annotation key, trimmed; false when it is empty
+// or, reported, not valid UTF-8.
 func (p *parser) get(annotations map[string]string, key string) (string, bool) {
 	v := strings.TrimSpace(annotations[key])
+	if !utf8.ValidString(v) {
+		p.problems = append(p.problems, Problem{
+			Reason:  ReasonInvalidAnnotation,
+			Message: fmt.Sprintf("annotation %s: value %q is not valid UTF-8; using its default", key, v),
+		})
+		return "", false
+	}
 	return v, v != ""
 }
 

@@ -490,3 +490,44 @@ func TestSource_BusyFolder(t *testing.T) {
 	t.Logf("change in a busy folder served after %v", time.Since(replaced))
 	checkWorld(t, s, map[string][]string{"echo.default:80": {"10.0.0.2:8080"}})
 }
+
+// TestSource_ServesOnlyWhatKubernetesAccepts is issue 10, finding 6: the file
+// source served endpoint ports 70000, -5 (as 4294967291) and 0, Service ports
+// 0, -1 and 70000, empty names and names with colons, and both a.b/c and
+// a/b.c as a.b.c:80. Each is now a problem, left out, and the rest is
+// served.
+func TestSource_ServesOnlyWhatKubernetesAccepts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "world.yaml")
+	var b strings.Builder
+	b.WriteString(svcYAML("echo", "10.0.0.1"))
+	b.WriteString(`---
+apiVersion: v1
+kind: Service
+metadata: {name: ports, namespace: default}
+spec:
+  ports: [{name: a, port: 80}, {name: b, port: 81}, {name: c, port: 82}, {name: zero, port: 0}, {name: neg, port: -1}, {name: big, port: 70000}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ports-1, namespace: default, labels: {kubernetes.io/service-name: ports}}
+addressType: IPv4
+ports: [{name: a, port: 70000}, {name: b, port: -5}, {name: c, port: 0}]
+endpoints: [{addresses: [10.0.0.2]}]
+`)
+	for _, nsName := range [][2]string{{"default", `""`}, {"default", `"a:b"`}, {"c", "a.b"}, {"b.c", "a"}} {
+		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Service\nmetadata: {namespace: %s, name: %s}\nspec: {ports: [{port: 80}]}\n", nsName[0], nsName[1])
+	}
+	write(t, path, b.String())
+	h := start(t, path)
+	checkWorld(t, h.next(t), map[string][]string{
+		"echo.default:80":  {"10.0.0.1:8080"},
+		"ports.default:80": {},
+		"ports.default:81": {},
+		"ports.default:82": {},
+	})
+	for reason, n := range map[string]float64{convert.ReasonInvalidPort: 6, convert.ReasonInvalidName: 4} {
+		if got := testkit.MetricValue(t, h.reg, "fairway_source_problems_total", "source", "file", "reason", reason); got != n {
+			t.Errorf("fairway_source_problems_total{reason=%q} = %v, want %v", reason, got, n)
+		}
+	}
+}

@@ -348,6 +348,16 @@ func TestSource_ReportsEachProblemAsAnEvent(t *testing.T) {
 		},
 		reason: "ConflictingEndpoint",
 		want:   wants(good), // ready wins
+	}, {
+		// The API server does not check EndpointSlice port numbers.
+		name: "bad-endpoint-port",
+		slices: func(svc string) []*discoveryv1.EndpointSlice {
+			sl := slice(ns, svc, svc+"-b", ready("198.51.100.72", "zone-a"))
+			sl.Ports[0].Port = ptr.To[int32](70000)
+			return []*discoveryv1.EndpointSlice{slice(ns, svc, svc+"-a", good), sl}
+		},
+		reason: "InvalidPort",
+		want:   wants(good),
 	}}
 	for _, tc := range tests {
 		if _, err := cs.CoreV1().Services(ns).Create(ctx, service(ns, tc.name, tc.annotations), metav1.CreateOptions{}); err != nil {

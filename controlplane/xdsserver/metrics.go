@@ -12,14 +12,15 @@ import (
 // metrics are the server's collectors. All of them are defined here and
 // registered by newMetrics.
 type metrics struct {
-	streams      *prometheus.GaugeVec   // fairway_xds_streams{type, protocol}
-	pushes       prometheus.Counter     // fairway_xds_pushes_total
-	nacks        *prometheus.CounterVec // fairway_xds_nacks_total{type}
-	unknown      *prometheus.CounterVec // fairway_xds_unknown_resource_requests_total{type}
-	version      prometheus.Gauge       // fairway_xds_snapshot_version
-	changeToPush prometheus.Histogram   // fairway_xds_change_to_push_seconds
-	resources    *prometheus.GaugeVec   // fairway_xds_resources{type}
-	refused      *prometheus.CounterVec // fairway_xds_refused_streams_total{reason}
+	streams        *prometheus.GaugeVec   // fairway_xds_streams{type, protocol}
+	pushes         prometheus.Counter     // fairway_xds_pushes_total
+	nacks          *prometheus.CounterVec // fairway_xds_nacks_total{type}
+	unknown        *prometheus.CounterVec // fairway_xds_unknown_resource_requests_total{type}
+	version        prometheus.Gauge       // fairway_xds_snapshot_version
+	changeToPush   prometheus.Histogram   // fairway_xds_change_to_push_seconds
+	resources      *prometheus.GaugeVec   // fairway_xds_resources{type}
+	refused        *prometheus.CounterVec // fairway_xds_refused_streams_total{reason}
+	renderFailures prometheus.Counter     // fairway_xds_render_failures_total
 
 	callerStreams      *prometheus.GaugeVec // fairway_xds_caller_streams{zone}, kept by callerZones
 	callerZonesUpdates prometheus.Counter   // fairway_xds_caller_zones_updates_total
@@ -67,6 +68,10 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
 		Name: "fairway_xds_resources",
 		Help: "Resources in the xDS caches by type.",
 	}, []string{"type"}))
+	m.renderFailures = register(reg, log, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fairway_xds_render_failures_total",
+		Help: "Services left out of the xDS caches because they could not be rendered (invalid for xDS, or translating them panicked), once per version of a service.",
+	}))
 	m.callerStreams = register(reg, log, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "fairway_xds_caller_streams",
 		Help: "Open xDS streams counted for a caller zone (their node's), by zone; zones no endpoint is in are counted as (other).",

@@ -1,8 +1,13 @@
 package xdsserver
 
 import (
+	"fmt"
 	"time"
 
+	clusterpb "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointpb "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerpb "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routepb "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
@@ -16,10 +21,12 @@ import (
 // resources, update the caches. Called only from the push goroutine.
 func (s *Server) push(snap *topology.Snapshot) {
 	prev := s.pushed.Load()
-	ch := diff(prev, snap)
+	ch := diff(prev, snap, s.broken)
 	s.callers.forget(ch.removedNames())
 	zones, republished := s.callers.republish(s.clock.Now(), snap, ch.clusters)
-	s.update(render(ch, zones))
+	res, failed := render(ch, zones)
+	s.recordFailures(ch, failed)
+	s.update(res)
 	s.pushed.Store(snap)
 	s.record(prev, snap, ch, republished)
 }
@@ -37,9 +44,10 @@ type change struct {
 // diff returns the change from prev (nil before the first push) to next. A
 // service whose *topology.Service is the same pointer, or Equal, is
 // unchanged; a changed one renders its ClusterLoadAssignment if its
-// endpoints changed and its Cluster if its policy did; a new one renders
-// everything. The same snapshot twice is no change.
-func diff(prev, next *topology.Snapshot) change {
+// endpoints changed and its Cluster if its policy did; a new one, or a
+// changed one among broken (whose last render failed, so that its resources
+// may be missing), renders everything. The same snapshot twice is no change.
+func diff(prev, next *topology.Snapshot, broken map[topology.ServiceKey]*topology.Service) change {
 	ch := change{endpoints: map[string]*topology.Service{}, clusters: map[string]*topology.Service{}}
 	if next == prev {
 		return ch
@@ -51,6 +59,9 @@ func diff(prev, next *topology.Snapshot) change {
 		}
 		if old == svc || (old != nil && old.Equal(svc)) {
 			continue
+		}
+		if _, ok := broken[svc.Key]; ok {
+			old = nil
 		}
 		ch.changed++
 		name := svc.Key.ResourceName()
@@ -103,27 +114,34 @@ type resources struct {
 	remove map[string][]string
 }
 
-// render translates ch into resources. zones holds the caller_zones of the
-// Clusters to render, by name (absent: none).
-func render(ch change, zones map[string]map[string]float64) resources {
-	res := resources{
+// translateLoadAssignment is translate.LoadAssignment; tests replace it to
+// make rendering panic.
+var translateLoadAssignment = translate.LoadAssignment
+
+// render translates ch into resources, service by service. zones holds the
+// caller_zones of the Clusters to render, by name (absent: none). A service
+// that fails topology.Service.Validate, or whose translation panics, is left
+// out whole and returned in failed: the last line of defence behind the
+// sources' validation, so that one bad service never stops the push
+// goroutine or poisons the responses that carry other services.
+func render(ch change, zones map[string]map[string]float64) (res resources, failed map[*topology.Service]error) {
+	res = resources{
 		update: make(map[string]map[string]types.Resource, len(typeURLs)),
 		remove: make(map[string][]string, len(typeURLs)),
 	}
 	for _, t := range typeURLs {
 		res.update[t] = map[string]types.Resource{}
 	}
-	for name, svc := range ch.endpoints {
-		res.update[resourcev3.EndpointType][name] = translate.LoadAssignment(svc)
-	}
-	for name, svc := range ch.clusters {
-		res.update[resourcev3.ClusterType][name] = translate.Cluster(svc, translate.WithCallerZones(zones[name]))
-	}
-	for _, svc := range ch.added {
-		res.update[resourcev3.RouteType][svc.Key.ResourceName()] = translate.RouteConfig(svc)
-		for _, l := range translate.Listeners(svc) {
-			res.update[resourcev3.ListenerType][l.GetName()] = l
+	for _, job := range ch.jobs() {
+		r, err := renderService(job, zones[job.svc.Key.ResourceName()])
+		if err != nil {
+			if failed == nil {
+				failed = map[*topology.Service]error{}
+			}
+			failed[job.svc] = err
+			continue
 		}
+		r.addTo(res)
 	}
 	for _, key := range ch.removed {
 		name := key.ResourceName()
@@ -132,7 +150,115 @@ func render(ch change, zones map[string]map[string]float64) resources {
 		}
 		res.remove[resourcev3.ListenerType] = append(res.remove[resourcev3.ListenerType], name, key.FQDNResourceName())
 	}
-	return res
+	return res, failed
+}
+
+// renderJob is what a push renders of one service.
+type renderJob struct {
+	svc                       *topology.Service
+	endpoints, cluster, added bool // render the ClusterLoadAssignment, the Cluster, the RouteConfiguration and Listeners
+}
+
+// jobs are the services ch renders, each with what to render of it.
+func (ch change) jobs() []*renderJob {
+	byName := map[string]*renderJob{}
+	job := func(svc *topology.Service) *renderJob {
+		name := svc.Key.ResourceName()
+		j, ok := byName[name]
+		if !ok {
+			j = &renderJob{svc: svc}
+			byName[name] = j
+		}
+		return j
+	}
+	for _, svc := range ch.endpoints {
+		job(svc).endpoints = true
+	}
+	for _, svc := range ch.clusters {
+		job(svc).cluster = true
+	}
+	for _, svc := range ch.added {
+		job(svc).added = true
+	}
+	jobs := make([]*renderJob, 0, len(byName))
+	for _, j := range byName {
+		jobs = append(jobs, j)
+	}
+	return jobs
+}
+
+// rendered is the resources of one service a push renders (nil: not
+// rendered).
+type rendered struct {
+	name       string
+	assignment *endpointpb.ClusterLoadAssignment
+	cluster    *clusterpb.Cluster
+	route      *routepb.RouteConfiguration
+	listeners  []*listenerpb.Listener
+}
+
+// renderService renders what job asks for, or says why it cannot: the
+// service is invalid, or translating it panicked.
+func renderService(job *renderJob, zones map[string]float64) (r rendered, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = rendered{}, fmt.Errorf("fairway/xdsserver: rendering service %s panicked: %v", job.svc.Key, p)
+		}
+	}()
+	if err := job.svc.Validate(); err != nil {
+		return rendered{}, err
+	}
+	r.name = job.svc.Key.ResourceName()
+	if job.endpoints {
+		r.assignment = translateLoadAssignment(job.svc)
+	}
+	if job.cluster {
+		r.cluster = translate.Cluster(job.svc, translate.WithCallerZones(zones))
+	}
+	if job.added {
+		r.route = translate.RouteConfig(job.svc)
+		r.listeners = translate.Listeners(job.svc)
+	}
+	return r, nil
+}
+
+// addTo adds r's resources to res.
+func (r rendered) addTo(res resources) {
+	if r.assignment != nil {
+		res.update[resourcev3.EndpointType][r.name] = r.assignment
+	}
+	if r.cluster != nil {
+		res.update[resourcev3.ClusterType][r.name] = r.cluster
+	}
+	if r.route != nil {
+		res.update[resourcev3.RouteType][r.name] = r.route
+	}
+	for _, l := range r.listeners {
+		res.update[resourcev3.ListenerType][l.GetName()] = l
+	}
+}
+
+// recordFailures keeps s.broken up to date after a push of ch in which the
+// services in failed could not be rendered, and logs and counts each
+// failing service once per version of it (a Cluster re-rendered for its
+// callers fails again silently).
+func (s *Server) recordFailures(ch change, failed map[*topology.Service]error) {
+	for _, key := range ch.removed {
+		delete(s.broken, key)
+	}
+	for _, svc := range ch.added { // rendered whole: no longer broken unless it failed again
+		if _, bad := failed[svc]; !bad {
+			delete(s.broken, svc.Key)
+		}
+	}
+	for svc, err := range failed {
+		if s.broken[svc.Key] == svc {
+			continue
+		}
+		s.broken[svc.Key] = svc
+		s.metrics.renderFailures.Inc()
+		s.log.Error("leaving out a service that cannot be rendered; its clients keep what they had", "service", svc.Key.ResourceName(), "error", err)
+	}
 }
 
 // update applies res to the caches, type by type in typeURLs order (what a

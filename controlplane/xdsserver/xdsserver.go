@@ -73,8 +73,13 @@
 //
 // A push (push.go) reads as its steps: diff the last pushed snapshot with
 // the new one, let callerZones add the Clusters whose callers moved, render
-// the resources, update the caches. The go-control-plane callbacks are in
-// callbacks.go, every collector in metrics.go.
+// the resources, update the caches. Rendering isolates each service: one
+// that fails topology.Service.Validate, or whose translation panics, is left
+// out of the push whole (its clients keep what they had), logged at Error
+// and counted in fairway_xds_render_failures_total once per version of it,
+// and rendered whole again when it changes; the other services are pushed.
+// The go-control-plane callbacks are in callbacks.go, every collector in
+// metrics.go.
 package xdsserver
 
 import (
@@ -183,6 +188,9 @@ type Server struct {
 	// pushed is the last snapshot in the caches; nil before the first push.
 	// Written only by the push goroutine.
 	pushed atomic.Pointer[topology.Snapshot]
+	// broken holds the services of pushed that failed to render, by key;
+	// owned by the push goroutine.
+	broken map[topology.ServiceKey]*topology.Service
 
 	// Lock order: mu before streamsMu; neither is held while calling into
 	// the caches or into callers (whose lock is a leaf). go-control-plane
@@ -240,6 +248,7 @@ func New(opts ...Option) *Server {
 		nodeStreams: make(map[string]int),
 		pushTimeout: o.pushTimeout,
 		pushHook:    o.pushHook,
+		broken:      make(map[topology.ServiceKey]*topology.Service),
 	}
 	s.callers = newCallerZones(callerZonesConfig{gauge: m.callerStreams, from: o.clock.Now().Add(o.warmup),
 		interval: o.callerZonesInterval, clock: o.clock, kick: s.kickPush})
