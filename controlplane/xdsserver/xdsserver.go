@@ -256,7 +256,7 @@ func New(opts ...Option) *Server {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cb := s.callbacks()
-	newResponseSizes(s.limits, m, log, o.clock).callbacks(&cb)
+	newResponseSizes(s.limits, m, log, o.clock).callbacks(&cb, s.responded)
 	s.xds = serverv3.NewServer(s.ctx, nackCache{mux}, cb)
 	if o.warmup > 0 {
 		// kickPush only sends on a channel: safe under a fake clock's lock.
@@ -375,7 +375,9 @@ func (s *Server) Serve(lis net.Listener) error {
 // AdminHandler serves /healthz (200 while the push goroutine keeps up, 503
 // when a push has run or been due for longer than the push timeout, see
 // WithPushTimeout), /readyz (200 once the first snapshot has been pushed,
-// 503 before) and /metrics.
+// 503 before), /metrics, and as JSON /debug/config_dump (ConfigDump: the
+// resources served, ?type= and ?name= filter them) and /debug/clients
+// (Clients: the open streams, their subscriptions, ACKs and NACKs).
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -395,6 +397,7 @@ func (s *Server) AdminHandler() http.Handler {
 	if s.gatherer != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	}
+	s.debugHandlers(mux)
 	return mux
 }
 
