@@ -244,6 +244,19 @@ type resourceState struct {
 	raw      proto.Message // last accepted resource; nil until one arrives
 	value    any           // Cluster or Endpoints decoded from raw
 	watchers map[*watcher]struct{}
+
+	// For Dump (CSDS): the version and time of the response that carried
+	// raw, and the last rejection since (nil: none).
+	version  string
+	updated  time.Time
+	rejected *rejection
+}
+
+// rejection is a NACKed version of a resource.
+type rejection struct {
+	version string
+	err     string
+	at      time.Time
 }
 
 type watcher struct {

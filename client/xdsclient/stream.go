@@ -260,12 +260,14 @@ func (c *Client) handleResponse(st *streamState, resp *discoverypb.DiscoveryResp
 		}
 	}
 	updates := 0
+	now := time.Now()
 	c.mu.Lock()
 	for name, d := range valid {
 		rs := c.resources[t][name]
 		if rs == nil {
 			continue // not (or no longer) subscribed
 		}
+		rs.version, rs.updated, rs.rejected = resp.GetVersionInfo(), now, nil
 		if rs.raw != nil && proto.Equal(rs.raw, d.raw) {
 			continue
 		}
@@ -281,6 +283,7 @@ func (c *Client) handleResponse(st *streamState, resp *discoverypb.DiscoveryResp
 		if rs == nil {
 			continue
 		}
+		rs.rejected = &rejection{version: resp.GetVersionInfo(), err: err.Error(), at: now}
 		err := fmt.Errorf("%w: %w", ErrInvalidResource, err)
 		for w := range rs.watchers {
 			c.cb.schedule(w, func() { w.onErr(err) })
@@ -293,7 +296,7 @@ func (c *Client) handleResponse(st *streamState, resp *discoverypb.DiscoveryResp
 			if _, ok := valid[name]; ok || rs.raw == nil {
 				continue
 			}
-			rs.raw, rs.value = nil, nil
+			rs.raw, rs.value, rs.version = nil, nil, ""
 			err := fmt.Errorf("%w: Cluster %q", ErrResourceRemoved, name)
 			for w := range rs.watchers {
 				c.cb.schedule(w, func() { w.onErr(err) })
