@@ -145,6 +145,7 @@ func inspectControlPlane(ctx context.Context, f inspectFlags, w io.Writer) error
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nControl plane %s: clients\n", f.controlPlane)
+	defer fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tZONE\tPROTOCOL\tTYPE\tNAMES\tSENT\tACKED\tNACKED\tERROR")
 	for _, st := range clients.Streams {
@@ -159,31 +160,42 @@ func inspectControlPlane(ctx context.Context, f inspectFlags, w io.Writer) error
 	return tw.Flush()
 }
 
-// summarize is a few words on a resource of a config dump.
+// summarize is a few words on a resource of a config dump: a Cluster's
+// load-balancing policy and Fairway strategy, an assignment's endpoints.
 func summarize(typ string, raw json.RawMessage) string {
 	var r struct {
-		LBPolicy  string `json:"lb_policy"`
+		Policy struct {
+			Policies []struct {
+				Config struct{ Name string } `json:"typed_extension_config"`
+			}
+		} `json:"load_balancing_policy"`
+		Metadata struct {
+			Filter map[string]map[string]any `json:"filter_metadata"`
+		}
 		Endpoints []struct {
-			Locality    struct{ Zone string } `json:"locality"`
-			LBEndpoints []json.RawMessage     `json:"lb_endpoints"`
-		} `json:"endpoints"`
+			LBEndpoints []json.RawMessage `json:"lb_endpoints"`
+		}
 	}
 	if json.Unmarshal(raw, &r) != nil {
 		return ""
 	}
 	switch typ {
 	case "cluster":
-		if r.LBPolicy == "" {
-			return "lb_policy ROUND_ROBIN"
+		var words []string
+		if p := r.Policy.Policies; len(p) > 0 {
+			words = append(words, "policy "+strings.TrimPrefix(p[0].Config.Name, "envoy.load_balancing_policies."))
 		}
-		return "lb_policy " + r.LBPolicy
+		if chain, ok := r.Metadata.Filter[wire.MetadataNamespace][wire.MetadataStrategy]; ok {
+			b, _ := json.Marshal(chain)
+			words = append(words, "strategy "+string(b))
+		}
+		return strings.Join(words, ", ")
 	case "endpoint":
-		n, zones := 0, 0
+		n := 0
 		for _, l := range r.Endpoints {
 			n += len(l.LBEndpoints)
-			zones++
 		}
-		return fmt.Sprintf("%d endpoints in %d localities", n, zones)
+		return fmt.Sprintf("%d endpoints in %d localities", n, len(r.Endpoints))
 	}
 	return ""
 }
@@ -261,6 +273,7 @@ func inspectClient(ctx context.Context, f inspectFlags, w io.Writer) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+		fmt.Fprintln(w)
 	}
 	return nil
 }
