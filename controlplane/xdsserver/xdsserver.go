@@ -74,7 +74,8 @@
 // A push (push.go) reads as its steps: diff the last pushed snapshot with
 // the new one, let callerZones add the Clusters whose callers moved, render
 // the resources, update the caches. The go-control-plane callbacks are in
-// callbacks.go, every collector in metrics.go.
+// callbacks.go, every collector in metrics.go, /debug/config_dump and
+// /debug/clients (ConfigDump, Clients) in debug.go.
 package xdsserver
 
 import (
