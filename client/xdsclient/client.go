@@ -42,6 +42,12 @@
 // the reconnection backoff keeps growing, as it does for a stream that never
 // worked.
 //
+// # Inspection
+//
+// Dump returns every subscribed resource with its status (REQUESTED, ACKED
+// or NACKED, as CSDS names them), the version in use and, after a NACK,
+// the rejected version and the error; package client serves it as CSDS.
+//
 // # Metrics
 //
 // With WithRegisterer: fairway_client_xds_connected (gauge, 0/1),
