@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -338,5 +339,17 @@ func splitList(s string) []string {
 			out = append(out, p)
 		}
 	}
+	return out
+}
+
+// all returns the live shared clients, by node id.
+func (p *pool) all() []*xdsclient.Client {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*xdsclient.Client, 0, len(p.clients))
+	for _, pc := range p.clients {
+		out = append(out, pc.c)
+	}
+	slices.SortFunc(out, func(a, b *xdsclient.Client) int { return strings.Compare(a.Node().GetId(), b.Node().GetId()) })
 	return out
 }

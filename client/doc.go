@@ -36,4 +36,9 @@
 //
 // A Cluster whose strategy chain the balancer rejects is NACKed by the shared
 // client and the previous chain stays in force (see ValidateStrategy).
+//
+// For inspection, RegisterCSDS serves CSDS (what every shared xDS client
+// holds: versions, ACKED/NACKED, errors) on the application's gRPC server,
+// and DebugHandler the balancers' endpoints as JSON; `fairway inspect
+// --client` reads both (docs/operations.md).
 package client

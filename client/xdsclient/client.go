@@ -42,6 +42,12 @@
 // the reconnection backoff keeps growing, as it does for a stream that never
 // worked.
 //
+// # Inspection
+//
+// Dump returns every subscribed resource with its status (REQUESTED, ACKED
+// or NACKED, as CSDS names them), the version in use and, after a NACK,
+// the rejected version and the error; package client serves it as CSDS.
+//
 // # Metrics
 //
 // With WithRegisterer: fairway_client_xds_connected (gauge, 0/1),
@@ -244,6 +250,19 @@ type resourceState struct {
 	raw      proto.Message // last accepted resource; nil until one arrives
 	value    any           // Cluster or Endpoints decoded from raw
 	watchers map[*watcher]struct{}
+
+	// For Dump (CSDS): the version and time of the response that carried
+	// raw, and the last rejection since (nil: none).
+	version  string
+	updated  time.Time
+	rejected *rejection
+}
+
+// rejection is a NACKed version of a resource.
+type rejection struct {
+	version string
+	err     string
+	at      time.Time
 }
 
 type watcher struct {

@@ -260,12 +260,14 @@ func (c *Client) handleResponse(st *streamState, resp *discoverypb.DiscoveryResp
 		}
 	}
 	updates := 0
+	now := time.Now()
 	c.mu.Lock()
 	for name, d := range valid {
 		rs := c.resources[t][name]
 		if rs == nil {
 			continue // not (or no longer) subscribed
 		}
+		rs.version, rs.updated, rs.rejected = resp.GetVersionInfo(), now, nil
 		if rs.raw != nil && proto.Equal(rs.raw, d.raw) {
 			continue
 		}
@@ -281,6 +283,7 @@ func (c *Client) handleResponse(st *streamState, resp *discoverypb.DiscoveryResp
 		if rs == nil {
 			continue
 		}
+		rs.rejected = &rejection{version: resp.GetVersionInfo(), err: err.Error(), at: now}
 		err := fmt.Errorf("%w: %w", ErrInvalidResource, err)
 		for w := range rs.watchers {
 			c.cb.schedule(w, func() { w.onErr(err) })
@@ -289,16 +292,7 @@ func (c *Client) handleResponse(st *streamState, resp *discoverypb.DiscoveryResp
 	// A Cluster response is the whole state: a subscribed Cluster it lacks has
 	// been removed. (ClusterLoadAssignment responses carry only changes.)
 	if t == wire.ClusterType && len(problems) == 0 {
-		for name, rs := range c.resources[t] {
-			if _, ok := valid[name]; ok || rs.raw == nil {
-				continue
-			}
-			rs.raw, rs.value = nil, nil
-			err := fmt.Errorf("%w: Cluster %q", ErrResourceRemoved, name)
-			for w := range rs.watchers {
-				c.cb.schedule(w, func() { w.onErr(err) })
-			}
-		}
+		c.removeClustersLocked(valid)
 	}
 	names := c.namesLocked(t)
 	c.mu.Unlock()
@@ -320,6 +314,22 @@ func (c *Client) handleResponse(st *streamState, resp *discoverypb.DiscoveryResp
 	c.m.lastUpdate.SetToCurrentTime()
 	c.log.Debug("ACK", "type", t, "version", resp.GetVersionInfo(), "resources", len(resp.GetResources()), "updates", updates)
 	return c.send(st, t, names, st.version[t], nil)
+}
+
+// removeClustersLocked forgets the subscribed Clusters that a valid
+// Cluster response (the whole state) lacks, and tells their watchers.
+// c.mu is held.
+func (c *Client) removeClustersLocked(valid map[string]decoded) {
+	for name, rs := range c.resources[wire.ClusterType] {
+		if _, ok := valid[name]; ok || rs.raw == nil {
+			continue
+		}
+		rs.raw, rs.value, rs.version = nil, nil, ""
+		err := fmt.Errorf("%w: Cluster %q", ErrResourceRemoved, name)
+		for w := range rs.watchers {
+			c.cb.schedule(w, func() { w.onErr(err) })
+		}
+	}
 }
 
 // errNoResponse is the cause of a stream given up by its watchdog.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -33,6 +34,7 @@ type controlPlaneFlags struct {
 	debounce   time.Duration
 	warmup     time.Duration
 	logLevel   string
+	pprof      bool
 
 	// Server limits (xdsserver.WithMaxStreamsPerConnection, …); 0: none.
 	maxStreamsPerConn int
@@ -81,7 +83,7 @@ func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) er
 		xdsserver.WithMaxSendMsgSize(f.maxSendMsgSize),
 		xdsserver.WithResponseSizeWarning(f.sizeWarning))
 	defer xds.Close()
-	return serveControlPlane(ctx, log, src, xds, f.xdsAddr, f.adminAddr)
+	return serveControlPlane(ctx, log, src, xds, f.xdsAddr, f.adminAddr, adminHandler(xds, f.pprof))
 }
 
 // parseControlPlaneFlags parses and checks the flags of `fairway controlplane`.
@@ -95,7 +97,8 @@ func parseControlPlaneFlags(args []string, stderr io.Writer) (controlPlaneFlags,
 	fs.StringVar(&f.selector, "selector", "", "label selector on Services (default: every Service)")
 	fs.BoolVar(&f.watchPods, "watch-pods", false, "also watch Pods, for pod labels (e.g. shard) and the fairway.io/weight pod annotation")
 	fs.StringVar(&f.xdsAddr, "xds-addr", "127.0.0.1:18000", "address of the xDS (ADS) gRPC server")
-	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9090", "address of the admin HTTP server (/healthz, /readyz, /metrics); empty disables it")
+	fs.StringVar(&f.adminAddr, "admin-addr", "127.0.0.1:9090", "address of the admin HTTP server (/healthz, /readyz, /metrics, /debug/config_dump, /debug/clients); empty disables it")
+	fs.BoolVar(&f.pprof, "enable-pprof", false, "also serve Go's profiles on the admin server under /debug/pprof/")
 	fs.DurationVar(&f.debounce, "debounce", xdsserver.DefaultDebounce, "coalesce changes within this window before pushing")
 	fs.DurationVar(&f.warmup, "caller-zones-warmup", defaultCallerZonesWarmup, "publish the callers' zones only this long after start, once restarted clients have reconnected")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -142,6 +145,23 @@ func parseControlPlaneFlags(args []string, stderr io.Writer) (controlPlaneFlags,
 	return f, nil
 }
 
+// adminHandler is the admin server's handler: the xDS server's
+// (xdsserver.Server.AdminHandler) and, with pprof, net/http/pprof's
+// profiles under /debug/pprof/.
+func adminHandler(xds *xdsserver.Server, pprofOn bool) http.Handler {
+	if !pprofOn {
+		return xds.AdminHandler()
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", xds.AdminHandler())
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
 // newSource builds the file source when --file is given, else the Kubernetes
 // source.
 func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer) (topology.Source, error) {
@@ -177,7 +197,7 @@ func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer)
 // until ctx is done or one of them fails, then stops all three. Its own log
 // lines carry component=fairway/controlplane (the source's and the xDS
 // server's carry theirs).
-func serveControlPlane(ctx context.Context, log *slog.Logger, src topology.Source, xds *xdsserver.Server, xdsAddr, adminAddr string) error {
+func serveControlPlane(ctx context.Context, log *slog.Logger, src topology.Source, xds *xdsserver.Server, xdsAddr, adminAddr string, adminH http.Handler) error {
 	log = log.With("component", "fairway/controlplane")
 	lis, err := net.Listen("tcp", xdsAddr)
 	if err != nil {
@@ -197,7 +217,7 @@ func serveControlPlane(ctx context.Context, log *slog.Logger, src topology.Sourc
 			<-errc
 			return fmt.Errorf("admin listener: %w", err)
 		}
-		admin = &http.Server{Handler: xds.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		admin = &http.Server{Handler: adminH, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := admin.Serve(alis); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin server: %w", err)

@@ -34,6 +34,7 @@ type subcommand struct {
 var commands = []subcommand{
 	{name: "controlplane", args: "[flags]", summary: "serve xDS for a cluster (--kubeconfig) or a YAML file (--file)", run: runControlPlane},
 	{name: "demo", args: "[flags]", summary: "run a control plane, backends and clients on loopback", run: runDemo},
+	{name: "inspect", args: "--control-plane ADMIN_ADDR | --client ADDR [--name NAME]", summary: "show what a control plane serves and to whom, and what a client holds (CSDS)", run: runInspect},
 	{name: "bench", run: runBench},
 	{name: "version", summary: "print the version", run: runVersion},
 }

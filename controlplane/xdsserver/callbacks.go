@@ -25,10 +25,10 @@ type streamID struct {
 }
 
 // streamState is the server's accounting of one stream (its caller zone is
-// kept by callerZones). It stays small: types, names and nacked have at most
-// one entry per type the server serves (a request for another type ends the
-// stream), delta at most the names limit, unknown at most
-// maxUnknownPerStream.
+// kept by callerZones). It stays small: types, names, nacked and debug have
+// at most one entry per type the server serves (a request for another type
+// ends the stream), delta at most the names limit, unknown at most
+// maxUnknownPerStream, debug at most maxDebugNames names per type.
 type streamState struct {
 	nodeID      string                     // the first node id the stream stated; later ones are ignored
 	nodeCounted bool                       // counted in Server.nodeStreams[nodeID]
@@ -43,6 +43,10 @@ type streamState struct {
 	// time one is requested), for the closing summary.
 	unknownLogged bool
 	unknownAfter  int
+	// zone is node.locality.zone of the request that stated nodeID; debug
+	// is, by served type URL, what /debug/clients shows (debug.go).
+	zone  string
+	debug map[string]*typeDebug
 }
 
 func newStreamState() *streamState {
@@ -188,6 +192,7 @@ func (s *Server) account(sid streamID, req streamRequest) (acc accounted, reason
 	if err := s.subscribeLocked(st, sid, req); err != nil {
 		return acc, refusedNamesPerStream, err
 	}
+	debugRequestLocked(st, sid, req)
 	if !st.types[req.typeURL] {
 		st.types[req.typeURL] = true
 		s.metrics.streams.WithLabelValues(typeLabel(req.typeURL), sid.protocol).Inc()

@@ -128,13 +128,17 @@ func newResponseSizes(l limits, m *metrics, log *slog.Logger, c clock.PassiveClo
 		log: log, clock: c, logged: map[slog.Level]time.Time{}, skipped: map[slog.Level]int{}}
 }
 
-// callbacks sets the response callbacks of cb.
-func (r *responseSizes) callbacks(cb *serverv3.CallbackFuncs) {
+// callbacks sets the response callbacks of cb; each also calls sent (the
+// server's record of the last response of a stream's type, for
+// /debug/clients).
+func (r *responseSizes) callbacks(cb *serverv3.CallbackFuncs, sent func(sid streamID, typeURL, version, nonce string)) {
 	cb.StreamResponseFunc = func(_ context.Context, id int64, _ *discoverypb.DiscoveryRequest, resp *discoverypb.DiscoveryResponse) {
 		r.observe(protoSotW, id, resp.GetTypeUrl(), resp.GetVersionInfo(), len(resp.GetResources()), proto.Size(resp))
+		sent(streamID{protoSotW, id}, resp.GetTypeUrl(), resp.GetVersionInfo(), resp.GetNonce())
 	}
 	cb.StreamDeltaResponseFunc = func(id int64, _ *discoverypb.DeltaDiscoveryRequest, resp *discoverypb.DeltaDiscoveryResponse) {
 		r.observe(protoDelta, id, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), len(resp.GetResources()), proto.Size(resp))
+		sent(streamID{protoDelta, id}, resp.GetTypeUrl(), resp.GetSystemVersionInfo(), resp.GetNonce())
 	}
 }
 

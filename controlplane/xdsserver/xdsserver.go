@@ -79,7 +79,8 @@
 // and counted in fairway_xds_render_failures_total once per version of it,
 // and rendered whole again when it changes; the other services are pushed.
 // The go-control-plane callbacks are in callbacks.go, every collector in
-// metrics.go.
+// metrics.go, /debug/config_dump and /debug/clients (ConfigDump, Clients) in
+// debug.go.
 package xdsserver
 
 import (
@@ -265,7 +266,7 @@ func New(opts ...Option) *Server {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cb := s.callbacks()
-	newResponseSizes(s.limits, m, log, o.clock).callbacks(&cb)
+	newResponseSizes(s.limits, m, log, o.clock).callbacks(&cb, s.responded)
 	s.xds = serverv3.NewServer(s.ctx, nackCache{mux}, cb)
 	if o.warmup > 0 {
 		// kickPush only sends on a channel: safe under a fake clock's lock.
@@ -384,7 +385,9 @@ func (s *Server) Serve(lis net.Listener) error {
 // AdminHandler serves /healthz (200 while the push goroutine keeps up, 503
 // when a push has run or been due for longer than the push timeout, see
 // WithPushTimeout), /readyz (200 once the first snapshot has been pushed,
-// 503 before) and /metrics.
+// 503 before), /metrics, and as JSON /debug/config_dump (ConfigDump: the
+// resources served, ?type= and ?name= filter them) and /debug/clients
+// (Clients: the open streams, their subscriptions, ACKs and NACKs).
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -404,6 +407,7 @@ func (s *Server) AdminHandler() http.Handler {
 	if s.gatherer != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	}
+	s.debugHandlers(mux)
 	return mux
 }
 
