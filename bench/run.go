@@ -121,27 +121,10 @@ func runReal(ctx context.Context, cfg Config, strategy string, sched []arrival, 
 		return nil, err
 	}
 	defer cl.stop()
-	mk, ok := newDialer[strategy]
-	if !ok {
-		return nil, fmt.Errorf("fairway/bench: strategy %q is not available in this build", strategy)
-	}
-	d, err := mk(ctx, cfg, cl)
+	conns, closeConns, err := dialClients(ctx, cfg, cl, strategy, zones)
+	defer closeConns()
 	if err != nil {
 		return nil, err
-	}
-	defer d.close()
-	conns := make([]*grpc.ClientConn, cfg.Clients)
-	defer func() {
-		for _, cc := range conns {
-			if cc != nil {
-				cc.Close()
-			}
-		}
-	}()
-	for i := range conns {
-		if conns[i], err = d.dial(i, zones[i]); err != nil {
-			return nil, fmt.Errorf("fairway/bench: client channel %d: %w", i, err)
-		}
 	}
 	if err := waitReady(ctx, conns, 15*time.Second); err != nil {
 		return nil, err
@@ -156,20 +139,97 @@ func runReal(ctx context.Context, cfg Config, strategy string, sched []arrival, 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	// Joins and crashes, in their own goroutine, owned by this function.
+	// Joins and crashes, in their own goroutines, owned by this function.
 	var evWG sync.WaitGroup
-	for i, p := range cfg.Pods {
-		if p.JoinAt > 0 {
-			evWG.Go(func() { at(runCtx, epoch, p.JoinAt, run, func() { _ = cl.join(i) }) })
-		}
-		if p.CrashAt > 0 {
-			evWG.Go(func() { at(runCtx, epoch, p.CrashAt, run, func() { cl.crash(i) }) })
-		}
-	}
+	scheduleEvents(runCtx, &evWG, cfg, cl, epoch, run)
 
 	var reqWG sync.WaitGroup
-	issued := 0
-	var lateSum, lateMax time.Duration
+	is := issueRequests(ctx, runCtx, &reqWG, cfg, sched, conns, zones, rec, epoch, run, prog)
+	reqWG.Wait()
+	cancel()
+	evWG.Wait()
+	wall := time.Since(epoch)
+	cpu := cpuTime() - cpu0
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	res := &Result{
+		Strategy:     strategy,
+		TargetRate:   cfg.Rate,
+		AchievedRate: float64(is.issued) / math.Max(is.lastIssue.Sub(epoch).Seconds(), run.Seconds()),
+		LateMax:      is.lateMax,
+		Wall:         wall,
+		CPU:          cpu,
+	}
+	received := make([]int64, len(cl.pods))
+	buckets := make([][]int64, len(cl.pods))
+	for i, p := range cl.pods {
+		received[i] = p.Received()
+		buckets[i] = p.Buckets()
+	}
+	res.fill(rec, received, buckets, int64(is.issued), fairWeights(cfg.Pods))
+	if is.issued > 0 {
+		res.LateMean = is.lateSum / time.Duration(is.issued)
+	}
+	return res, nil
+}
+
+// dialClients dials one client channel per zone in zones with strategy's
+// dialer. The returned function closes the channels and the dialer; call
+// it even when the error is not nil.
+func dialClients(ctx context.Context, cfg Config, cl *cluster, strategy string, zones []string) ([]*grpc.ClientConn, func(), error) {
+	mk, ok := newDialer[strategy]
+	if !ok {
+		return nil, func() {}, fmt.Errorf("fairway/bench: strategy %q is not available in this build", strategy)
+	}
+	d, err := mk(ctx, cfg, cl)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	conns := make([]*grpc.ClientConn, cfg.Clients)
+	closeAll := func() {
+		for _, cc := range conns {
+			if cc != nil {
+				cc.Close()
+			}
+		}
+		d.close()
+	}
+	for i := range conns {
+		if conns[i], err = d.dial(i, zones[i]); err != nil {
+			return nil, closeAll, fmt.Errorf("fairway/bench: client channel %d: %w", i, err)
+		}
+	}
+	return conns, closeAll, nil
+}
+
+// scheduleEvents starts, in wg, the pods' joins and crashes at their
+// fractions of run after epoch, until ctx ends.
+func scheduleEvents(ctx context.Context, wg *sync.WaitGroup, cfg Config, cl *cluster, epoch time.Time, run time.Duration) {
+	for i, p := range cfg.Pods {
+		if p.JoinAt > 0 {
+			wg.Go(func() { at(ctx, epoch, p.JoinAt, run, func() { _ = cl.join(i) }) })
+		}
+		if p.CrashAt > 0 {
+			wg.Go(func() { at(ctx, epoch, p.CrashAt, run, func() { cl.crash(i) }) })
+		}
+	}
+}
+
+// issueStats is what issueRequests did: how many requests it issued, how late
+// against the schedule, and when it issued the last.
+type issueStats struct {
+	issued           int
+	lateSum, lateMax time.Duration
+	lastIssue        time.Time
+}
+
+// issueRequests issues the requests of sched at their times after epoch,
+// each in its own goroutine in wg bounded by runCtx and cfg.Deadline,
+// recording outcomes in rec, until the schedule ends or ctx is done.
+func issueRequests(ctx, runCtx context.Context, wg *sync.WaitGroup, cfg Config, sched []arrival, conns []*grpc.ClientConn, zones []string, rec *recorder, epoch time.Time, run time.Duration, prog *progress) issueStats {
+	var is issueStats
 	nextProg := epoch
 	for _, a := range sched {
 		due := epoch.Add(a.at)
@@ -184,7 +244,7 @@ func runReal(ctx context.Context, cfg Config, strategy string, sched []arrival, 
 		}
 		ch := int(a.ch)
 		cc, zone := conns[ch], zones[ch]
-		reqWG.Go(func() {
+		wg.Go(func() {
 			rctx, rcancel := context.WithTimeout(runCtx, cfg.Deadline)
 			defer rcancel()
 			start := time.Now()
@@ -193,46 +253,19 @@ func runReal(ctx context.Context, cfg Config, strategy string, sched []arrival, 
 			cross := pod >= 0 && pod < len(cfg.Pods) && cfg.Pods[pod].Zone != zone
 			rec.record(lat, err, pod, cross)
 		})
-		issued++
+		is.issued++
 		now := time.Now()
 		late := now.Sub(due)
-		lateSum += late
-		lateMax = max(lateMax, late)
+		is.lateSum += late
+		is.lateMax = max(is.lateMax, late)
 		if now.After(nextProg) {
-			prog.update(issued, now.Sub(epoch), run)
+			prog.update(is.issued, now.Sub(epoch), run)
 			nextProg = now.Add(100 * time.Millisecond)
 		}
 	}
-	lastIssue := time.Now()
-	prog.update(issued, run, run)
-	reqWG.Wait()
-	cancel()
-	evWG.Wait()
-	wall := time.Since(epoch)
-	cpu := cpuTime() - cpu0
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-
-	res := &Result{
-		Strategy:     strategy,
-		TargetRate:   cfg.Rate,
-		AchievedRate: float64(issued) / math.Max(lastIssue.Sub(epoch).Seconds(), run.Seconds()),
-		LateMax:      lateMax,
-		Wall:         wall,
-		CPU:          cpu,
-	}
-	received := make([]int64, len(cl.pods))
-	buckets := make([][]int64, len(cl.pods))
-	for i, p := range cl.pods {
-		received[i] = p.Received()
-		buckets[i] = p.Buckets()
-	}
-	res.fill(rec, received, buckets, int64(issued), fairWeights(cfg.Pods))
-	if issued > 0 {
-		res.LateMean = lateSum / time.Duration(issued)
-	}
-	return res, nil
+	is.lastIssue = time.Now()
+	prog.update(is.issued, run, run)
+	return is
 }
 
 // at runs fn at epoch + frac·run unless ctx ends first.

@@ -95,9 +95,15 @@ type Traffic struct {
 // summarize fills the result from the changes and the streams' counters.
 func (r *Result) summarize(changes []*change, streams []*stream) {
 	r.Changes = len(changes)
-	perService := map[string]int{}
-	var first, last, lastFromStart, writes []time.Duration
-	subsOf := map[string][2]int{} // resource name → (sotw, delta) subscribers
+	perService := r.summarizeChanges(changes, subscribersOf(streams))
+	r.summarizeStreams(streams, perService)
+	r.summarizeTraffic(changes)
+}
+
+// subscribersOf counts, per resource name, the (sotw, delta) streams
+// subscribed to it.
+func subscribersOf(streams []*stream) map[string][2]int {
+	subsOf := map[string][2]int{}
 	for _, s := range streams {
 		for _, n := range s.names {
 			v := subsOf[n]
@@ -109,6 +115,14 @@ func (r *Result) summarize(changes []*change, streams []*stream) {
 			subsOf[n] = v
 		}
 	}
+	return subsOf
+}
+
+// summarizeChanges fills the change counts, subscriptions and latencies,
+// and returns the number of changes per resource name.
+func (r *Result) summarizeChanges(changes []*change, subsOf map[string][2]int) map[string]int {
+	perService := map[string]int{}
+	var first, last, lastFromStart, writes []time.Duration
 	for _, ch := range changes {
 		perService[ch.name]++
 		writes = append(writes, ch.returned.Sub(ch.started))
@@ -120,21 +134,7 @@ func (r *Result) summarize(changes []*change, streams []*stream) {
 			continue
 		}
 		r.Observed++
-		var lo, hi, hiStart time.Duration
-		for i, o := range slices.Collect(maps.Values(ch.obs)) {
-			hiStart = max(hiStart, o.at.Sub(ch.started))
-			d := o.at.Sub(ch.returned)
-			if d < 0 {
-				r.Early++
-				d = 0
-			}
-			if i == 0 || d < lo {
-				lo = d
-			}
-			if i == 0 || d > hi {
-				hi = d
-			}
-		}
+		lo, hi, hiStart := r.observationSpread(ch)
 		first = append(first, lo)
 		last = append(last, hi)
 		lastFromStart = append(lastFromStart, hiStart)
@@ -143,8 +143,33 @@ func (r *Result) summarize(changes []*change, streams []*stream) {
 	r.Last = summarizeLatency(last)
 	r.Write = summarizeLatency(writes)
 	r.LastFromStart = summarizeLatency(lastFromStart)
+	return perService
+}
 
-	r.DeltaExact = true
+// observationSpread returns the first and last observation of ch after its
+// write returned, and the last after it started, counting observations
+// that came before the write returned in r.Early.
+func (r *Result) observationSpread(ch *change) (lo, hi, hiStart time.Duration) {
+	for i, o := range slices.Collect(maps.Values(ch.obs)) {
+		hiStart = max(hiStart, o.at.Sub(ch.started))
+		d := o.at.Sub(ch.returned)
+		if d < 0 {
+			r.Early++
+			d = 0
+		}
+		if i == 0 || d < lo {
+			lo = d
+		}
+		if i == 0 || d > hi {
+			hi = d
+		}
+	}
+	return lo, hi, hiStart
+}
+
+// summarizeStreams adds the streams' counters to the traffic per kind and
+// checks that each delta stream received exactly the changes of its names.
+func (r *Result) summarizeStreams(streams []*stream, perService map[string]int) {
 	for _, s := range streams {
 		t := &r.SotW
 		if s.delta {
@@ -170,6 +195,11 @@ func (r *Result) summarize(changes []*change, streams []*stream) {
 		s.mu.Unlock()
 	}
 	r.DeltaExact = r.DeltaMismatches == 0
+}
+
+// summarizeTraffic derives the per-change and per-stream traffic and the
+// largest response per kind.
+func (r *Result) summarizeTraffic(changes []*change) {
 	for _, t := range []*Traffic{&r.SotW, &r.Delta} {
 		if r.Changes > 0 {
 			t.PerChangeBytes = float64(t.Bytes) / float64(r.Changes)
