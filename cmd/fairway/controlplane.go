@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/klog/v2"
 
 	"github.com/fairway-lb/fairway/controlplane/file"
 	"github.com/fairway-lb/fairway/controlplane/kube"
@@ -33,6 +34,7 @@ type controlPlaneFlags struct {
 	debounce   time.Duration
 	warmup     time.Duration
 	logLevel   string
+	logFormat  string
 
 	// Server limits (xdsserver.WithMaxStreamsPerConnection, …); 0: none.
 	maxStreamsPerConn int
@@ -59,7 +61,7 @@ func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, f.logLevel)
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
 	}
@@ -99,6 +101,7 @@ func parseControlPlaneFlags(args []string, stderr io.Writer) (controlPlaneFlags,
 	fs.DurationVar(&f.debounce, "debounce", xdsserver.DefaultDebounce, "coalesce changes within this window before pushing")
 	fs.DurationVar(&f.warmup, "caller-zones-warmup", defaultCallerZonesWarmup, "publish the callers' zones only this long after start, once restarted clients have reconnected")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.IntVar(&f.maxStreamsPerConn, "max-streams-per-connection", xdsserver.DefaultMaxStreamsPerConnection, "streams open at once on one client connection (HTTP/2 MAX_CONCURRENT_STREAMS); 0: no limit")
 	fs.IntVar(&f.maxStreamsPerNode, "max-streams-per-node", xdsserver.DefaultMaxStreamsPerNode, "streams open at once with one xDS node id; more are refused with RESOURCE_EXHAUSTED; 0: no limit")
 	fs.IntVar(&f.maxNamesPerStream, "max-names-per-stream", xdsserver.DefaultMaxNamesPerStream, "resource names one stream may subscribe to, over all types; more end it with RESOURCE_EXHAUSTED; 0: no limit")
@@ -155,10 +158,13 @@ func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer)
 	if kubeconfig == "" {
 		kubeconfig = os.Getenv("KUBECONFIG")
 	}
-	client, err := kube.NewClient(kubeconfig)
+	cfg, err := kube.RESTConfig(kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("no cluster to watch (give --file PATH to serve a YAML file instead): %w", err)
 	}
+	// client-go logs through klog: route it to our logger (its V(n) lines
+	// at slog level -n, so V(4) and below show with --log-level debug).
+	klog.SetSlogLogger(log.With("component", "client-go"))
 	opts := []kube.Option{kube.WithLogger(log), kube.WithRegisterer(reg), kube.WithPods(f.watchPods)}
 	if len(f.namespaces) > 0 {
 		opts = append(opts, kube.WithNamespaces(f.namespaces...))
@@ -170,7 +176,7 @@ func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer)
 		}
 		opts = append(opts, kube.WithSelector(sel))
 	}
-	return kube.New(client, opts...), nil
+	return kube.NewForConfig(cfg, opts...)
 }
 
 // serveControlPlane runs the source, the xDS server and the admin server
@@ -197,7 +203,7 @@ func serveControlPlane(ctx context.Context, log *slog.Logger, src topology.Sourc
 			<-errc
 			return fmt.Errorf("admin listener: %w", err)
 		}
-		admin = &http.Server{Handler: xds.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		admin = &http.Server{Handler: adminHandler(xds, src), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := admin.Serve(alis); !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("admin server: %w", err)
@@ -231,4 +237,25 @@ func serveControlPlane(ctx context.Context, log *slog.Logger, src topology.Sourc
 	}
 	xds.Close()
 	return runErr
+}
+
+// adminHandler is xds.AdminHandler with a /readyz whose 503 body also names
+// the source's last error (a source with a LastError method, as kube.Source),
+// so that a control plane that cannot reach its API server says why.
+func adminHandler(xds *xdsserver.Server, src topology.Source) http.Handler {
+	h := xds.AdminHandler()
+	le, ok := src.(interface{ LastError() error })
+	if !ok {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := le.LastError(); err != nil && !xds.Ready() {
+			http.Error(w, "no snapshot pushed yet; last source error: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+	return mux
 }

@@ -27,11 +27,12 @@ import (
 
 // demoConfig is what `fairway demo` runs.
 type demoConfig struct {
-	duration time.Duration // per client kind
-	rate     float64       // requests per second, all channels together
-	channels int           // channels per client kind
-	slow     float64       // service-time factor of the slow backend
-	logLevel string
+	duration  time.Duration // per client kind
+	rate      float64       // requests per second, all channels together
+	channels  int           // channels per client kind
+	slow      float64       // service-time factor of the slow backend
+	logLevel  string
+	logFormat string
 }
 
 // demoPod is one backend of the demo.
@@ -57,6 +58,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.IntVar(&c.channels, "channels", 6, "client channels per kind")
 	fs.Float64Var(&c.slow, "slow-factor", 5, "how many times slower the slow backend serves")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -70,7 +72,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case c.slow < 1:
 		return fmt.Errorf("--slow-factor must be >= 1, got %v", c.slow)
 	}
-	log, err := newLogger(stderr, c.logLevel)
+	log, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {
 		return err
 	}

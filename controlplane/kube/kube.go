@@ -15,6 +15,9 @@
 // for an empty world. While the API server is unreachable nothing is removed:
 // the informers keep their caches, the last snapshot stays current, and
 // client-go's reflectors relist by themselves when the API server returns.
+// A source made by NewForConfig makes the outage loud: each failed list or
+// watch request is logged at Warn with its cause, counted in
+// fairway_kube_watch_errors_total and kept for LastError.
 //
 // Invalid or surprising objects are reported, never fatal: each convert.Problem
 // becomes a Warning Event on its Service (when the Service exists), a log line
