@@ -17,8 +17,6 @@ import (
 	"text/tabwriter"
 )
 
-var version = "dev"
-
 // subcommand is one command of the binary, or of `fairway bench`.
 type subcommand struct {
 	name    string // "" in benchCommands: `fairway bench` itself
@@ -35,11 +33,11 @@ var commands = []subcommand{
 	{name: "controlplane", args: "[flags]", summary: "serve xDS for a cluster (--kubeconfig) or a YAML file (--file)", run: runControlPlane},
 	{name: "demo", args: "[flags]", summary: "run a control plane, backends and clients on loopback", run: runDemo},
 	{name: "bench", run: runBench},
-	{name: "version", summary: "print the version", run: runVersion},
+	{name: "version", summary: "print the version and VCS revision (also: fairway --version)", run: runVersion},
 }
 
 func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) error {
-	_, err := fmt.Fprintln(stdout, "fairway", version)
+	_, err := fmt.Fprintln(stdout, "fairway", versionString())
 	return err
 }
 
@@ -87,12 +85,15 @@ func main() {
 // run runs the subcommand named by args[0] until it ends or ctx is done, and
 // returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch {
+	case len(args) == 0:
 		fmt.Fprint(stderr, usage())
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help":
+		fmt.Fprint(stdout, usage())
 		return 0
+	case args[0] == "-version" || args[0] == "--version":
+		args = []string{"version"}
 	}
 	cmd, ok := lookup(commands, args[0])
 	if !ok {

@@ -9,11 +9,11 @@ import (
 )
 
 func TestUsage_ListsEveryCommandOfBothTables(t *testing.T) {
-	var stderr bytes.Buffer
-	if code := run(context.Background(), []string{"help"}, io.Discard, &stderr); code != 0 {
+	var stdout bytes.Buffer
+	if code := run(context.Background(), []string{"help"}, &stdout, io.Discard); code != 0 {
 		t.Fatalf("fairway help: exit code %d, want 0", code)
 	}
-	help := stderr.String()
+	help := stdout.String()
 	for _, c := range commands {
 		if c.name != "bench" && !strings.Contains(help, "fairway "+c.name) {
 			t.Errorf("usage does not list %q:\n%s", c.name, help)
