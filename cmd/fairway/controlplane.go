@@ -20,6 +20,7 @@ import (
 	"github.com/fairway-lb/fairway/controlplane/kube"
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/controlplane/xdsserver"
+	"github.com/fairway-lb/fairway/internal/cliflag"
 )
 
 // controlPlaneFlags are the flags of `fairway controlplane`.
@@ -56,8 +57,8 @@ type controlPlaneFlags struct {
 // reconnect backoff stays under a few seconds at first).
 const defaultCallerZonesWarmup = 5 * time.Second
 
-func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) error {
-	f, err := parseControlPlaneFlags(args, stderr)
+func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := parseControlPlaneFlags(args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -87,10 +88,9 @@ func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) er
 }
 
 // parseControlPlaneFlags parses and checks the flags of `fairway controlplane`.
-func parseControlPlaneFlags(args []string, stderr io.Writer) (controlPlaneFlags, error) {
+func parseControlPlaneFlags(args []string, stdout, stderr io.Writer) (controlPlaneFlags, error) {
 	var f controlPlaneFlags
 	fs := flag.NewFlagSet("fairway controlplane", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&f.file, "file", "", "serve the Services and EndpointSlices of this YAML file (watched) instead of a cluster")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to watch (default: $KUBECONFIG, then in-cluster config)")
 	fs.Var(&f.namespaces, "namespace", "namespace to watch (repeatable or comma-separated; default: all)")
@@ -113,7 +113,7 @@ func parseControlPlaneFlags(args []string, stderr io.Writer) (controlPlaneFlags,
 	fs.DurationVar(&f.pushTimeout, "push-timeout", xdsserver.DefaultPushTimeout, "/healthz fails when a push has run, or been due, for longer; 0: never")
 	fs.IntVar(&f.maxSendMsgSize, "max-send-msg-size", xdsserver.DefaultMaxSendMsgSize, "largest xDS response sent, in bytes (clients must accept as much)")
 	fs.IntVar(&f.sizeWarning, "response-size-warning", xdsserver.DefaultResponseSizeWarning, "warn (log and fairway_xds_large_responses_total) about responses of this many bytes or more; 0: never")
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args, stdout, stderr); err != nil {
 		return f, err
 	}
 	if fs.NArg() > 0 {

@@ -23,6 +23,7 @@ import (
 	"github.com/fairway-lb/fairway/client"
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/controlplane/xdsserver"
+	"github.com/fairway-lb/fairway/internal/cliflag"
 )
 
 // demoConfig is what `fairway demo` runs.
@@ -52,14 +53,13 @@ var demoZones = []string{"zone-a", "zone-b", "zone-c"}
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c demoConfig
 	fs := flag.NewFlagSet("fairway demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.DurationVar(&c.duration, "duration", 7*time.Second, "load duration per client kind")
 	fs.Float64Var(&c.rate, "rate", 1200, "requests per second (all channels of one kind together)")
 	fs.IntVar(&c.channels, "channels", 6, "client channels per kind")
 	fs.Float64Var(&c.slow, "slow-factor", 5, "how many times slower the slow backend serves")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	switch {
