@@ -1,13 +1,20 @@
 # syntax=docker/dockerfile:1
-# Fairway control plane image: docker build -t ghcr.io/fairway-lb/fairway:latest .
+# Fairway control plane image. Built by `make image` / `make release` (multi-arch, versioned):
+#   docker buildx build --build-arg VERSION=v0.1.0 --build-arg REVISION=$(git rev-parse HEAD) \
+#     -t ghcr.io/fairway-lb/fairway:v0.1.0 .
+# .git is not in the build context, so the version and revision come in as build arguments.
 
-FROM golang:1.26 AS build
+FROM --platform=$BUILDPLATFORM golang:1.26 AS build
+ARG TARGETOS TARGETARCH
+ARG VERSION=devel
+ARG REVISION=
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/fairway ./cmd/fairway
+    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath \
+    -ldflags "-s -w -X main.version=${VERSION} -X main.revision=${REVISION}" -o /out/fairway ./cmd/fairway
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/fairway /usr/local/bin/fairway

@@ -10,6 +10,10 @@
 #   make dev-cluster  run a local etcd + kube-apiserver and print its kubeconfig path
 #   make soak         the xDS server's 10-minute soak: 1,000 churning ADS streams, then goroutines
 #                     and heap back to the baseline (make test runs it for 15 s)
+#   make build        build bin/fairway, stamped with $(VERSION) and the commit
+#   make image        build the control plane image for this machine's platform, tagged $(VERSION)
+#   make release      VERSION=vX.Y.Z: check that deploy/ references that tag, then build and push
+#                     the linux/amd64 + linux/arm64 image $(IMAGE):$(VERSION) (needs docker buildx)
 
 SHELL := /usr/bin/env bash
 
@@ -18,6 +22,11 @@ FAIRWAY_KUBEBINS ?= $(HOME)/.cache/fairway/kubebins/$(KUBE_VERSION)
 export FAIRWAY_KUBEBINS
 
 GO ?= go
+IMAGE ?= ghcr.io/fairway-lb/fairway
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+PLATFORMS ?= linux/amd64,linux/arm64
+LDFLAGS := -X main.version=$(VERSION) -X main.revision=$(REVISION)
 GO_TEST_FLAGS ?= -count=1 -timeout 20m
 
 .PHONY: kubebins
@@ -45,3 +54,25 @@ SOAK ?= 10m
 .PHONY: soak
 soak:
 	$(GO) test -count=1 -v -run '^TestServer_Soak$$' -timeout 30m ./controlplane/xdsserver/ -soak $(SOAK)
+
+.PHONY: build
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/fairway ./cmd/fairway
+
+.PHONY: image
+image:
+	docker buildx build --load --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		-t $(IMAGE):$(VERSION) .
+
+# A release is a tag vX.Y.Z whose deploy/kustomization.yaml already names it (images: newTag),
+# so that `kubectl apply -k deploy` at that tag runs that image.
+.PHONY: release
+release:
+	@[[ "$(VERSION)" =~ ^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$ ]] || \
+		{ echo "make release: VERSION=$(VERSION) is not vX.Y.Z"; exit 1; }
+	@grep -q "newTag: $(VERSION)$$" deploy/kustomization.yaml || \
+		{ echo "make release: deploy/kustomization.yaml does not set newTag: $(VERSION)"; exit 1; }
+	@[[ -z "$$(git status --porcelain)" ]] || { echo "make release: uncommitted changes"; exit 1; }
+	docker buildx build --platform $(PLATFORMS) --push \
+		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+		-t $(IMAGE):$(VERSION) .

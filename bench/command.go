@@ -6,20 +6,21 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/fairway-lb/fairway/internal/cliflag"
 )
 
 // The command lines of package bench. cmd/fairway's table of `fairway bench`
 // subcommands dispatches to them; each parses its own flags from args (the
 // arguments after the subcommand's name), draws progress on stderr and prints
-// its table on stdout. -h returns flag.ErrHelp.
+// its table on stdout. -h prints the flags on stdout and returns flag.ErrHelp.
 
 // CompareCommand is `fairway bench [flags]`: the side-by-side comparison
 // (Run), with its --json and --plot outputs.
 func CompareCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fairway bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	f, build := RegisterFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	cfg, err := build()
@@ -54,9 +55,8 @@ func CompareCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 // (Capacity), with its --json output.
 func CapacityCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fairway bench capacity", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	f, build := RegisterCapacityFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	cfg, err := build()

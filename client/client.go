@@ -29,7 +29,8 @@ import (
 // Environment variables read when the corresponding option is not given.
 const (
 	// EnvXDSAddr lists the control-plane addresses, comma-separated
-	// ("fairway-controlplane.fairway-system:18000,10.0.0.5:18000").
+	// ("fairway-xds.fairway-system:18000", the Service of deploy/; several are
+	// tried in order).
 	EnvXDSAddr = "FAIRWAY_XDS_ADDR"
 	// EnvZone is the caller's zone (topology.kubernetes.io/zone).
 	EnvZone = "FAIRWAY_ZONE"

@@ -16,7 +16,7 @@
 //
 //	conn, err := grpc.NewClient("fairway:///echo.default:8080",
 //		grpc.WithTransportCredentials(insecure.NewCredentials()),
-//		client.WithFairway(client.WithXDSServers("fairway.fairway-system:18000"), client.WithZone("zone-a")))
+//		client.WithFairway(client.WithXDSServers("fairway-xds.fairway-system:18000"), client.WithZone("zone-a")))
 //
 // Targets are fairway:///NAME.NAMESPACE:PORT or
 // fairway:///NAME.NAMESPACE.svc.cluster.local:PORT, PORT being the Service

@@ -30,7 +30,7 @@ func ExampleWithFairway() {
 	conn, err := grpc.NewClient("fairway:///echo.default.svc.cluster.local:8080",
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		client.WithFairway(
-			client.WithXDSServers("fairway.fairway-system:18000", "fairway-2.fairway-system:18000"),
+			client.WithXDSServers("fairway-xds.fairway-system:18000"),
 			client.WithZone("eu-west-1a"),
 			client.WithStrategy(`[{"zone_affinity":{"spill_margin":0.2}},{"p2c":{}}]`),
 		))

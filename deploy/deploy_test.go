@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"context"
+	"regexp"
 	"testing"
 	"time"
 
@@ -151,6 +152,10 @@ func TestManifests_ApplyAndRBAC(t *testing.T) {
 			t.Fatalf("%d containers, want 1", len(pod.Containers))
 		}
 		c := pod.Containers[0]
+		// A released, versioned image (make release VERSION=<tag>), never :latest.
+		if !regexp.MustCompile(`^ghcr\.io/fairway-lb/fairway:v[0-9]+\.[0-9]+\.[0-9]+$`).MatchString(c.Image) {
+			t.Errorf("image = %q, want ghcr.io/fairway-lb/fairway:vX.Y.Z", c.Image)
+		}
 		if diff := cmp.Diff(c.Args, []string{"controlplane", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:9090"}); diff != "" {
 			t.Errorf("args (-got +want):\n%s", diff)
 		}

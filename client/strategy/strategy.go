@@ -43,7 +43,9 @@
 //	func (builder) Build(any, strategy.Strategy, strategy.BuildOptions) strategy.Strategy { ... }
 //
 // An application imports it (import _ ".../firsthealthy") and names it in a
-// chain; client/balancer's tests register such a strategy from a test file.
+// chain; Example (customStrategy) shows a wrapper and a terminal of an
+// application's own, and client/balancer's tests register such a strategy
+// from a test file.
 package strategy
 
 import (

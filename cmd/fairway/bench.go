@@ -9,6 +9,7 @@ import (
 
 	"github.com/fairway-lb/fairway/bench"
 	"github.com/fairway-lb/fairway/bench/cpbench"
+	"github.com/fairway-lb/fairway/internal/cliflag"
 )
 
 // benchCommands is every `fairway bench` subcommand: runBench dispatches on
@@ -36,9 +37,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // run against this very binary unless --fairway-bin names another.
 func runBenchControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("fairway bench controlplane", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	cfg := cpbench.RegisterFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -15,11 +15,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/klog/v2"
 
 	"github.com/fairway-lb/fairway/controlplane/file"
 	"github.com/fairway-lb/fairway/controlplane/kube"
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/controlplane/xdsserver"
+	"github.com/fairway-lb/fairway/internal/cliflag"
 )
 
 // controlPlaneFlags are the flags of `fairway controlplane`.
@@ -35,6 +37,7 @@ type controlPlaneFlags struct {
 	warmup     time.Duration
 	logLevel   string
 	pprof      bool
+	logFormat  string
 
 	// Server limits (xdsserver.WithMaxStreamsPerConnection, …); 0: none.
 	maxStreamsPerConn int
@@ -56,12 +59,12 @@ type controlPlaneFlags struct {
 // reconnect backoff stays under a few seconds at first).
 const defaultCallerZonesWarmup = 5 * time.Second
 
-func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) error {
-	f, err := parseControlPlaneFlags(args, stderr)
+func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f, err := parseControlPlaneFlags(args, stdout, stderr)
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, f.logLevel)
+	log, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return err
 	}
@@ -83,14 +86,13 @@ func runControlPlane(ctx context.Context, args []string, _, stderr io.Writer) er
 		xdsserver.WithMaxSendMsgSize(f.maxSendMsgSize),
 		xdsserver.WithResponseSizeWarning(f.sizeWarning))
 	defer xds.Close()
-	return serveControlPlane(ctx, log, src, xds, f.xdsAddr, f.adminAddr, adminHandler(xds, f.pprof))
+	return serveControlPlane(ctx, log, src, xds, f.xdsAddr, f.adminAddr, adminHandler(xds, src, f.pprof))
 }
 
 // parseControlPlaneFlags parses and checks the flags of `fairway controlplane`.
-func parseControlPlaneFlags(args []string, stderr io.Writer) (controlPlaneFlags, error) {
+func parseControlPlaneFlags(args []string, stdout, stderr io.Writer) (controlPlaneFlags, error) {
 	var f controlPlaneFlags
 	fs := flag.NewFlagSet("fairway controlplane", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&f.file, "file", "", "serve the Services and EndpointSlices of this YAML file (watched) instead of a cluster")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to watch (default: $KUBECONFIG, then in-cluster config)")
 	fs.Var(&f.namespaces, "namespace", "namespace to watch (repeatable or comma-separated; default: all)")
@@ -102,6 +104,7 @@ func parseControlPlaneFlags(args []string, stderr io.Writer) (controlPlaneFlags,
 	fs.DurationVar(&f.debounce, "debounce", xdsserver.DefaultDebounce, "coalesce changes within this window before pushing")
 	fs.DurationVar(&f.warmup, "caller-zones-warmup", defaultCallerZonesWarmup, "publish the callers' zones only this long after start, once restarted clients have reconnected")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.IntVar(&f.maxStreamsPerConn, "max-streams-per-connection", xdsserver.DefaultMaxStreamsPerConnection, "streams open at once on one client connection (HTTP/2 MAX_CONCURRENT_STREAMS); 0: no limit")
 	fs.IntVar(&f.maxStreamsPerNode, "max-streams-per-node", xdsserver.DefaultMaxStreamsPerNode, "streams open at once with one xDS node id; more are refused with RESOURCE_EXHAUSTED; 0: no limit")
 	fs.IntVar(&f.maxNamesPerStream, "max-names-per-stream", xdsserver.DefaultMaxNamesPerStream, "resource names one stream may subscribe to, over all types; more end it with RESOURCE_EXHAUSTED; 0: no limit")
@@ -113,7 +116,7 @@ func parseControlPlaneFlags(args []string, stderr io.Writer) (controlPlaneFlags,
 	fs.DurationVar(&f.pushTimeout, "push-timeout", xdsserver.DefaultPushTimeout, "/healthz fails when a push has run, or been due, for longer; 0: never")
 	fs.IntVar(&f.maxSendMsgSize, "max-send-msg-size", xdsserver.DefaultMaxSendMsgSize, "largest xDS response sent, in bytes (clients must accept as much)")
 	fs.IntVar(&f.sizeWarning, "response-size-warning", xdsserver.DefaultResponseSizeWarning, "warn (log and fairway_xds_large_responses_total) about responses of this many bytes or more; 0: never")
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args, stdout, stderr); err != nil {
 		return f, err
 	}
 	if fs.NArg() > 0 {
@@ -145,23 +148,6 @@ func parseControlPlaneFlags(args []string, stderr io.Writer) (controlPlaneFlags,
 	return f, nil
 }
 
-// adminHandler is the admin server's handler: the xDS server's
-// (xdsserver.Server.AdminHandler) and, with pprof, net/http/pprof's
-// profiles under /debug/pprof/.
-func adminHandler(xds *xdsserver.Server, pprofOn bool) http.Handler {
-	if !pprofOn {
-		return xds.AdminHandler()
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/", xds.AdminHandler())
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
-}
-
 // newSource builds the file source when --file is given, else the Kubernetes
 // source.
 func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer) (topology.Source, error) {
@@ -175,10 +161,13 @@ func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer)
 	if kubeconfig == "" {
 		kubeconfig = os.Getenv("KUBECONFIG")
 	}
-	client, err := kube.NewClient(kubeconfig)
+	cfg, err := kube.RESTConfig(kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("no cluster to watch (give --file PATH to serve a YAML file instead): %w", err)
 	}
+	// client-go logs through klog: route it to our logger (its V(n) lines
+	// at slog level -n, so V(4) and below show with --log-level debug).
+	klog.SetSlogLogger(log.With("component", "client-go"))
 	opts := []kube.Option{kube.WithLogger(log), kube.WithRegisterer(reg), kube.WithPods(f.watchPods)}
 	if len(f.namespaces) > 0 {
 		opts = append(opts, kube.WithNamespaces(f.namespaces...))
@@ -190,7 +179,7 @@ func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer)
 		}
 		opts = append(opts, kube.WithSelector(sel))
 	}
-	return kube.New(client, opts...), nil
+	return kube.NewForConfig(cfg, opts...)
 }
 
 // serveControlPlane runs the source, the xDS server and the admin server
@@ -251,4 +240,34 @@ func serveControlPlane(ctx context.Context, log *slog.Logger, src topology.Sourc
 	}
 	xds.Close()
 	return runErr
+}
+
+// adminHandler is the admin server's handler: xds.AdminHandler, with a
+// /readyz whose 503 body also names the source's last error (a Kubernetes
+// API it cannot reach) and, with pprofOn, /debug/pprof.
+func adminHandler(xds *xdsserver.Server, src topology.Source, pprofOn bool) http.Handler {
+	h := xds.AdminHandler()
+	le, hasErr := src.(interface{ LastError() error })
+	if !hasErr && !pprofOn {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	if hasErr {
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+			if err := le.LastError(); err != nil && !xds.Ready() {
+				http.Error(w, "no snapshot pushed yet; last source error: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	if pprofOn {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
 }

@@ -23,15 +23,17 @@ import (
 	"github.com/fairway-lb/fairway/client"
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/controlplane/xdsserver"
+	"github.com/fairway-lb/fairway/internal/cliflag"
 )
 
 // demoConfig is what `fairway demo` runs.
 type demoConfig struct {
-	duration time.Duration // per client kind
-	rate     float64       // requests per second, all channels together
-	channels int           // channels per client kind
-	slow     float64       // service-time factor of the slow backend
-	logLevel string
+	duration  time.Duration // per client kind
+	rate      float64       // requests per second, all channels together
+	channels  int           // channels per client kind
+	slow      float64       // service-time factor of the slow backend
+	logLevel  string
+	logFormat string
 }
 
 // demoPod is one backend of the demo.
@@ -51,13 +53,13 @@ var demoZones = []string{"zone-a", "zone-b", "zone-c"}
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c demoConfig
 	fs := flag.NewFlagSet("fairway demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.DurationVar(&c.duration, "duration", 7*time.Second, "load duration per client kind")
 	fs.Float64Var(&c.rate, "rate", 1200, "requests per second (all channels of one kind together)")
 	fs.IntVar(&c.channels, "channels", 6, "client channels per kind")
 	fs.Float64Var(&c.slow, "slow-factor", 5, "how many times slower the slow backend serves")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	if err := cliflag.Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	switch {
@@ -70,7 +72,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case c.slow < 1:
 		return fmt.Errorf("--slow-factor must be >= 1, got %v", c.slow)
 	}
-	log, err := newLogger(stderr, c.logLevel)
+	log, err := newLogger(stderr, c.logLevel, c.logFormat)
 	if err != nil {
 		return err
 	}

@@ -88,7 +88,7 @@ func TestControlPlane_ConfigDumpServesEcho(t *testing.T) {
 	xds := xdsserver.New()
 	defer xds.Close()
 	rec := httptest.NewRecorder()
-	adminHandler(xds, false).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/", nil))
+	adminHandler(xds, nil, false).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/", nil))
 	if rec.Code != http.StatusNotFound {
 		t.Errorf("/debug/pprof/ without --enable-pprof: %d, want 404", rec.Code)
 	}

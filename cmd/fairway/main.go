@@ -17,8 +17,6 @@ import (
 	"text/tabwriter"
 )
 
-var version = "dev"
-
 // subcommand is one command of the binary, or of `fairway bench`.
 type subcommand struct {
 	name    string // "" in benchCommands: `fairway bench` itself
@@ -36,11 +34,11 @@ var commands = []subcommand{
 	{name: "demo", args: "[flags]", summary: "run a control plane, backends and clients on loopback", run: runDemo},
 	{name: "inspect", args: "--control-plane ADMIN_ADDR | --client ADDR [--name NAME]", summary: "show what a control plane serves and to whom, and what a client holds (CSDS)", run: runInspect},
 	{name: "bench", run: runBench},
-	{name: "version", summary: "print the version", run: runVersion},
+	{name: "version", summary: "print the version and VCS revision (also: fairway --version)", run: runVersion},
 }
 
 func runVersion(_ context.Context, _ []string, stdout, _ io.Writer) error {
-	_, err := fmt.Fprintln(stdout, "fairway", version)
+	_, err := fmt.Fprintln(stdout, "fairway", versionString())
 	return err
 }
 
@@ -88,12 +86,15 @@ func main() {
 // run runs the subcommand named by args[0] until it ends or ctx is done, and
 // returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch {
+	case len(args) == 0:
 		fmt.Fprint(stderr, usage())
-		if len(args) == 0 {
-			return 2
-		}
+		return 2
+	case args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help":
+		fmt.Fprint(stdout, usage())
 		return 0
+	case args[0] == "-version" || args[0] == "--version":
+		args = []string{"version"}
 	}
 	cmd, ok := lookup(commands, args[0])
 	if !ok {
@@ -110,13 +111,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// newLogger returns a text logger on w at the named level.
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+// newLogger returns a logger on w at the named level, in the named format
+// (text or json).
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
 		return nil, fmt.Errorf("invalid --log-level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("invalid --log-format %q: want text or json", format)
 }
 
 // stringList is a repeatable string flag.

@@ -9,11 +9,11 @@ import (
 )
 
 func TestUsage_ListsEveryCommandOfBothTables(t *testing.T) {
-	var stderr bytes.Buffer
-	if code := run(context.Background(), []string{"help"}, io.Discard, &stderr); code != 0 {
+	var stdout bytes.Buffer
+	if code := run(context.Background(), []string{"help"}, &stdout, io.Discard); code != 0 {
 		t.Fatalf("fairway help: exit code %d, want 0", code)
 	}
-	help := stderr.String()
+	help := stdout.String()
 	for _, c := range commands {
 		if c.name != "bench" && !strings.Contains(help, "fairway "+c.name) {
 			t.Errorf("usage does not list %q:\n%s", c.name, help)
@@ -34,9 +34,9 @@ func TestRun_BenchDispatchesEverySubcommand(t *testing.T) {
 			args = []string{"bench", c.name, "-h"}
 			want = "Usage of fairway bench " + c.name + ":"
 		}
-		var stderr bytes.Buffer
-		if code := run(context.Background(), args, io.Discard, &stderr); code != 0 || !strings.Contains(stderr.String(), want) {
-			t.Errorf("fairway %s: exit code %d, stderr %q; want 0 and %q", strings.Join(args, " "), code, stderr.String(), want)
+		var stdout bytes.Buffer
+		if code := run(context.Background(), args, &stdout, io.Discard); code != 0 || !strings.Contains(stdout.String(), want) {
+			t.Errorf("fairway %s: exit code %d, stdout %q; want 0 and %q", strings.Join(args, " "), code, stdout.String(), want)
 		}
 	}
 }

@@ -15,6 +15,9 @@
 // for an empty world. While the API server is unreachable nothing is removed:
 // the informers keep their caches, the last snapshot stays current, and
 // client-go's reflectors relist by themselves when the API server returns.
+// A source made by NewForConfig makes the outage loud: each failed list or
+// watch request is logged at Warn with its cause, counted in
+// fairway_kube_watch_errors_total and kept for LastError.
 //
 // Invalid or surprising objects are reported, never fatal: each convert.Problem
 // becomes a Warning Event on its Service (when the Service exists), a log line
@@ -45,6 +48,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -143,6 +147,7 @@ type Source struct {
 	registry   prometheus.Registerer
 	recorder   record.EventRecorder // nil: Run builds its own
 	metrics    *metrics
+	requests   *requestWatcher // watches the client's requests (NewForConfig only)
 	synced     atomic.Bool
 	running    atomic.Bool
 
@@ -171,10 +176,44 @@ type scope struct {
 	hasSyncedList []cache.InformerSynced
 }
 
-// New returns a source that watches the API through client.
+// New returns a source that watches the API through client. A failing API
+// server shows only in client-go's own log lines; NewForConfig makes it loud.
 func New(client kubernetes.Interface, opts ...Option) *Source {
+	s := newSource(opts)
+	s.client = client
+	return s
+}
+
+// NewForConfig returns a source that watches the API through a client for cfg
+// (made as NewClientForConfig does) whose failed list and watch requests are
+// logged at Warn with their cause (the first at once, then at most every 30 s
+// per resource while they keep failing), counted in
+// fairway_kube_watch_errors_total and returned by LastError.
+func NewForConfig(cfg *rest.Config, opts ...Option) (*Source, error) {
+	s := newSource(opts)
+	s.requests = newRequestWatcher(s.logger, s.metrics.watchErr)
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(s.requests.wrap)
+	client, err := NewClientForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.client = client
+	return s, nil
+}
+
+// LastError returns the error of the last failed list or watch request, or
+// nil once requests succeed again (always nil for a source made by New). It
+// explains why a source has not synced. Safe for concurrent use.
+func (s *Source) LastError() error {
+	if s.requests == nil {
+		return nil
+	}
+	return s.requests.lastError()
+}
+
+func newSource(opts []Option) *Source {
 	s := &Source{
-		client:   client,
 		selector: labels.Everything(),
 		logger:   slog.Default(),
 		changed:  make(map[string]time.Time),

@@ -13,6 +13,7 @@ type metrics struct {
 	problems *prometheus.CounterVec // fairway_source_problems_total{source,reason}
 	sync     prometheus.Histogram   // fairway_kube_sync_seconds
 	services prometheus.Gauge       // fairway_kube_services
+	watchErr *prometheus.CounterVec // fairway_kube_watch_errors_total{resource,verb}
 }
 
 // newMetrics returns the source's metrics, registered with reg (nil: not
@@ -31,15 +32,20 @@ func newMetrics(reg prometheus.Registerer, queueDepth func() float64) (*metrics,
 			Name: "fairway_kube_services",
 			Help: "Kubernetes Services with at least one port in the current snapshot.",
 		}),
+		watchErr: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fairway_kube_watch_errors_total",
+			Help: "Failed list and watch requests of the Kubernetes source (connection errors and error responses), by resource and verb (list, watch).",
+		}, []string{"resource", "verb"}),
 	}
 	depth := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "fairway_kube_queue_depth",
 		Help: "Service keys waiting in the Kubernetes source's workqueue.",
 	}, queueDepth)
-	var errs [4]error
+	var errs [5]error
 	m.problems, errs[0] = promreg.Register(reg, m.problems)
 	m.sync, errs[1] = promreg.Register(reg, m.sync)
 	m.services, errs[2] = promreg.Register(reg, m.services)
 	_, errs[3] = promreg.Register(reg, depth)
+	m.watchErr, errs[4] = promreg.Register(reg, m.watchErr)
 	return m, errors.Join(errs[:]...)
 }
