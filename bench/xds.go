@@ -43,7 +43,13 @@ func startControlPlane(ctx context.Context, c *cluster, policy topology.Policy) 
 		return nil, fmt.Errorf("fairway/bench: control plane listener: %w", err)
 	}
 	cp := &controlPlane{
-		srv:    xdsserver.New(xdsserver.WithDebounce(0), xdsserver.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))),
+		// A run measures the steady state of a control plane whose clients
+		// have all connected: no caller-zones warm-up (the library's default)
+		// and no republish interval, which would otherwise leave the first
+		// seconds of a strategy's run, all of it in short runs, on the
+		// callers' spread seen when only the first clients had connected.
+		srv: xdsserver.New(xdsserver.WithDebounce(0), xdsserver.WithCallerZonesInterval(0),
+			xdsserver.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))),
 		addr:   lis.Addr().String(),
 		policy: policy,
 	}
