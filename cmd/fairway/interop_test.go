@@ -208,20 +208,30 @@ func (w *interop) wantRemoval(t *testing.T, c *interopclient.Client) time.Durati
 	writeFile(t, w.path, interopWorld(w.port, w.echoIPs[:last], w.otherIPs)...)
 	removed := time.Now()
 	removedPod := w.backends[last]
-	for {
+	// Gone once three batches in a row miss it: one batch of 6 can miss a
+	// pod by chance (C-core's legacy policy picks localities by weight), so
+	// one clean batch does not prove the update arrived.
+	var took time.Duration
+	for clean := 0; clean < 3; {
 		r := c.Calls("echo.default:8080", 6)
 		if len(r.Errors) > 0 {
 			t.Fatalf("echo while removing an endpoint: %s", r.Errors[0])
 		}
-		if r.Counts()[removedPod.Name()] == 0 {
-			break
+		switch {
+		case r.Counts()[removedPod.Name()] > 0:
+			clean = 0
+		case clean == 0:
+			took, clean = time.Since(removed), 1
+		default:
+			clean++
 		}
-		if time.Since(removed) > 3*time.Second {
+		if clean == 0 && time.Since(removed) > 3*time.Second {
 			t.Fatalf("%s still gets RPCs %v after it left the file", removedPod.Name(), time.Since(removed))
 		}
-		time.Sleep(20 * time.Millisecond)
+		if clean == 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
-	took := time.Since(removed)
 	before := removedPod.Count()
 	wantSpread(t, c, "echo.default:8080", w.echo[:last])
 	if n := removedPod.Count(); n != before {
