@@ -36,7 +36,7 @@ func (s *Server) push(snap *topology.Snapshot) {
 type change struct {
 	endpoints map[string]*topology.Service // ClusterLoadAssignments to render, by name
 	clusters  map[string]*topology.Service // Clusters to render, by name
-	added     []*topology.Service          // new services: RouteConfiguration and Listeners to render
+	added     []*topology.Service          // new services, and routes changed: RouteConfiguration and Listeners to render
 	removed   []topology.ServiceKey        // services whose resources to remove
 	changed   int                          // services added or changed
 }
@@ -44,7 +44,8 @@ type change struct {
 // diff returns the change from prev (nil before the first push) to next. A
 // service whose *topology.Service is the same pointer, or Equal, is
 // unchanged; a changed one renders its ClusterLoadAssignment if its
-// endpoints changed and its Cluster if its policy did; a new one, or a
+// endpoints changed, its Cluster if its policy did and its RouteConfiguration
+// and Listeners if its route did (routeChanged); a new one, or a
 // changed one among broken (whose last render failed, so that its resources
 // may be missing), renders everything. The same snapshot twice is no change.
 func diff(prev, next *topology.Snapshot, broken map[topology.ServiceKey]*topology.Service) change {
@@ -71,7 +72,10 @@ func diff(prev, next *topology.Snapshot, broken map[topology.ServiceKey]*topolog
 		if old == nil || !old.Policy.Equal(svc.Policy) {
 			ch.clusters[name] = svc
 		}
-		if old == nil {
+		// The RouteConfiguration carries the ring_hash header hash policy:
+		// a change of either re-renders it (with the Listeners) like a new
+		// service's.
+		if old == nil || routeChanged(old.Policy, svc.Policy) {
 			ch.added = append(ch.added, svc)
 		}
 	}
@@ -84,6 +88,15 @@ func diff(prev, next *topology.Snapshot, broken map[topology.ServiceKey]*topolog
 		}
 	}
 	return ch
+}
+
+// routeChanged reports whether a's and b's RouteConfigurations differ: only
+// ring_hash routes carry a policy (the hash on HashHeader).
+func routeChanged(a, b topology.Policy) bool {
+	if (a.LB == topology.RingHash) != (b.LB == topology.RingHash) {
+		return true
+	}
+	return a.LB == topology.RingHash && a.HashHeader != b.HashHeader
 }
 
 func endpointsEqual(a, b *topology.Service) bool {
