@@ -120,7 +120,7 @@ func debugRequestLocked(st *streamState, sid streamID, req streamRequest) {
 	}
 	switch {
 	case req.nack():
-		d.nacked, d.nackErr = req.version, req.errorDetail.GetMessage()
+		d.nacked, d.nackErr = req.version, nackError(req)
 		if req.nonce == d.sent.nonce {
 			d.nacked = d.sent.version
 		}

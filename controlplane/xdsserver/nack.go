@@ -1,6 +1,8 @@
 package xdsserver
 
 import (
+	"unicode/utf8"
+
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 )
@@ -55,11 +57,30 @@ func (c nackCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, o
 // at debug level only.
 func (s *Server) nacked(sid streamID, nodeID string, req streamRequest, first bool) {
 	attrs := []any{"node", nodeID, "stream", sid.id, "protocol", sid.protocol, "type", typeLabel(req.typeURL),
-		"nonce", req.nonce, "accepted_version", req.version, "names", req.names, "error", req.errorDetail.GetMessage()}
+		"nonce", req.nonce, "accepted_version", req.version, "names", len(req.names),
+		"examples", req.names[:min(len(req.names), unknownExamples)], "error", nackError(req)}
 	if !first {
 		s.log.Debug("xDS client repeated a NACK", attrs...)
 		return
 	}
 	s.metrics.nacks.WithLabelValues(typeLabel(req.typeURL)).Inc()
 	s.log.Warn("xDS client rejected a response (NACK); it gets nothing more for the type until the resources change", attrs...)
+}
+
+// maxNACKError is how much of a client's error_detail the server keeps and
+// logs: the message is the client's to choose, of any length.
+const maxNACKError = 1024
+
+// nackError is req's error_detail message, cut to maxNACKError bytes (on a
+// rune boundary, with "…" when cut).
+func nackError(req streamRequest) string {
+	m := req.errorDetail.GetMessage()
+	if len(m) <= maxNACKError {
+		return m
+	}
+	cut := maxNACKError
+	for cut > 0 && !utf8.RuneStart(m[cut]) {
+		cut--
+	}
+	return m[:cut] + "…"
 }

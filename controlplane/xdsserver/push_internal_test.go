@@ -1,8 +1,12 @@
 package xdsserver
 
 import (
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
 )
@@ -35,5 +39,16 @@ func TestDiff_RouteFollowsTheHashPolicy(t *testing.T) {
 		if got := len(ch.added) == 1; got != tc.wantRoute {
 			t.Errorf("%s: route re-rendered = %v, want %v", tc.name, got, tc.wantRoute)
 		}
+	}
+}
+
+func TestNACKError_CutToABound(t *testing.T) {
+	long := strings.Repeat("é", maxNACKError) // 2 bytes a rune
+	got := nackError(streamRequest{errorDetail: &statuspb.Status{Message: long}})
+	if len(got) > maxNACKError+len("…") || !utf8.ValidString(got) || !strings.HasSuffix(got, "…") {
+		t.Errorf("nackError of %d bytes = %d bytes (valid UTF-8 %v), want at most %d + an ellipsis", len(long), len(got), utf8.ValidString(got), maxNACKError)
+	}
+	if got := nackError(streamRequest{errorDetail: &statuspb.Status{Message: "short"}}); got != "short" {
+		t.Errorf("nackError(short) = %q", got)
 	}
 }
