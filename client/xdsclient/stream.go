@@ -45,16 +45,17 @@ func (c *Client) run(ctx context.Context) {
 		c.m.streamErrors.WithLabelValues(reason).Inc()
 		// A response over the receive limit comes again on the next
 		// stream: back off as after a stream that never worked.
-		if worked && reason != reasonTooLarge {
+		if worked && !tooLarge(err) {
 			retries, failed = 0, 0
 		}
 		failed++
 		// Watchers hear of it when a working stream breaks or when every
 		// address has failed in a row, not while failover may still succeed.
-		c.setDisconnected(fmt.Errorf("%s: %w", addr, err), worked || failed >= len(c.servers))
+		allFailed := failed >= len(c.servers)
+		c.setDisconnected(fmt.Errorf("%s: %w", addr, err), worked || allFailed)
 		d := c.opts.backoff(retries)
 		retries++
-		c.logStreamError(addr, err, reason, d)
+		c.logStreamError(addr, err, reason, allFailed, d)
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
@@ -108,7 +109,8 @@ func (c *Client) runStream(ctx context.Context, addr string) (worked bool, err e
 	watchdog := c.startWatchdog(cancel)
 	defer watchdog.Stop()
 	defer func() {
-		if cause := context.Cause(sctx); errors.Is(cause, errNoResponse) {
+		// Unless the first response won the race with the watchdog.
+		if cause := context.Cause(sctx); !worked && errors.Is(cause, errNoResponse) {
 			err = cause
 		}
 	}()
@@ -356,9 +358,27 @@ func (c *Client) startWatchdog(cancel context.CancelCauseFunc) watchdog {
 	return watchdog{time.AfterFunc(d, func() { cancel(fmt.Errorf("%w within %v", errNoResponse, d)) })}
 }
 
-// Reasons of fairway_client_xds_stream_errors_total besides gRPC codes.
+// tooLarge reports whether err is gRPC's refusal of a message over a size
+// limit (RESOURCE_EXHAUSTED "... larger than max (N vs. LIMIT)"), not another
+// RESOURCE_EXHAUSTED (a server's stream or name limit).
+func tooLarge(err error) bool {
+	return status.Code(err) == codes.ResourceExhausted && messageSizes.MatchString(err.Error())
+}
+
+// refused reports whether err is a refusal that retrying the same way will
+// not mend.
+func refused(err error) bool {
+	switch status.Code(err) {
+	case codes.Unauthenticated, codes.PermissionDenied, codes.Unimplemented:
+		return true
+	}
+	return false
+}
+
+// Reasons of fairway_client_xds_stream_errors_total besides gRPC codes
+// (snake_case: resource_exhausted for a response over the receive limit or
+// a server limit, unavailable, ...).
 const (
-	reasonTooLarge   = "resource_exhausted" // codes.ResourceExhausted: a message over a size limit
 	reasonNoResponse = "no_response"
 	reasonEOF        = "eof"
 )
@@ -396,21 +416,27 @@ func snakeCase(s string) string {
 var messageSizes = regexp.MustCompile(`larger than max \((\d+) vs\. (\d+)\)`)
 
 // logStreamError logs why a stream ended: a response too large at error
-// level (every resource of the stream stays stale until it is fixed), a
-// silent replica at warn level, anything else (a restart, a rollout) at
-// debug level.
-func (c *Client) logStreamError(addr string, err error, reason string, retryIn time.Duration) {
+// level (every resource of the stream stays stale until it is fixed); a
+// silent replica, a refusal no retry can mend (credentials, permissions, a
+// server without ADS) and any failure once every address has failed in a
+// row at warn level; anything else (a restart, a rollout, while the next
+// address may answer) at debug level.
+func (c *Client) logStreamError(addr string, err error, reason string, allFailed bool, retryIn time.Duration) {
 	args := []any{"server", addr, "error", err, "retry_in", retryIn}
-	switch reason {
-	case reasonTooLarge:
+	switch {
+	case tooLarge(err):
 		if m := messageSizes.FindStringSubmatch(err.Error()); m != nil {
 			size, _ := strconv.Atoi(m[1])
 			limit, _ := strconv.Atoi(m[2])
 			args = append(args, "size_bytes", size, "limit_bytes", limit)
 		}
 		c.log.Error("xDS response larger than the message size limit; the resources of this stream stay stale until it fits (raise the limit: WithMaxRecvMsgSize)", args...)
-	case reasonNoResponse:
+	case reason == reasonNoResponse:
 		c.log.Warn("control plane accepted the stream but did not answer; trying the next address", args...)
+	case refused(err):
+		c.log.Warn("control plane refused the ADS stream; check the client's credentials and the server address", args...)
+	case allFailed:
+		c.log.Warn("every control plane address failed in a row; keeping the last resources received", args...)
 	default:
 		c.log.Debug("ADS stream failed", args...)
 	}
