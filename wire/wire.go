@@ -14,6 +14,7 @@
 package wire
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -95,3 +96,30 @@ const (
 // client that balances by its callers' zones: the control plane counts only
 // such nodes as callers and sends MetadataCallerZones only to them.
 const CallerZonesFeature = "io.fairway.caller_zones"
+
+// MaxHashHeaderLen bounds the length of a ring_hash request header name.
+const MaxHashHeaderLen = 128
+
+// ValidateHashHeader checks that v can be ring_hash's request header (the
+// route's header hash policy): a lowercase HTTP header name of at most
+// MaxHashHeaderLen letters, digits, '-', '_' and '.' (what gRPC metadata keys
+// allow), neither a binary header ("-bin" suffix, which gRPC clients never
+// hash on) nor a reserved "grpc-" one. The empty string stands for the
+// default header and is valid.
+func ValidateHashHeader(v string) error {
+	if len(v) > MaxHashHeaderLen {
+		return fmt.Errorf("fairway/wire: hash header is %d bytes long, want at most %d", len(v), MaxHashHeaderLen)
+	}
+	for _, c := range v {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("fairway/wire: hash header: want a lowercase HTTP header name (a-z, 0-9, '-', '_', '.'), found %q", c)
+		}
+	}
+	switch {
+	case strings.HasSuffix(v, "-bin"):
+		return errors.New("fairway/wire: hash header: a binary (-bin) header, which gRPC clients do not hash on")
+	case strings.HasPrefix(v, "grpc-"):
+		return errors.New("fairway/wire: hash header: a reserved grpc- header")
+	}
+	return nil
+}

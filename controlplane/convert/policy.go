@@ -65,9 +65,14 @@ func Policy(annotations map[string]string) (topology.Policy, []Problem) {
 		}
 	}
 	if v, ok := p.get(annotations, AnnotationHashHeader); ok {
-		if err := ValidateHashHeader(v); err != nil {
+		switch err := wire.ValidateHashHeader(v); {
+		case err != nil:
 			p.invalid(AnnotationHashHeader, v, err.Error(), topology.DefaultHashHeader)
-		} else {
+		case pol.LB != topology.RingHash:
+			// Only ring_hash hashes; kept, the header would change nothing
+			// but the policy's equality (a push of identical Clusters).
+			p.invalid(AnnotationHashHeader, v, "ignored: "+AnnotationLBPolicy+" is not ring_hash", "none")
+		default:
 			pol.HashHeader = v
 		}
 	}
@@ -143,25 +148,6 @@ func NormalizeStrategy(v string) (string, error) {
 		return "", errors.New("empty strategy chain")
 	}
 	return wire.FormatChain(links), nil
-}
-
-// ValidateHashHeader checks that v can be ring_hash's request header: a
-// lowercase HTTP header name of letters, digits, '-', '_' and '.' (what gRPC
-// metadata keys allow), neither a binary header ("-bin" suffix, which gRPC
-// clients never hash on) nor a reserved "grpc-" one.
-func ValidateHashHeader(v string) error {
-	for _, c := range v {
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return fmt.Errorf("want a lowercase HTTP header name (a-z, 0-9, '-', '_', '.'), found %q", c)
-		}
-	}
-	switch {
-	case strings.HasSuffix(v, "-bin"):
-		return errors.New("a binary (-bin) header, which gRPC clients do not hash on")
-	case strings.HasPrefix(v, "grpc-"):
-		return errors.New("a reserved grpc- header")
-	}
-	return nil
 }
 
 // ParseWeight parses a weight annotation value: an integer in

@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -37,24 +38,33 @@ func TestPolicy_Annotations(t *testing.T) {
 			want:        with(func(p *topology.Policy) { p.LB = topology.RingHash; p.HashHeader = "x-tenant.id_2" }),
 		},
 		{
+			name: "hash-header without ring_hash", annotations: map[string]string{AnnotationHashHeader: "x-tenant"}, want: def(),
+			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "x-tenant" (ignored: fairway.io/lb-policy is not ring_hash); using default none`)},
+		},
+		{
+			name: "hash-header too long", annotations: map[string]string{AnnotationLBPolicy: "ring_hash", AnnotationHashHeader: strings.Repeat("x", 129)},
+			want: func() topology.Policy { p := def(); p.LB = topology.RingHash; return p }(),
+			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "` + strings.Repeat("x", 129) + `" (fairway/wire: hash header is 129 bytes long, want at most 128); using default x-fairway-shard`)},
+		},
+		{
 			name: "hash-header uppercase", annotations: map[string]string{AnnotationHashHeader: "X-Shard"}, want: def(),
-			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "X-Shard" (want a lowercase HTTP header name (a-z, 0-9, '-', '_', '.'), found 'X'); using default x-fairway-shard`)},
+			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "X-Shard" (fairway/wire: hash header: want a lowercase HTTP header name (a-z, 0-9, '-', '_', '.'), found 'X'); using default x-fairway-shard`)},
 		},
 		{
 			name: "hash-header with a space", annotations: map[string]string{AnnotationHashHeader: "x shard"}, want: def(),
-			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "x shard" (want a lowercase HTTP header name (a-z, 0-9, '-', '_', '.'), found ' '); using default x-fairway-shard`)},
+			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "x shard" (fairway/wire: hash header: want a lowercase HTTP header name (a-z, 0-9, '-', '_', '.'), found ' '); using default x-fairway-shard`)},
 		},
 		{
 			name: "hash-header pseudo-header", annotations: map[string]string{AnnotationHashHeader: ":authority"}, want: def(),
-			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value ":authority" (want a lowercase HTTP header name (a-z, 0-9, '-', '_', '.'), found ':'); using default x-fairway-shard`)},
+			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value ":authority" (fairway/wire: hash header: want a lowercase HTTP header name (a-z, 0-9, '-', '_', '.'), found ':'); using default x-fairway-shard`)},
 		},
 		{
 			name: "hash-header binary", annotations: map[string]string{AnnotationHashHeader: "x-shard-bin"}, want: def(),
-			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "x-shard-bin" (a binary (-bin) header, which gRPC clients do not hash on); using default x-fairway-shard`)},
+			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "x-shard-bin" (fairway/wire: hash header: a binary (-bin) header, which gRPC clients do not hash on); using default x-fairway-shard`)},
 		},
 		{
 			name: "hash-header reserved", annotations: map[string]string{AnnotationHashHeader: "grpc-timeout"}, want: def(),
-			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "grpc-timeout" (a reserved grpc- header); using default x-fairway-shard`)},
+			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "grpc-timeout" (fairway/wire: hash header: a reserved grpc- header); using default x-fairway-shard`)},
 		},
 		{
 			name: "lb-policy invalid", annotations: map[string]string{AnnotationLBPolicy: "maglev"}, want: def(),

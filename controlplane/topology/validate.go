@@ -11,7 +11,8 @@ import (
 // Validate checks what the xDS resources of s need to be sent and read: its
 // key reads back from both of its resource names (wire.ParseResourceName: a
 // name and a namespace without "." or ":", a port in 1-65535), every string
-// it carries is valid UTF-8 (as a protobuf string must be), and every
+// it carries is valid UTF-8 (as a protobuf string must be), its hash header
+// is one (wire.ValidateHashHeader), and every
 // endpoint has an IP address literal and a port in 1-65535.
 //
 // Sources check the stricter Kubernetes rules first (package convert); the
@@ -23,6 +24,9 @@ func (s *Service) Validate() error {
 	}
 	if !utf8.ValidString(s.Policy.Strategy) || !utf8.ValidString(string(s.Policy.LB)) {
 		return fmt.Errorf("fairway/topology: service %s: policy: strategy or lb policy is not valid UTF-8", s.Key)
+	}
+	if err := wire.ValidateHashHeader(s.Policy.HashHeader); err != nil {
+		return fmt.Errorf("fairway/topology: service %s: policy: %w", s.Key, err)
 	}
 	for i := range s.Endpoints {
 		if err := s.Endpoints[i].validate(); err != nil {

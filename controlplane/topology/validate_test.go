@@ -26,6 +26,8 @@ func TestServiceValidate(t *testing.T) {
 		{name: "port 0", edit: func(s *Service) { s.Key.Port = 0 }, wantErr: "not a number in 1-65535"},
 		{name: "name not UTF-8", edit: func(s *Service) { s.Key.Name = "e\xff" }, wantErr: "not valid UTF-8"},
 		{name: "strategy not UTF-8", edit: func(s *Service) { s.Policy.Strategy = "[\xff]" }, wantErr: "not valid UTF-8"},
+		{name: "hash header with CR LF", edit: func(s *Service) { s.Policy.HashHeader = "x\r\nevil" }, wantErr: "hash header"},
+		{name: "hash header not UTF-8", edit: func(s *Service) { s.Policy.HashHeader = "x\xff" }, wantErr: "hash header"},
 		{name: "hostname not UTF-8", edit: func(s *Service) { s.Endpoints[0].Hostname = "\xff" }, wantErr: "hostname"},
 		{name: "zone not UTF-8", edit: func(s *Service) { s.Endpoints[0].Zone = "\xff" }, wantErr: "zone"},
 		{name: "node not UTF-8", edit: func(s *Service) { s.Endpoints[0].Node = "\xff" }, wantErr: "node"},
