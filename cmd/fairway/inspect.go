@@ -20,6 +20,7 @@ import (
 
 	"github.com/fairway-lb/fairway/client"
 	"github.com/fairway-lb/fairway/controlplane/xdsserver"
+	"github.com/fairway-lb/fairway/internal/cliflag"
 	"github.com/fairway-lb/fairway/wire"
 )
 
@@ -33,24 +34,23 @@ type inspectFlags struct {
 	timeout      time.Duration
 }
 
-func parseInspectFlags(args []string, stderr io.Writer) (inspectFlags, error) {
+func parseInspectFlags(args []string, stdout, stderr io.Writer) (inspectFlags, error) {
 	var f inspectFlags
 	fs := flag.NewFlagSet("fairway inspect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.StringVar(&f.controlPlane, "control-plane", "", "admin address (host:port or URL) of a control plane: show its resources (/debug/config_dump) and clients (/debug/clients)")
 	fs.StringVar(&f.client, "client", "", "gRPC address of a Fairway client serving CSDS (client.RegisterCSDS): show what it holds")
 	fs.StringVar(&f.clientDebug, "client-debug", "", "URL of the client's endpoint debug handler (client.DebugHandler): show its endpoints too")
 	fs.StringVar(&f.name, "name", "", "only this resource (service) name, e.g. echo.default:8080")
 	fs.BoolVar(&f.asJSON, "json", false, "print the raw JSON instead of tables")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up on a query after this long")
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args, stdout, stderr); err != nil {
 		return f, err
 	}
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if f.controlPlane == "" && f.client == "" && f.clientDebug == "" {
-		return f, errors.New("give --control-plane ADMIN_ADDR, --client ADDR or both")
+		return f, errors.New("give --control-plane ADMIN_ADDR, --client ADDR or --client-debug URL (or several)")
 	}
 	return f, nil
 }
@@ -58,7 +58,7 @@ func parseInspectFlags(args []string, stderr io.Writer) (inspectFlags, error) {
 // runInspect is `fairway inspect`: what a control plane serves and to whom,
 // and what a client holds, for one service or all.
 func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f, err := parseInspectFlags(args, stderr)
+	f, err := parseInspectFlags(args, stdout, stderr)
 	if err != nil {
 		return err
 	}
