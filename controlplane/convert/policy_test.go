@@ -43,7 +43,7 @@ func TestPolicy_Annotations(t *testing.T) {
 		},
 		{
 			name: "hash-header too long", annotations: map[string]string{AnnotationLBPolicy: "ring_hash", AnnotationHashHeader: strings.Repeat("x", 129)},
-			want: func() topology.Policy { p := def(); p.LB = topology.RingHash; return p }(),
+			want:         func() topology.Policy { p := def(); p.LB = topology.RingHash; return p }(),
 			wantProblems: []Problem{invalid(`annotation fairway.io/hash-header: invalid value "` + strings.Repeat("x", 129) + `" (fairway/wire: hash header is 129 bytes long, want at most 128); using default x-fairway-shard`)},
 		},
 		{

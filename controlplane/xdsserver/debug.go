@@ -73,7 +73,7 @@ type SubscriptionDump struct {
 type typeDebug struct {
 	requested bool            // a request of the type was seen
 	names     map[string]bool // at most maxDebugNames
-	nameCount int             // SotW: the last request's names; delta: len(names) plus those past the cap
+	nameCount int             // SotW: the last request's names; delta: the subscribed names (exact with a names limit, else estimated past the cap)
 	sent      struct{ version, nonce string }
 	acked     string
 	nacked    string
@@ -113,6 +113,11 @@ func debugRequestLocked(st *streamState, sid streamID, req streamRequest) {
 				d.nameCount--
 			}
 			delete(d.names, n)
+		}
+		// With a names limit the stream keeps its exact set (subscribeLocked);
+		// past maxDebugNames the count above is an estimate otherwise.
+		if set, ok := st.delta[req.typeURL]; ok {
+			d.nameCount = len(set)
 		}
 	}
 	if req.nonce == "" {

@@ -63,4 +63,20 @@ func TestServer_ClientsTracksDeltaSubscriptionsBounded(t *testing.T) {
 		st, ok := streamOf(s.Server, "many")
 		return ok && len(st.Subscriptions) == 1 && st.Subscriptions[0].NameCount == 150 && len(st.Subscriptions[0].Names) == 100
 	})
+
+	// Delta past the cap: names subscribed again, and names never
+	// subscribed unsubscribed, leave the count where it is.
+	d.subscribe(resourcev3.EndpointType, many...)
+	d.subscribe(resourcev3.EndpointType, many[120:130]...)
+	d.send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNamesUnsubscribe: []string{"nope1.default:8080", "nope2.default:8080"}})
+	d.send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNamesUnsubscribe: many[:3]})
+	testkit.Eventually(ctx, t, "the delta stream's 147 endpoint names", func() bool {
+		st, ok := streamOf(s.Server, "delta-client")
+		for _, sub := range st.Subscriptions {
+			if ok && sub.TypeURL == resourcev3.EndpointType {
+				return sub.NameCount == 147 && len(sub.Names) <= 100
+			}
+		}
+		return false
+	})
 }
