@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -264,4 +265,20 @@ func (c *Client) stop() {
 	if out := c.Stderr(); c.t.Failed() && out != "" {
 		c.t.Logf("%s client stderr:\n%s", c.name, out)
 	}
+}
+
+// Environ is this process's environment for a client process: without the
+// GRPC_* variables (a developer's GRPC_TRACE or GRPC_EXPERIMENTAL_* would
+// change what the client does; the caller sets the ones it means) and
+// without the variables named in drop.
+func Environ(drop ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "GRPC_") || slices.Contains(drop, name) {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }

@@ -14,7 +14,6 @@
 package nodeclient
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -59,9 +58,8 @@ func Start(t testing.TB, controlPlane, nodeID string) *Client {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("node", filepath.Join(dir, "client.js"))
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(interopclient.Environ("NODE_PATH", "NODE_OPTIONS"),
 		"NODE_PATH="+filepath.Join(modules, "node_modules"),
-		"GRPC_XDS_BOOTSTRAP=",
 		"GRPC_XDS_BOOTSTRAP_CONFIG="+interopclient.Bootstrap(controlPlane, nodeID))
 	return interopclient.Start(t, "node", cmd)
 }

@@ -13,10 +13,8 @@
 package pyclient
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -63,23 +61,7 @@ func Start(t testing.TB, controlPlane, nodeID string, env ...string) *interopcli
 	}
 	cmd := exec.Command(Python, filepath.Join(dir, "client.py"))
 	cmd.Dir = t.TempDir() // where a crashing C-core leaves its core file, if any
-	cmd.Env = append(environ(), "GRPC_XDS_BOOTSTRAP_CONFIG="+interopclient.Bootstrap(controlPlane, nodeID))
+	cmd.Env = append(interopclient.Environ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"), "GRPC_XDS_BOOTSTRAP_CONFIG="+interopclient.Bootstrap(controlPlane, nodeID))
 	cmd.Env = append(cmd.Env, env...)
 	return interopclient.Start(t, "python", cmd)
-}
-
-// environ is this process's environment without the variables that would
-// change which Python packages or which xDS settings the client sees.
-func environ() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		switch {
-		case name == "PYTHONPATH", name == "PYTHONHOME", name == "PYTHONSTARTUP":
-		case strings.HasPrefix(name, "GRPC_"):
-		default:
-			env = append(env, kv)
-		}
-	}
-	return env
 }
