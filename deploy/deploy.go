@@ -4,7 +4,9 @@
 //	kubectl apply -k deploy/
 //
 // The optional component components/watch-pods lets the control plane read
-// Pods and turns on --watch-pods.
+// Pods and turns on --watch-pods; components/network-policy and
+// components/servicemonitor add a NetworkPolicy and a ServiceMonitor. The Helm
+// chart in charts/fairway renders the same objects.
 //
 // Render builds the same objects in Go (with kustomize's API, no binary
 // needed), so tests can apply them to a real kube-apiserver
@@ -36,6 +38,14 @@ const (
 // ComponentWatchPods names the component that grants get/list/watch on Pods
 // and adds --watch-pods to the control plane's arguments.
 const ComponentWatchPods = "watch-pods"
+
+// ComponentNetworkPolicy names the component that adds a NetworkPolicy
+// admitting only the xDS and admin ports.
+const ComponentNetworkPolicy = "network-policy"
+
+// ComponentServiceMonitor names the component that adds a Prometheus
+// Operator ServiceMonitor for the admin port's /metrics.
+const ComponentServiceMonitor = "servicemonitor"
 
 //go:embed *.yaml components
 var manifests embed.FS

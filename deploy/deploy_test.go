@@ -115,6 +115,7 @@ func TestManifests_ApplyAndRBAC(t *testing.T) {
 		"ClusterRole/fairway-controlplane",
 		"ClusterRoleBinding/fairway-controlplane",
 		"Deployment/fairway-controlplane",
+		"PodDisruptionBudget/fairway-controlplane",
 		"Service/fairway-xds",
 	}
 	if diff := cmp.Diff(kinds, wantKinds); diff != "" {
