@@ -1,5 +1,7 @@
 # syntax=docker/dockerfile:1
-# Fairway control plane image. Built by `make image` / `make release` (multi-arch, versioned):
+# Fairway control plane image, for those who build with Docker. `make image` / `make release`
+# build the same image without Docker (internal/release: the binary alone on an empty base,
+# /usr/local/bin/fairway, user 65532, the same version stamping):
 #   docker buildx build --build-arg VERSION=v0.1.0 --build-arg REVISION=$(git rev-parse HEAD) \
 #     -t ghcr.io/fairway-lb/fairway:v0.1.0 .
 # .git is not in the build context, so the version and revision come in as build arguments.
