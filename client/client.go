@@ -67,6 +67,7 @@ type config struct {
 	nodeID   string
 	strategy json.RawMessage
 	reg      prometheus.Registerer
+	perEP    bool
 	logger   *slog.Logger
 	xdsDial  []grpc.DialOption
 }
@@ -99,13 +100,22 @@ func WithStrategy(chainJSON string) Option {
 	return func(c *config) { c.strategy = json.RawMessage(chainJSON) }
 }
 
-// WithRegisterer registers the client's metrics with reg: the balancer's
-// (balancer.Collector: picks, in-flight requests, ejections, zone spill)
-// and the xDS client's. Default nil: not registered. Registration goes
-// through promreg.Register, so channels that share reg share the
-// collectors; the shared xDS client takes the registerer of the channel that
-// created it.
+// WithRegisterer registers every metric of the client with reg: the
+// balancer's (balancer.Collector: picks, in-flight requests, ejections,
+// zone spill, per target) and the xDS client's. Default nil: not
+// registered, and nothing is registered anywhere else (not on
+// prometheus.DefaultRegisterer). Registration goes through
+// promreg.Register, so channels that share reg share the collectors; the
+// shared xDS client takes the registerer of the channel that created it.
 func WithRegisterer(reg prometheus.Registerer) Option { return func(c *config) { c.reg = reg } }
+
+// WithEndpointMetrics adds the per-endpoint series
+// (balancer.EndpointCollector: fairway_client_endpoint_picks_total and
+// fairway_client_endpoint_inflight, labelled with each endpoint's address)
+// to WithRegisterer's registerer. Default off: they make a series per pod
+// IP and per client, new ones on every rollout. The collector reads every
+// Fairway channel of the process, like balancer.Collector.
+func WithEndpointMetrics() Option { return func(c *config) { c.perEP = true } }
 
 // WithXDSDialOptions adds options to the dial of the control plane (the
 // xDS connection, not the channel's own), after the xDS client's defaults,
@@ -167,6 +177,11 @@ func (b *builder) Build(t grpcresolver.Target, cc grpcresolver.ClientConn, opts 
 	}
 	if _, err := promreg.Register(cfg.reg, balancer.Collector()); err != nil {
 		return nil, fmt.Errorf("fairway/client: register the balancer's metrics: %w", err)
+	}
+	if cfg.perEP {
+		if _, err := promreg.Register(cfg.reg, balancer.EndpointCollector()); err != nil {
+			return nil, fmt.Errorf("fairway/client: register the balancer's per-endpoint metrics: %w", err)
+		}
 	}
 	if len(cfg.strategy) > 0 {
 		if err := ValidateStrategy(cfg.strategy); err != nil {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fairway-lb/fairway/client/xdsclient/xdstest"
+	"github.com/fairway-lb/fairway/internal/testkit"
 	"github.com/fairway-lb/fairway/wire"
 )
 
@@ -296,5 +297,66 @@ func TestNodeFromEnv(t *testing.T) {
 func TestSplitList(t *testing.T) {
 	if diff := cmp.Diff(splitList(" a:1, ,b:2,"), []string{"a:1", "b:2"}); diff != "" {
 		t.Errorf("splitList (-got +want):\n%s", diff)
+	}
+}
+
+// gatheredNames returns the names of g's metric families with prefix.
+func gatheredNames(t *testing.T, g prometheus.Gatherer, prefix string) map[string]bool {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		if strings.HasPrefix(mf.GetName(), prefix) {
+			got[mf.GetName()] = true
+		}
+	}
+	return got
+}
+
+// Every client metric goes to the WithRegisterer registerer, and nowhere
+// else; per-endpoint series only with WithEndpointMetrics.
+func TestWithRegisterer_EveryMetricThereOnly(t *testing.T) {
+	srv := xdstest.Start(t, "127.0.0.1:0")
+	backend := startBackend(t)
+	serve(srv, "echo.default:8080", backend, `[{"p2c":{}}]`)
+	perTarget := []string{
+		"fairway_client_picks_total", "fairway_client_inflight", "fairway_client_ejections_total",
+		"fairway_client_zone_spill_fraction", "fairway_client_xds_connected",
+		"fairway_client_xds_last_update_timestamp_seconds", "fairway_client_xds_updates_total",
+	}
+	perEndpoint := []string{"fairway_client_endpoint_picks_total", "fairway_client_endpoint_inflight"}
+	for _, tc := range []struct {
+		name string
+		opts []Option
+		want []string
+	}{
+		{"Default", nil, perTarget},
+		{"WithEndpointMetrics", []Option{WithEndpointMetrics()}, append(perEndpoint, perTarget...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			opts := append([]Option{WithXDSServers(srv.Addr), WithRegisterer(reg)}, tc.opts...)
+			cc := dial(t, "fairway:///echo.default:8080", WithFairway(opts...))
+			defer cc.Close()
+			check(t, cc)
+			want := map[string]bool{}
+			for _, n := range tc.want {
+				want[n] = true
+			}
+			if diff := cmp.Diff(gatheredNames(t, reg, "fairway_"), want); diff != "" {
+				t.Errorf("metrics in the registerer (-got +want):\n%s", diff)
+			}
+			if got := gatheredNames(t, prometheus.DefaultGatherer, "fairway_"); len(got) != 0 {
+				t.Errorf("metrics in the default registry: %v, want none", got)
+			}
+			if tc.opts != nil {
+				if got := testkit.MetricValue(t, reg, "fairway_client_endpoint_picks_total", "target", "echo.default:8080", "endpoint", backend); got < 1 {
+					t.Errorf("fairway_client_endpoint_picks_total for %s = %v, want ≥ 1", backend, got)
+				}
+			}
+		})
 	}
 }

@@ -166,8 +166,8 @@ type fairwayBalancer struct {
 	pool        *strategy.Pool
 	conns       map[*strategy.Endpoint]*conn // the pool's endpoints with a SubConn
 	resolverErr error
-	published   bool   // a READY picker was published
-	pastEjects  uint64 // exclusions of endpoints since removed
+	published   bool    // a READY picker was published
+	past        retired // counts of endpoints since removed (metrics.go)
 }
 
 func (b *fairwayBalancer) UpdateClientConnState(s balancer.ClientConnState) error {
@@ -199,7 +199,7 @@ func (b *fairwayBalancer) UpdateClientConnState(s balancer.ClientConnState) erro
 	added, removed := b.pool.Update(members,
 		endpointattr.LocalZone(s.ResolverState.Attributes), endpointattr.CallerZones(s.ResolverState.Attributes))
 	for _, se := range removed {
-		b.pastEjects += se.Exclusions()
+		b.past.add(se)
 		b.conns[se].sc.Shutdown()
 		delete(b.conns, se)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -338,16 +339,75 @@ func TestBalancer_MetricsAndTargets(t *testing.T) {
 		labels []string
 		want   float64
 	}{
-		{"fairway_client_picks_total", []string{"endpoint", bs[0].Addr().String(), "zone", "a"}, 20}, // local zone, light load
-		{"fairway_client_picks_total", []string{"endpoint", bs[1].Addr().String(), "zone", "b"}, 0},
-		{"fairway_client_inflight", []string{"endpoint", bs[0].Addr().String()}, 0},
-		{"fairway_client_inflight", []string{"endpoint", bs[1].Addr().String()}, 0},
+		{"fairway_client_picks_total", []string{"zone", "a"}, 20}, // local zone, light load
+		{"fairway_client_picks_total", []string{"zone", "b"}, 0},
+		{"fairway_client_inflight", nil, 0},
 		{"fairway_client_ejections_total", nil, 0},
 		{"fairway_client_zone_spill_fraction", nil, 0},
 	} {
 		if got := testkit.MetricValue(t, reg, tc.name, append([]string{"target", target}, tc.labels...)...); got != tc.want {
 			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
 		}
+	}
+	labelNames(t, reg, map[string][]string{
+		"fairway_client_picks_total":         {"target", "zone"},
+		"fairway_client_inflight":            {"target"},
+		"fairway_client_ejections_total":     {"target"},
+		"fairway_client_zone_spill_fraction": {"target"},
+	})
+
+	// Per endpoint only with EndpointCollector.
+	epReg := prometheus.NewRegistry()
+	epReg.MustRegister(balancer.EndpointCollector())
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"fairway_client_endpoint_picks_total", []string{"endpoint", bs[0].Addr().String(), "zone", "a"}, 20},
+		{"fairway_client_endpoint_picks_total", []string{"endpoint", bs[1].Addr().String(), "zone", "b"}, 0},
+		{"fairway_client_endpoint_inflight", []string{"endpoint", bs[0].Addr().String()}, 0},
+		{"fairway_client_endpoint_inflight", []string{"endpoint", bs[1].Addr().String()}, 0},
+	} {
+		if got := testkit.MetricValue(t, epReg, tc.name, append([]string{"target", target}, tc.labels...)...); got != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+	labelNames(t, epReg, map[string][]string{
+		"fairway_client_endpoint_picks_total": {"endpoint", "target", "zone"},
+		"fairway_client_endpoint_inflight":    {"endpoint", "target"},
+	})
+
+	// The per-target counter keeps the picks of an endpoint that goes.
+	r.UpdateState(state(t, r, "", ep{b: bs[1], zone: "b"}))
+	testkit.Eventually(ctx, t, "the removed endpoint's series gone", func() bool {
+		return testkit.MetricValue(t, epReg, "fairway_client_endpoint_picks_total", "target", target, "endpoint", bs[0].Addr().String()) == 0
+	})
+	if got := testkit.MetricValue(t, reg, "fairway_client_picks_total", "target", target, "zone", "a"); got != 20 {
+		t.Errorf("fairway_client_picks_total{zone=a} after its endpoint went = %v, want 20 (a counter never goes down)", got)
+	}
+}
+
+// labelNames checks that the metrics of g carry exactly the label names of
+// want, and that g has no other metric.
+func labelNames(t *testing.T, g prometheus.Gatherer, want map[string][]string) {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var names []string
+			for _, l := range m.GetLabel() {
+				names = append(names, l.GetName())
+			}
+			got[mf.GetName()] = names
+		}
+	}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("metric label names (-got +want):\n%s", diff)
 	}
 }
 
