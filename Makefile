@@ -13,7 +13,7 @@
 #   make build        build bin/fairway, stamped with $(VERSION) and the commit
 #   make image        build the control plane image, linux/amd64 + linux/arm64 ($(PLATFORMS)), into
 #                     the OCI layout $(DIST)/oci, tagged $(VERSION); no Docker needed (Go only,
-#                     internal/release; ~1 min warm, minutes per platform on a cold build cache).
+#                     internal/release; ~30 s warm, 6–11 min per platform on a cold build cache).
 #                     Load it with e.g. `skopeo copy oci:dist/oci:$(VERSION) docker-daemon:...`
 #   make release      VERSION=vX.Y.Z: check that deploy/ and charts/fairway name that tag, then
 #                     build and push the multi-arch image $(IMAGE):$(VERSION) (credentials: the
