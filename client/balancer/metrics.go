@@ -19,7 +19,9 @@ import (
 //	fairway_client_ejections_total{target}             counter
 //	fairway_client_zone_spill_fraction{target}         gauge (zone_affinity's gauge)
 //
-// EndpointCollector adds per-endpoint series.
+// The counters keep the counts of endpoints since removed; a balancer that
+// closes (its channel closed) takes its counts with it, as a restarted
+// process would. EndpointCollector adds per-endpoint series.
 func Collector() prometheus.Collector { return collector{} }
 
 // EndpointCollector returns the collector of the per-endpoint series, one
