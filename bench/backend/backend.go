@@ -6,6 +6,12 @@
 // The service is one unary method, Method, taking and returning
 // google.protobuf.Empty; every response (success or error) carries the pod's
 // index in the trailer PodTrailer so a client can tell which pod served it.
+//
+// A pod reports its load with ORCA (package loadreport, capacity Capacity):
+// every response's trailer carries a load report, a unary
+// grpc.health.v1.Health/Check answers SERVING with one (a probe), and the
+// out-of-band OpenRcaService stream reports at most every
+// ORCAMinInterval.
 package backend
 
 import (
@@ -22,9 +28,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/fairway-lb/fairway/loadreport"
 )
 
 // Method is the full name of the benchmark's unary method.
@@ -32,6 +42,10 @@ const Method = "/fairway.bench.Echo/Call"
 
 // PodTrailer is the trailer key carrying the serving pod's index.
 const PodTrailer = "fairway-bench-pod"
+
+// ORCAMinInterval is the shortest interval between a pod's out-of-band
+// load reports on one stream.
+const ORCAMinInterval = 100 * time.Millisecond
 
 // Spec describes one pod.
 type Spec struct {
@@ -105,8 +119,11 @@ func (b *Backend) Start(port int) error {
 	if err != nil {
 		return fmt.Errorf("fairway/bench/backend: pod %d: %w", b.spec.Index, err)
 	}
-	srv := grpc.NewServer()
+	lr := loadreport.New(loadreport.WithCapacity(b.spec.Capacity), loadreport.WithMinReportingInterval(ORCAMinInterval))
+	srv := grpc.NewServer(loadreport.ServerOptions(lr)...)
 	srv.RegisterService(&serviceDesc, b)
+	loadreport.Register(srv, lr)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
 	b.mu.Lock()
 	b.srv = srv
 	b.addr = lis.Addr().String()
@@ -213,14 +230,21 @@ var serviceDesc = grpc.ServiceDesc{
 	HandlerType: (*echoServer)(nil),
 	Methods: []grpc.MethodDesc{{
 		MethodName: "Call",
-		Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			if err := dec(new(emptypb.Empty)); err != nil {
+		Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+			in := new(emptypb.Empty)
+			if err := dec(in); err != nil {
 				return nil, err
 			}
-			if err := srv.(echoServer).call(ctx); err != nil {
-				return nil, err
+			handle := func(ctx context.Context, _ any) (any, error) {
+				if err := srv.(echoServer).call(ctx); err != nil {
+					return nil, err
+				}
+				return new(emptypb.Empty), nil
 			}
-			return new(emptypb.Empty), nil
+			if interceptor == nil {
+				return handle(ctx, in)
+			}
+			return interceptor(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: Method}, handle)
 		},
 	}},
 }
