@@ -186,9 +186,9 @@ func (r *Reporter) unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 	if r.excluded(info.FullMethod) {
 		return handler(ctx, req)
 	}
-	start := r.begin()
+	start := r.Begin()
 	resp, err := handler(ctx, req)
-	r.end(start, err)
+	r.End(start, err)
 	return resp, err
 }
 
@@ -197,14 +197,16 @@ func (r *Reporter) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	if r.excluded(info.FullMethod) {
 		return handler(srv, ss)
 	}
-	start := r.begin()
+	start := r.Begin()
 	err := handler(srv, ss)
-	r.end(start, err)
+	r.End(start, err)
 	return err
 }
 
-// begin counts a call in; its result is the call's start.
-func (r *Reporter) begin() time.Time {
+// Begin counts a request in and returns its start, for End. The
+// interceptors call it; a server that takes requests some other way (or a
+// simulation, with a fake clock) calls it itself.
+func (r *Reporter) Begin() time.Time {
 	r.mu.Lock()
 	now := r.clk.Now()
 	r.accrueLocked(now)
@@ -213,8 +215,9 @@ func (r *Reporter) begin() time.Time {
 	return now
 }
 
-// end counts a call out.
-func (r *Reporter) end(start time.Time, err error) {
+// End counts out a request that Begin counted in at start; a non-OK
+// status in err counts as an error.
+func (r *Reporter) End(start time.Time, err error) {
 	r.mu.Lock()
 	now := r.clk.Now()
 	r.accrueLocked(now)

@@ -61,6 +61,28 @@ type Spec struct {
 	ErrorRate  float64 // fraction of requests failed at once with Unavailable
 	ColdFactor float64 // service time multiplier during the cold period (1 = none)
 	ColdFor    time.Duration
+	// Slowdowns multiply the service time during their intervals, counted
+	// from the epoch (see SetEpoch): an antagonist sharing the machine.
+	Slowdowns []Slowdown
+}
+
+// Slowdown is an interval [From, To) from the epoch during which a pod's
+// service times are Factor times longer.
+type Slowdown struct {
+	From, To time.Duration
+	Factor   float64
+}
+
+// SlowdownAt is the service time multiplier of s's slowdowns at sinceEpoch
+// (1 outside them; overlapping ones multiply).
+func (s Spec) SlowdownAt(sinceEpoch time.Duration) float64 {
+	f := 1.0
+	for _, x := range s.Slowdowns {
+		if sinceEpoch >= x.From && sinceEpoch < x.To && x.Factor > 0 {
+			f *= x.Factor
+		}
+	}
+	return f
 }
 
 // Backend is one pod. Start and Stop are called by the harness's goroutine;
@@ -209,6 +231,9 @@ func (b *Backend) call(ctx context.Context) error {
 	uptime := time.Since(b.started)
 	b.mu.Unlock()
 	d := ServiceTime(b.spec, uptime, rngPool.Get().(*rand.Rand))
+	if len(b.spec.Slowdowns) > 0 {
+		d = time.Duration(float64(d) * b.spec.SlowdownAt(time.Duration(time.Now().UnixNano()-b.epoch.Load())))
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
