@@ -325,7 +325,9 @@ func TestConfig_Validate(t *testing.T) {
 	}{
 		{"unknown strategy", func(c *Config) { c.Strategies = []string{"nope"} }},
 		{"oracle in a real run", func(c *Config) { c.Strategies = []string{Oracle} }},
-		{"antagonist factors reversed", func(c *Config) { c.Antagonist = &Antagonist{MinFactor: 5, MaxFactor: 2, Busy: 0.2, MeanSlow: time.Second} }},
+		{"antagonist factors reversed", func(c *Config) {
+			c.Antagonist = &Antagonist{MinFactor: 5, MaxFactor: 2, Busy: 0.2, MeanSlow: time.Second}
+		}},
 		{"no pods", func(c *Config) { c.Pods = nil }},
 		{"zero rate", func(c *Config) { c.Rate = 0 }},
 		{"zone weights", func(c *Config) { c.ZoneW = []float64{1} }},
