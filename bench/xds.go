@@ -89,9 +89,9 @@ func (cp *controlPlane) close() {
 	cp.wg.Wait()
 }
 
-// lrDialer is proxyless grpc-go (xds:///) through the control plane, with
+// grpcXDSDialer is proxyless grpc-go (xds:///) through the control plane, with
 // the policy it was made with.
-type lrDialer struct {
+type grpcXDSDialer struct {
 	cp *controlPlane
 }
 
@@ -122,10 +122,10 @@ func newGRPCXDSDialer(ctx context.Context, c *cluster, policy topology.Policy) (
 	if err != nil {
 		return nil, err
 	}
-	return &lrDialer{cp: cp}, nil
+	return &grpcXDSDialer{cp: cp}, nil
 }
 
-func (d *lrDialer) dial(ch int, zone string) (*grpc.ClientConn, error) {
+func (d *grpcXDSDialer) dial(ch int, zone string) (*grpc.ClientConn, error) {
 	bootstrap := fmt.Sprintf(`{"xds_servers":[{"server_uri":%q,"channel_creds":[{"type":"insecure"}],"server_features":["ignore_resource_deletion"]}],`+
 		`"node":{"id":"bench-client-%d","locality":{"zone":%q}}}`, d.cp.addr, ch, zone)
 	var b resolver.Builder
@@ -137,7 +137,7 @@ func (d *lrDialer) dial(ch int, zone string) (*grpc.ClientConn, error) {
 		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(b), fastBackoff)
 }
 
-func (d *lrDialer) close() { d.cp.close() }
+func (d *grpcXDSDialer) close() { d.cp.close() }
 
 // fairwayDialer is the Fairway client (fairway:///) through the control
 // plane, with the strategy chain override chain ("" = the client's default
