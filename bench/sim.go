@@ -31,7 +31,11 @@ import (
 // request's outcome reaches the endpoint through the done function its pick
 // returned (see TestSim_RunsTheBalancersCode). connection, round_robin and
 // grpc_least_request (two choices, the channel's own in-flight counts;
-// outlier detection is not simulated) are implemented here. Membership
+// outlier detection is not simulated) are implemented here, grpc_wrr in
+// simwrr.go and oracle in simoracle.go. Every pod computes its ORCA load
+// reports with the loadreport.Reporter the real pods run (a request counts
+// from its arrival at the pod to its end there), and its antagonist
+// slowdowns multiply the service times of requests starting in them. Membership
 // changes reach every client at once, and a listed pod is connected at
 // once. A request's latency, as reported, is its time at the pod plus
 // SimRTT; the strategies' samples, read on the fake clock, leave SimRTT
