@@ -55,6 +55,15 @@ func (s *server) EmptyCall(ctx context.Context, _ *testpb.Empty) (*testpb.Empty,
 	return &testpb.Empty{}, nil
 }
 
+// FullDuplexCall echoes nothing: it waits for the client to close its side.
+func (s *server) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServer) error {
+	for {
+		if _, err := stream.Recv(); err != nil {
+			return nil
+		}
+	}
+}
+
 func (s *server) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
 	return nil, status.Error(codes.Internal, "failing on purpose")
 }
@@ -138,6 +147,30 @@ func TestReporter_TrailersCarryLoadAndHealthChecksProbeIt(t *testing.T) {
 	}
 	if l := r.Load(); l.RIF != 0 || l.QPS*l.Latency.Seconds() <= 0 {
 		t.Errorf("Load() = %+v after 5 application calls", l)
+	}
+}
+
+// TestReporter_StreamCountsWhileOpen: a streaming call is in flight from
+// its start to its end, and its trailer carries a report.
+func TestReporter_StreamCountsWhileOpen(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := loadreport.New()
+	cc := dial(t, start(t, r, &server{}))
+	stream, err := testgrpc.NewTestServiceClient(cc).FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(ctx, t, "the stream in flight", func() bool { return r.Load().RIF == 1 })
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err == nil {
+		t.Fatal("Recv: a message, want the end of the stream")
+	}
+	lr, err := loadreport.FromTrailer(stream.Trailer())
+	if err != nil || lr == nil || lr.NamedMetrics[loadreport.RIFMetric] != 0 || lr.RpsFractional <= 0 {
+		t.Errorf("stream trailer report %v (%v), want rif 0 and rps > 0", lr, err)
 	}
 }
 
