@@ -139,3 +139,34 @@ func TestRun_WRRRealSteersAwayFromSlowPod(t *testing.T) {
 		t.Errorf("grpc_wrr gave the slow pod %.3f of the requests, round_robin %.3f: want at most half", wrr, rr)
 	}
 }
+
+// TestWRRChannel_SchedulerFollowsWeights: the static-stride scheduler picks
+// each endpoint in proportion to its weight, an endpoint without a usable
+// weight (none reported, or in blackout) at the mean of the others, and
+// falls back to round robin with fewer than two weights.
+func TestWRRChannel_SchedulerFollowsWeights(t *testing.T) {
+	now := time.Minute
+	w := &wrrChannel{eps: make([]wrrEndpoint, 4), order: []int{0, 1, 2, 3}}
+	for p, weight := range []float64{100, 200, 300} {
+		w.eps[p] = wrrEndpoint{weight: weight, lastUpdated: now, reported: true, nonEmptySince: 0, since: true}
+	}
+	// Pod 3 reports but is in its blackout: the mean weight, 200.
+	w.eps[3] = wrrEndpoint{weight: 1000, lastUpdated: now, reported: true, nonEmptySince: now - time.Second, since: true}
+	w.regenerate(now)
+	counts := make([]int, 4)
+	const n = 80_000
+	for range n {
+		counts[w.pick()]++
+	}
+	for p, want := range []float64{100, 200, 300, 200} {
+		if got := float64(counts[p]) / n; math.Abs(got-want/800) > 0.01 {
+			t.Errorf("pod %d: %.3f of the picks, want %.3f", p, got, want/800)
+		}
+	}
+	// One usable weight: round robin.
+	w.eps[1].reported, w.eps[2].reported = false, false
+	w.regenerate(now)
+	if w.weights != nil {
+		t.Errorf("weights %v with one usable weight, want round robin", w.weights)
+	}
+}
