@@ -279,6 +279,19 @@ func TestChart_Lint(t *testing.T) {
 	}
 }
 
+// The chart in the tree is at the release that deploy/ names: version X.Y.Z,
+// appVersion vX.Y.Z (the image tag; TestChart_MatchesKustomize compares it
+// with deploy/kustomization.yaml's newTag).
+func TestChart_VersionIsAppVersion(t *testing.T) {
+	c, err := charts.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if "v"+c.Metadata.Version != c.Metadata.AppVersion {
+		t.Errorf("Chart.yaml version %s, appVersion %s; want X.Y.Z and vX.Y.Z", c.Metadata.Version, c.Metadata.AppVersion)
+	}
+}
+
 // TestChart_Package writes a release's archive, which loads back with the
 // release's version as chart version, appVersion and default image tag.
 func TestChart_Package(t *testing.T) {
