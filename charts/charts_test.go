@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
@@ -308,7 +309,7 @@ func TestChart_Package(t *testing.T) {
 	if _, err := charts.Package(t.TempDir(), "vnext"); err == nil {
 		t.Error("Package(vnext) succeeded, want an error (not semver)")
 	}
-	c, err := loadArchive(path)
+	c, err := loader.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
