@@ -130,6 +130,7 @@ type options struct {
 
 	callerZonesInterval time.Duration
 	pushTimeout         time.Duration
+	requireIdentity     bool
 	pushHook            func() // tests: called by the push goroutine before each push
 }
 
@@ -161,6 +162,14 @@ func WithClock(c clock.WithDelayedExecution) Option { return func(o *options) { 
 // leaves the Fairway client on the fractions it already had. Default 0.
 func WithCallerZonesWarmup(d time.Duration) Option { return func(o *options) { o.warmup = d } }
 
+// WithRequireIdentity makes the server serve only streams whose context
+// carries an auth.Identity (set by the authentication in front of it): a
+// stream without one ends with UNAUTHENTICATED at its opening, so that only
+// authenticated streams see anything and count toward caller_zones. Off by
+// default (authentication off: every stream sees every service). Set it
+// whenever authentication is on.
+func WithRequireIdentity(on bool) Option { return func(o *options) { o.requireIdentity = on } }
+
 // Server is an xDS server fed with topology snapshots. Create it with New,
 // feed it with Update, serve it with Serve or RegisterGRPC, and release it
 // with Close.
@@ -174,7 +183,10 @@ type Server struct {
 	limits   limits
 	refusals refusalLog
 	callers  *callerZones
-	caches   map[string]*cachev3.LinearCache // by type URL
+	caches   map[string]*cachev3.LinearCache // by type URL: the all view's (views.go)
+	views    *views
+	// requireIdentity: streams without an identity are refused.
+	requireIdentity bool
 	xds      serverv3.Server
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -242,7 +254,6 @@ func New(opts ...Option) *Server {
 		gatherer: gatherer,
 		metrics:  m,
 		limits:   o.limits,
-		caches:   make(map[string]*cachev3.LinearCache, len(typeURLs)),
 		kick:     make(chan struct{}, 1),
 		streams:  make(map[streamID]*streamState),
 
@@ -250,24 +261,21 @@ func New(opts ...Option) *Server {
 		pushTimeout: o.pushTimeout,
 		pushHook:    o.pushHook,
 		broken:      make(map[topology.ServiceKey]*topology.Service),
+
+		requireIdentity: o.requireIdentity,
 	}
 	s.callers = newCallerZones(callerZonesConfig{gauge: m.callerStreams, from: o.clock.Now().Add(o.warmup),
 		interval: o.callerZonesInterval, clock: o.clock, kick: s.kickPush})
-	mux := &cachev3.MuxCache{
-		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
-		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return r.GetTypeUrl() },
-		Caches:        make(map[string]cachev3.Cache, len(typeURLs)),
-	}
+	all := newView("", true)
+	s.caches = all.caches
 	for _, t := range typeURLs {
-		c := cachev3.NewLinearCache(t) // no version prefix: nackCache relies on it
-		s.caches[t] = c
-		mux.Caches[t] = c
 		s.metrics.resources.WithLabelValues(typeLabel(t)).Set(0)
 	}
+	s.views = newViews(all, o.clock)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cb := s.callbacks()
 	newResponseSizes(s.limits, m, log, o.clock).callbacks(&cb, s.responded)
-	s.xds = serverv3.NewServer(s.ctx, nackCache{mux}, cb)
+	s.xds = serverv3.NewServer(s.ctx, nackCache{viewCache{s.views}}, cb)
 	if o.warmup > 0 {
 		// kickPush only sends on a channel: safe under a fake clock's lock.
 		s.warmupTimer = o.clock.AfterFunc(o.warmup, s.kickPush)
