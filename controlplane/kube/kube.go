@@ -151,12 +151,12 @@ type Source struct {
 	logger     *slog.Logger
 	// defaultExport is convert.Options.DefaultExport.
 	defaultExport topology.Export
-	registry   prometheus.Registerer
-	recorder   record.EventRecorder // nil: Run builds its own
-	metrics    *metrics
-	requests   *requestWatcher // watches the client's requests (NewForConfig only)
-	synced     atomic.Bool
-	running    atomic.Bool
+	registry      prometheus.Registerer
+	recorder      record.EventRecorder // nil: Run builds its own
+	metrics       *metrics
+	requests      *requestWatcher // watches the client's requests (NewForConfig only)
+	synced        atomic.Bool
+	running       atomic.Bool
 
 	// set by Run before the informers start, read-only afterwards
 	scopes []*scope

@@ -187,11 +187,11 @@ type Server struct {
 	views    *views
 	// requireIdentity: streams without an identity are refused.
 	requireIdentity bool
-	xds      serverv3.Server
-	ctx      context.Context
-	cancel   context.CancelFunc
-	kick     chan struct{} // buffered(1): a push is due
-	wg       sync.WaitGroup
+	xds             serverv3.Server
+	ctx             context.Context
+	cancel          context.CancelFunc
+	kick            chan struct{} // buffered(1): a push is due
+	wg              sync.WaitGroup
 
 	warmupTimer clock.Timer // set by New; nil without a warm-up; stopped by Close
 
