@@ -394,8 +394,10 @@ func (s *Server) Serve(lis net.Listener) error {
 // when a push has run or been due for longer than the push timeout, see
 // WithPushTimeout), /readyz (200 once the first snapshot has been pushed,
 // 503 before), /metrics, and as JSON /debug/config_dump (ConfigDump: the
-// resources served, ?type= and ?name= filter them) and /debug/clients
-// (Clients: the open streams, their subscriptions, ACKs and NACKs).
+// resources served, ?type= and ?name= filter them, ?namespace= keeps what
+// a client of that namespace sees: ConfigDumpFor) and /debug/clients
+// (Clients: the open streams, their identities, subscriptions, ACKs and
+// NACKs).
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
