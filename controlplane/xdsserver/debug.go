@@ -44,17 +44,17 @@ type ClientsDump struct {
 
 // StreamDump is one open xDS stream in a ClientsDump.
 type StreamDump struct {
-	Stream        int64              `json:"stream"`   // go-control-plane's stream id (per protocol)
-	Protocol      string             `json:"protocol"` // sotw or delta
-	NodeID        string             `json:"node_id"`
-	Zone          string             `json:"zone,omitempty"` // node.locality.zone of its first node
+	Stream   int64  `json:"stream"`   // go-control-plane's stream id (per protocol)
+	Protocol string `json:"protocol"` // sotw or delta
+	NodeID   string `json:"node_id"`
+	Zone     string `json:"zone,omitempty"` // node.locality.zone of its first node
 	// Namespace, ServiceAccount and Auth are the stream's identity (Auth:
 	// how it was established); all empty for a stream without one, which
 	// sees every service.
-	Namespace      string `json:"namespace,omitempty"`
-	ServiceAccount string `json:"service_account,omitempty"`
-	Auth           string `json:"auth,omitempty"`
-	Subscriptions []SubscriptionDump `json:"subscriptions"`
+	Namespace      string             `json:"namespace,omitempty"`
+	ServiceAccount string             `json:"service_account,omitempty"`
+	Auth           string             `json:"auth,omitempty"`
+	Subscriptions  []SubscriptionDump `json:"subscriptions"`
 }
 
 // SubscriptionDump is what one stream holds of one type.
