@@ -492,3 +492,24 @@ func TestServer_RequireIdentityRefusesStreamsWithout(t *testing.T) {
 		t.Errorf("refused no_identity = %v, want 1", got)
 	}
 }
+
+// A stream counts toward caller_zones only for the Clusters its namespace
+// sees: shop cannot steer the zone spill of finance's clients.
+func TestServer_CallerZonesCountOnlyVisibleSubscriptions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	s := startScopedServer(t, nil, xdsserver.WithCallerZonesInterval(0))
+	pay := inZones(nsService("finance", "pay", topology.ExportOwn()), "zone-a", "zone-b", "zone-c")
+	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{pay}))
+	testkit.Eventually(ctx, t, "the first push", s.Ready)
+	cc := dial(t, s.addr)
+	const name = "pay.finance:8080"
+	f1 := newSotWStream(asNamespace(ctx, "finance"), t, cc, zoneNode("f1", "zone-a"), name)
+	f1.waitCallerZones(name, map[string]float64{"zone-a": 1})
+	shop := newSotWStream(asNamespace(ctx, "shop"), t, cc, zoneNode("shop1", "zone-b"), name)
+	if got := shop.recv(); len(got) != 0 {
+		t.Errorf("shop got Clusters %v, want none", sortedKeys(got))
+	}
+	newSotWStream(asNamespace(ctx, "finance"), t, cc, zoneNode("f2", "zone-c"), name)
+	f1.waitCallerZones(name, map[string]float64{"zone-a": 0.5, "zone-c": 0.5})
+}

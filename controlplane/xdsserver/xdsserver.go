@@ -71,9 +71,21 @@
 // GRPCServerOptions, which a caller of RegisterGRPC passes on. /healthz fails
 // when a push has run, or been due, for longer than WithPushTimeout.
 //
+// Visibility (views.go): a stream whose context carries an auth.Identity
+// (put there by the authentication in front of the server) sees only the
+// services visible to its namespace (topology.Service.Visible), by name and
+// by wildcard, every type; a name it may not see is answered as an unknown
+// one. A stream without identity sees everything (WithRequireIdentity
+// refuses it instead). Each namespace with a stream open reads caches of its
+// own (a view) that a push fills with the resources it rendered once; the
+// streams without identity read the server's caches, at the same cost as
+// without visibility. A stream counts toward caller_zones only for the
+// Clusters it sees. /debug/clients shows each stream's identity and
+// /debug/config_dump?namespace=NS what NS sees.
+//
 // A push (push.go) reads as its steps: diff the last pushed snapshot with
 // the new one, let callerZones add the Clusters whose callers moved, render
-// the resources, update the caches. Rendering isolates each service: one
+// the resources, update the caches (the namespace views' too). Rendering isolates each service: one
 // that fails topology.Service.Validate, or whose translation panics, is left
 // out of the push whole (its clients keep what they had), logged at Error
 // and counted in fairway_xds_render_failures_total once per version of it,
