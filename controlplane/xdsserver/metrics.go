@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
 	}, []string{"type"}))
 	m.refused = register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fairway_xds_refused_streams_total",
-		Help: "xDS streams ended with RESOURCE_EXHAUSTED for exceeding a limit, by reason (streams_per_node, names_per_stream).",
+		Help: "xDS streams refused, by reason: RESOURCE_EXHAUSTED for exceeding a limit (streams_per_node, names_per_stream), UNAUTHENTICATED for carrying no identity when one is required (no_identity).",
 	}, []string{"reason"}))
 	m.version = register(reg, log, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "fairway_xds_snapshot_version",

@@ -64,6 +64,9 @@ func diff(prev, next *topology.Snapshot, broken map[topology.ServiceKey]*topolog
 		if old == svc || (old != nil && old.Equal(svc)) {
 			continue
 		}
+		if old != nil && !old.Export.Equal(svc.Export) {
+			ch.exports = append(ch.exports, svc)
+		}
 		if _, ok := broken[svc.Key]; ok {
 			old = nil
 		}
@@ -80,9 +83,6 @@ func diff(prev, next *topology.Snapshot, broken map[topology.ServiceKey]*topolog
 		// service's.
 		if old == nil || routeChanged(old.Policy, svc.Policy) {
 			ch.added = append(ch.added, svc)
-		}
-		if old != nil && !old.Export.Equal(svc.Export) {
-			ch.exports = append(ch.exports, svc)
 		}
 	}
 	if prev == nil {
