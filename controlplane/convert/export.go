@@ -35,14 +35,14 @@ func ParseExportTo(v string) (topology.Export, error) {
 		case entry == ".":
 		default:
 			if msgs := validation.IsDNS1123Label(entry); len(msgs) > 0 {
-				return topology.Export{}, fmt.Errorf("%q is not a namespace: %s", entry, strings.Join(msgs, "; "))
+				return topology.Export{}, fmt.Errorf("fairway/convert: %q is not a namespace: %s", entry, strings.Join(msgs, "; "))
 			}
 			e.Namespaces = append(e.Namespaces, entry)
 		}
 		empty = false
 	}
 	if empty {
-		return topology.Export{}, errors.New("no namespace given")
+		return topology.Export{}, errors.New("fairway/convert: no namespace given")
 	}
 	if all {
 		return topology.ExportAll(), nil

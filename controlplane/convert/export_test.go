@@ -31,11 +31,11 @@ func TestService_ExportTo(t *testing.T) {
 		{name: "empty value counts as absent", annotation: ptr("  "), def: topology.ExportOwn(), want: topology.ExportOwn()},
 		{
 			name: "invalid namespace: default used", annotation: ptr("finance,Bad_NS"), def: topology.ExportOwn(), want: topology.ExportOwn(),
-			wantProblems: invalid(`annotation fairway.io/export-to: invalid value "finance,Bad_NS" ("Bad_NS" is not a namespace: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')); using default .`),
+			wantProblems: invalid(`annotation fairway.io/export-to: invalid value "finance,Bad_NS" (fairway/convert: "Bad_NS" is not a namespace: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')); using default .`),
 		},
 		{
 			name: "only commas: default used", annotation: ptr(", ,"), want: topology.ExportAll(),
-			wantProblems: invalid(`annotation fairway.io/export-to: invalid value ", ," (no namespace given); using default *`),
+			wantProblems: invalid(`annotation fairway.io/export-to: invalid value ", ," (fairway/convert: no namespace given); using default *`),
 		},
 	}
 	for _, tt := range tests {
