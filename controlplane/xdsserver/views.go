@@ -44,9 +44,10 @@ import (
 // callbacks (which run before the server creates the watch, after the SotW
 // server has filled in the node and before the delta server does) replace
 // the request's node with the stream's view's stamp, a node of the server's
-// own whose id names the view; the cache (viewCache) routes by it. Whatever
-// node the client sent, it cannot pick a view; the callbacks read the
-// client's node before replacing it.
+// own (its id names the view, for debugging); the cache (viewCache) routes by
+// the stamp's pointer. Whatever node the client sent, it cannot pick a view:
+// it is replaced, and no node a client sent is a stamp. The callbacks read
+// the client's node before replacing it.
 //
 // A namespace's view is made at the first stream of its namespace, filled
 // with the last rendered resources it sees, and updated by every push; it is
@@ -107,7 +108,9 @@ type views struct {
 	all   *view
 	clock clock.Clock
 
-	byStamp atomic.Pointer[map[string]*view] // stamp id → view; replaced under mu
+	// byStamp maps each view's stamp (the pointer: a node a client sent
+	// never matches) to the view; replaced under mu.
+	byStamp atomic.Pointer[map[*corepb.Node]*view]
 
 	mu   sync.Mutex
 	byNS map[string]*view // guarded by mu
@@ -124,17 +127,17 @@ func newViews(all *view, c clock.Clock) *views {
 
 // publishLocked publishes the lookup map. vs.mu is held (or vs is new).
 func (vs *views) publishLocked() {
-	m := make(map[string]*view, len(vs.byNS)+1)
-	m[vs.all.stamp.GetId()] = vs.all
+	m := make(map[*corepb.Node]*view, len(vs.byNS)+1)
+	m[vs.all.stamp] = vs.all
 	for _, v := range vs.byNS {
-		m[v.stamp.GetId()] = v
+		m[v.stamp] = v
 	}
 	vs.byStamp.Store(&m)
 }
 
 // lookup returns the view whose stamp is node, nil for none.
 func (vs *views) lookup(node *corepb.Node) *view {
-	return (*vs.byStamp.Load())[node.GetId()]
+	return (*vs.byStamp.Load())[node]
 }
 
 // acquire returns the view of a stream opening: the all view without an

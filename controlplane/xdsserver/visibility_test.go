@@ -3,6 +3,7 @@ package xdsserver_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -376,6 +377,7 @@ func TestServer_NACKAndLogsDoNotLeakHiddenNames(t *testing.T) {
 	s.Update(topology.NewSnapshot(1, time.Time{}, visibilityWorld(exportTo("shop"))))
 	testkit.Eventually(ctx, t, "the first push", s.Ready)
 	ads := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr))
+	var streams []discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
 		st, err := ads.StreamAggregatedResources(asNamespace(ctx, "shop"))
 		if err != nil {
@@ -391,8 +393,20 @@ func TestServer_NACKAndLogsDoNotLeakHiddenNames(t *testing.T) {
 			ErrorDetail: &statuspb.Status{Code: int32(codes.InvalidArgument), Message: "rejected"}}); err != nil {
 			t.Fatal(err)
 		}
+		streams = append(streams, st)
 	}
 	testkit.Eventually(ctx, t, "the last NACK counted", func() bool { return metric(t, s.reg, "fairway_xds_nacks_total", "type", "route") == 1 })
+	// The streams keep serving: a change of every resource reaches each.
+	changed := visibilityWorld(exportTo("shop"))
+	for _, svc := range changed {
+		svc.Policy.LB = topology.RingHash
+		svc.Endpoints[0].Address = "10.0.0.2"
+	}
+	s.Update(topology.NewSnapshot(2, time.Time{}, changed))
+	for i, st := range streams {
+		b, _ := proto.Marshal(sotwRecv(t, st))
+		leakCheck(t, fmt.Sprintf("response %d after the NACK", i), b)
+	}
 	for _, path := range []string{"/debug/clients", "/debug/config_dump?namespace=shop", "/debug/config_dump?namespace=shop&name=pay.finance:8080"} {
 		rec := httptest.NewRecorder()
 		s.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
