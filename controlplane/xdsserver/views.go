@@ -12,6 +12,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
@@ -107,6 +108,7 @@ type views struct {
 	// immutable
 	all   *view
 	clock clock.Clock
+	gauge prometheus.Gauge // fairway_xds_namespace_views; nil: none
 
 	// byStamp maps each view's stamp (the pointer: a node a client sent
 	// never matches) to the view; replaced under mu.
@@ -119,8 +121,8 @@ type views struct {
 	current map[topology.ServiceKey]*serviceState
 }
 
-func newViews(all *view, c clock.Clock) *views {
-	vs := &views{all: all, clock: c, byNS: map[string]*view{}, current: map[topology.ServiceKey]*serviceState{}}
+func newViews(all *view, c clock.Clock, gauge prometheus.Gauge) *views {
+	vs := &views{all: all, clock: c, gauge: gauge, byNS: map[string]*view{}, current: map[topology.ServiceKey]*serviceState{}}
 	vs.publishLocked()
 	return vs
 }
@@ -133,6 +135,9 @@ func (vs *views) publishLocked() {
 		m[v.stamp] = v
 	}
 	vs.byStamp.Store(&m)
+	if vs.gauge != nil {
+		vs.gauge.Set(float64(len(vs.byNS)))
+	}
 }
 
 // lookup returns the view whose stamp is node, nil for none.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
@@ -36,7 +38,8 @@ func pushServices(t *testing.T, vs *views, prev, snap *topology.Snapshot) {
 
 func TestViews_LazyFilledUpdatedAndDroppedWhenIdle(t *testing.T) {
 	clk := clocktesting.NewFakeClock(time.Unix(1000, 0))
-	vs := newViews(newView("", true), clk)
+	gauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "views"})
+	vs := newViews(newView("", true), clk, gauge)
 	web, pay := viewService("shop", "web", topology.ExportOwn()), viewService("finance", "pay", topology.ExportOwn())
 	s1 := topology.NewSnapshot(1, time.Time{}, []*topology.Service{web, pay})
 	pushServices(t, vs, nil, s1)
@@ -81,8 +84,8 @@ func TestViews_LazyFilledUpdatedAndDroppedWhenIdle(t *testing.T) {
 	}
 	clk.Step(time.Second)
 	pushServices(t, vs, s3, s3)
-	if n := vs.count(); n != 1 {
-		t.Errorf("%d namespace views after shop's idle time, want 1 (billing)", n)
+	if n := vs.count(); n != 1 || testutil.ToFloat64(gauge) != 1 {
+		t.Errorf("%d namespace views after shop's idle time (gauge %v), want 1 (billing)", n, testutil.ToFloat64(gauge))
 	}
 	if vs.lookup(shop.stamp) != nil {
 		t.Error("shop's dropped view is still found by its stamp")

@@ -77,7 +77,8 @@
 // by wildcard, every type; a name it may not see is answered as an unknown
 // one. A stream without identity sees everything (WithRequireIdentity
 // refuses it instead). Each namespace with a stream open reads caches of its
-// own (a view) that a push fills with the resources it rendered once; the
+// own (a view, counted in fairway_xds_namespace_views) that a push fills
+// with the resources it rendered once; the
 // streams without identity read the server's caches, at the same cost as
 // without visibility. A stream counts toward caller_zones only for the
 // Clusters it sees. /debug/clients shows each stream's identity and
@@ -283,7 +284,7 @@ func New(opts ...Option) *Server {
 	for _, t := range typeURLs {
 		s.metrics.resources.WithLabelValues(typeLabel(t)).Set(0)
 	}
-	s.views = newViews(all, o.clock)
+	s.views = newViews(all, o.clock, m.views)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cb := s.callbacks()
 	newResponseSizes(s.limits, m, log, o.clock).callbacks(&cb, s.responded)
