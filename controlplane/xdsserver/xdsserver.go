@@ -4,8 +4,8 @@
 // State-of-the-World and Delta, on one gRPC server.
 //
 // Every resource type (Cluster, ClusterLoadAssignment, Listener,
-// RouteConfiguration) lives in its own go-control-plane LinearCache behind a
-// MuxCache, so a client subscribing to one service among many gets its answer
+// RouteConfiguration) lives in its own go-control-plane LinearCache (per
+// view, see Visibility below), so a client subscribing to one service among many gets its answer
 // at once (a SnapshotCache in ADS mode waits for a request naming every
 // resource), and a change to one service re-sends only that service's changed
 // resources to delta subscribers.
@@ -78,16 +78,16 @@
 // one. A stream without identity sees everything (WithRequireIdentity
 // refuses it instead). Each namespace with a stream open reads caches of its
 // own (a view, counted in fairway_xds_namespace_views) that a push fills
-// with the resources it rendered once; the
-// streams without identity read the server's caches, at the same cost as
-// without visibility. A stream counts toward caller_zones only for the
-// Clusters it sees. /debug/clients shows each stream's identity and
-// /debug/config_dump?namespace=NS what NS sees.
+// with the resources it rendered once; the streams without identity read
+// the server's caches, at the same cost as without visibility. A stream
+// counts toward caller_zones only for the Clusters it sees. /debug/clients
+// shows each stream's identity and /debug/config_dump?namespace=NS what NS
+// sees.
 //
 // A push (push.go) reads as its steps: diff the last pushed snapshot with
 // the new one, let callerZones add the Clusters whose callers moved, render
-// the resources, update the caches (the namespace views' too). Rendering isolates each service: one
-// that fails topology.Service.Validate, or whose translation panics, is left
+// the resources, update the caches (the namespace views' too). Rendering
+// isolates each service: one that fails topology.Service.Validate, or whose translation panics, is left
 // out of the push whole (its clients keep what they had), logged at Error
 // and counted in fairway_xds_render_failures_total once per version of it,
 // and rendered whole again when it changes; the other services are pushed.
