@@ -23,6 +23,10 @@ import (
 // its own namespace's, and those exported to it); a stream without one (the
 // server runs with authentication off) sees every service.
 //
+// Every resource belongs to one service (package translate names each by
+// its service's key, a Listener also by the FQDN form; none aggregates
+// several services), so what a stream sees is a set of services.
+//
 // Each set of streams that sees the same services is a view with caches of
 // its own, one LinearCache per type as the server's: the "all" view (the
 // streams without identity) is the server's caches themselves, updated by a
