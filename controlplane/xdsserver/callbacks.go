@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fairway-lb/fairway/controlplane/auth"
-
 	"github.com/fairway-lb/fairway/controlplane/topology"
 )
 
