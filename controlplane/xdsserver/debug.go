@@ -257,7 +257,7 @@ func nameMatches(n, filter string) bool {
 func (s *Server) debugHandlers(mux *http.ServeMux) {
 	mux.HandleFunc("/debug/config_dump", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		dump, err := s.configDump(q.Get("type"), q.Get("name"), q.Get("namespace"), !q.Has("namespace"))
+		dump, err := s.configDump(q.Get("type"), q.Get("name"), q.Get("namespace"), q.Get("namespace") == "")
 		if err != nil {
 			http.Error(w, "fairway/xdsserver: "+err.Error(), http.StatusInternalServerError)
 			return
