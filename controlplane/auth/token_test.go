@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -37,7 +37,7 @@ type cluster struct {
 	cs kubernetes.Interface
 }
 
-func startCluster(t *testing.T) *cluster {
+func startCluster(t testing.TB) *cluster {
 	t.Helper()
 	env := testenv.Start(t)
 	cs, err := kubernetes.NewForConfig(env.Config)
@@ -59,7 +59,7 @@ func startCluster(t *testing.T) *cluster {
 
 // token returns a TokenRequest token of ns/sa for audience, valid 10 min
 // (the API's minimum), and its expiry.
-func (c *cluster) token(t *testing.T, ns, sa, audience string) (string, time.Time) {
+func (c *cluster) token(t testing.TB, ns, sa, audience string) (string, time.Time) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
