@@ -113,6 +113,7 @@ func xdsSecurity(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registere
 			stop()
 			return nil, nil, fmt.Errorf("--auth token: %w", err)
 		}
+		cfg.QPS, cfg.Burst = auth.ReviewQPS, auth.ReviewBurst
 		cs, err := kube.NewClientForConfig(cfg)
 		if err != nil {
 			stop()

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/fairway-lb/fairway/controlplane/auth"
 	"github.com/fairway-lb/fairway/controlplane/topology"
@@ -36,23 +38,42 @@ const (
 // a real kube-apiserver. Compare the two sub-benchmarks of one run:
 //
 //	go test -run '^$' -bench ThousandStreams -benchtime 5x ./controlplane/auth/
+//
+// auth=token/distinct gives every stream a token of its own (1,000
+// TokenReviews, as after a restart of the control plane), through a client
+// limited to auth.ReviewQPS as `fairway controlplane` configures it.
 func BenchmarkAuth_ThousandStreams(b *testing.B) {
 	c := startCluster(b)
 	tok, _ := c.token(b, "shop", "web", auth.DefaultAudience)
-	for _, mode := range []auth.Mode{{}, {Token: true}} {
-		b.Run("auth="+mode.String(), func(b *testing.B) {
+	distinct := make([]string, benchStreams)
+	for i := range distinct {
+		distinct[i], _ = c.token(b, "shop", "web", auth.DefaultAudience)
+	}
+	cfg := rest.CopyConfig(c.cfg)
+	cfg.QPS, cfg.Burst = auth.ReviewQPS, auth.ReviewBurst
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		mode   auth.Mode
+		tokens []string
+	}{{"auth=none", auth.Mode{}, []string{tok}}, {"auth=token", auth.Mode{Token: true}, []string{tok}}, {"auth=token/distinct", auth.Mode{Token: true}, distinct}} {
+		mode := tc.mode
+		b.Run(tc.name, func(b *testing.B) {
 			var connect, push time.Duration
 			var reviews float64
 			for range b.N {
 				b.StopTimer()
 				reg := prometheus.NewRegistry()
-				a, err := auth.New(mode, auth.WithTokenReviewer(c.cs.AuthenticationV1().TokenReviews()), auth.WithRegisterer(reg))
+				a, err := auth.New(mode, auth.WithTokenReviewer(cs.AuthenticationV1().TokenReviews()), auth.WithRegisterer(reg))
 				if err != nil {
 					b.Fatal(err)
 				}
 				s, addr := benchServer(b, a)
 				b.StartTimer()
-				cd, pd := runStreams(b, s, addr, tok)
+				cd, pd := runStreams(b, s, addr, tc.tokens)
 				b.StopTimer()
 				connect += cd
 				push += pd
@@ -89,12 +110,12 @@ func benchSnapshot(version uint64) *topology.Snapshot {
 	return topology.NewSnapshot(version, time.Now(), svcs)
 }
 
-// runStreams opens benchStreams streams (with tok), waits for every first
-// response, then pushes an update and waits until every stream has it.
-func runStreams(b *testing.B, s *xdsserver.Server, addr, tok string) (connect, push time.Duration) {
+// runStreams opens benchStreams streams (stream i with tokens[i%len]),
+// waits for every first response, then pushes an update and waits until
+// every stream has it.
+func runStreams(b *testing.B, s *xdsserver.Server, addr string, tokens []string) (connect, push time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
 	var conns []*grpc.ClientConn
 	defer func() {
 		for _, cc := range conns {
@@ -113,7 +134,8 @@ func runStreams(b *testing.B, s *xdsserver.Server, addr, tok string) (connect, p
 	var wg sync.WaitGroup
 	for i := range benchStreams {
 		wg.Go(func() {
-			st, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conns[i%benchConns]).StreamAggregatedResources(ctx)
+			sctx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tokens[i%len(tokens)])
+			st, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(conns[i%benchConns]).StreamAggregatedResources(sctx)
 			if err == nil {
 				err = st.Send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.ClusterType})
 			}

@@ -32,6 +32,16 @@ const (
 	DefaultNegativeCacheTTL = 10 * time.Second
 )
 
+// Client-side rate limits for the TokenReview client (rest.Config QPS and
+// Burst): after a control-plane restart every client reconnects with its own
+// token, one review each. With client-go's defaults (5/s) 1,000 clients
+// would wait minutes; the apiserver's priority and fairness still protects
+// it.
+const (
+	ReviewQPS   = 500
+	ReviewBurst = 1000
+)
+
 // maxCacheEntries bounds the token cache; past it, expired entries are
 // swept and rejections are no longer cached.
 const maxCacheEntries = 10000

@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/fairway-lb/fairway/controlplane/auth"
@@ -34,7 +35,8 @@ import (
 // cluster is a real kube-apiserver with ServiceAccounts shop/web and
 // finance/ledger.
 type cluster struct {
-	cs kubernetes.Interface
+	cs  kubernetes.Interface
+	cfg *rest.Config // admin
 }
 
 func startCluster(t testing.TB) *cluster {
@@ -54,7 +56,7 @@ func startCluster(t testing.TB) *cluster {
 			t.Fatal(err)
 		}
 	}
-	return &cluster{cs: cs}
+	return &cluster{cs: cs, cfg: env.Config}
 }
 
 // token returns a TokenRequest token of ns/sa for audience, valid 10 min
