@@ -193,6 +193,9 @@ func (g *guard) check(tokenExp time.Time) {
 }
 
 func (g *guard) end(d *denial) {
+	if g.ctx.Err() != nil { // the stream ended meanwhile
+		return
+	}
 	g.a.metrics.denials.WithLabelValues(d.reason).Inc()
 	g.a.log.Info("ending xDS stream", "namespace", g.id.Namespace, "service_account", g.id.ServiceAccount, "reason", d.reason)
 	g.cancel(d)
