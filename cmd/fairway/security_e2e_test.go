@@ -186,3 +186,42 @@ func metricValue(text, series string) float64 {
 	}
 	return 0
 }
+
+func TestSecurity_MTLSFairwayClientEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	ca := tlstest.NewCA(t, "fairway test CA")
+	certPEM, keyPEM := ca.Server(t, "fairway-xds")
+	certFile := tlstest.WriteFile(t, dir, "tls.crt", certPEM)
+	keyFile := tlstest.WriteFile(t, dir, "tls.key", keyPEM)
+	caFile := tlstest.WriteFile(t, dir, "ca.crt", ca.PEM)
+	clientDir := t.TempDir()
+	certPEM, keyPEM = ca.Client(t, "spiffe://cluster.local/ns/shop/sa/web")
+	clientCert := tlstest.WriteFile(t, clientDir, "tls.crt", certPEM)
+	clientKey := tlstest.WriteFile(t, clientDir, "tls.key", keyPEM)
+
+	b, err := testbackend.Start("127.0.0.1:0", testbackend.WithName("pod-0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Stop)
+	path := filepath.Join(dir, "world.yaml")
+	writeFile(t, path, secureWorld(b.Addr().Port, "127.0.0.1")...)
+	xdsAddr := testkit.FreeAddr(t)
+	cp := startControlPlane(t, path, xdsAddr, "--auth", "mtls", "--trust-domain", "cluster.local",
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--client-ca-file", caFile)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	cc, err := grpc.NewClient("fairway:///echo.shop:8080", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		client.WithFairway(client.WithXDSServers(xdsAddr), client.WithXDSTLS(caFile, clientCert, clientKey), client.WithXDSTokenFile("")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := testbackend.Call(ctx, testgrpc.NewTestServiceClient(cc), 20*time.Second); err != nil {
+		t.Fatalf("RPC through fairway:/// with mTLS: %v", err)
+	}
+	if got := metricValue(cp.metrics(), `fairway_xds_auth_streams_total{method="mtls",result="authenticated"}`); got < 1 {
+		t.Errorf("authenticated mTLS streams = %v, want at least 1", got)
+	}
+}

@@ -138,6 +138,29 @@ func ads(ctx context.Context, t *testing.T, addr, token string, creds credential
 	return st, err
 }
 
+// deltaADS opens a delta ADS stream with token, subscribes to every Cluster
+// and waits for the first response.
+func deltaADS(ctx context.Context, t *testing.T, addr, token string) discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesClient {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	st, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discoverypb.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatalf("delta stream: %v", err)
+	}
+	return st
+}
+
 // ended waits for the stream to end and returns its error.
 func ended(t *testing.T, st discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient) error {
 	t.Helper()
@@ -254,13 +277,24 @@ func TestToken_RealAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		delta := deltaADS(ctx, t, x.addr, tok)
 		before := reviews("authenticated")
 		// At the cache lifetime the token is reviewed again and still valid.
 		clk.Step(auth.DefaultMaxCacheTTL + time.Second)
 		testkit.Eventually(ctx, t, "a second review", func() bool { return reviews("authenticated") == before+1 })
-		testkit.Eventually(ctx, t, "the next check armed", clk.HasWaiters)
+		testkit.Eventually(ctx, t, "the next checks of both streams armed", func() bool { return clk.Waiters() == 2 })
 		clk.SetTime(exp.Add(time.Second))
 		wantCode(t, ended(t, st), codes.Unauthenticated, "the token expired")
+		errc := make(chan error, 1)
+		go func() {
+			for {
+				if _, err := delta.Recv(); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+		wantCode(t, testkit.Recv(t, errc, "the delta stream's end"), codes.Unauthenticated, "the token expired")
 		_, err = ads(ctx, t, x.addr, tok, nil)
 		wantCode(t, err, codes.Unauthenticated, "expired")
 	})
