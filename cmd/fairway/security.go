@@ -81,7 +81,6 @@ func (s *securityFlags) check(fromFile bool, kubeconfig string) error {
 // interceptor for f, and a function that stops watching the TLS files.
 func xdsSecurity(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer) ([]grpc.ServerOption, func(), error) {
 	s := f.security
-	log = log.With("component", "fairway/controlplane")
 	var opts []grpc.ServerOption
 	stop := func() {}
 	if s.certFile != "" {
@@ -126,7 +125,7 @@ func xdsSecurity(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registere
 		stop()
 		return nil, nil, err
 	}
-	logSecurity(log, s)
+	logSecurity(log.With("component", "fairway/controlplane"), s)
 	return append(opts, grpc.StreamInterceptor(a.StreamInterceptor())), stop, nil
 }
 
