@@ -224,4 +224,18 @@ func TestSecurity_MTLSFairwayClientEndToEnd(t *testing.T) {
 	if got := metricValue(cp.metrics(), `fairway_xds_auth_streams_total{method="mtls",result="authenticated"}`); got < 1 {
 		t.Errorf("authenticated mTLS streams = %v, want at least 1", got)
 	}
+
+	// grpc-go's xds:/// with a client certificate in its bootstrap.
+	bootstrap := fmt.Sprintf(`{"xds_servers": [{"server_uri": %q,
+		"channel_creds": [{"type": "tls", "config": {"ca_certificate_file": %q, "certificate_file": %q, "private_key_file": %q}}],
+		"server_features": ["xds_v3"]}],
+		"node": {"id": "shop/grpc-go", "locality": {"zone": "zone-a"}}}`, xdsAddr, caFile, clientCert, clientKey)
+	p := startProcessEnv(t, "xdsclient", []string{"GRPC_XDS_BOOTSTRAP_CONFIG=" + bootstrap}, "-target", "echo.shop:8080", "-n", "3")
+	p.waitUntil(60*time.Second, "the grpc-go client's calls", p.exited)
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 || strings.Count(p.out.String(), "served by") != 3 {
+		t.Fatalf("grpc-go xds:/// client with mTLS exited %d; output:\n%s", code, p.out)
+	}
+	if got := metricValue(cp.metrics(), `fairway_xds_auth_streams_total{method="mtls",result="authenticated"}`); got < 2 {
+		t.Errorf("authenticated mTLS streams = %v, want at least 2 (the Fairway client's and grpc-go's)", got)
+	}
 }
