@@ -89,6 +89,7 @@ func BenchmarkAuth_ThousandStreams(b *testing.B) {
 
 func benchServer(b *testing.B, a *auth.Authenticator) (*xdsserver.Server, string) {
 	s := xdsserver.New(xdsserver.WithGRPCServerOptions(grpc.StreamInterceptor(a.StreamInterceptor())),
+		xdsserver.WithRequireIdentity(!a.Mode().None()), // as fairway controlplane
 		xdsserver.WithRegisterer(prometheus.NewRegistry()), xdsserver.WithDebounce(0))
 	s.Update(benchSnapshot(1))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
