@@ -55,6 +55,7 @@ type controlPlaneFlags struct {
 	sizeWarning      int
 
 	security securityFlags // security.go
+
 	// defaultExportTo is --default-export-to, parsed.
 	defaultExportTo topology.Export
 }
