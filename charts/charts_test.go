@@ -212,6 +212,7 @@ func TestChart_ImageAndArgs(t *testing.T) {
 	objs, err = charts.Render("fairway", "other", map[string]any{
 		"image":     map[string]any{"tag": "v9.9.9", "pullPolicy": "Always"},
 		"extraArgs": []any{"--log-format=json"},
+		"auth":      "none",
 		"replicas":  3,
 	})
 	if err != nil {
@@ -222,7 +223,7 @@ func TestChart_ImageAndArgs(t *testing.T) {
 	if ctr.Image != "ghcr.io/fairway-lb/fairway:v9.9.9" || ctr.ImagePullPolicy != corev1.PullAlways {
 		t.Errorf("image = %q, pull policy %q; want ghcr.io/fairway-lb/fairway:v9.9.9, Always", ctr.Image, ctr.ImagePullPolicy)
 	}
-	if diff := cmp.Diff(ctr.Args, []string{"controlplane", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:9090", "--log-format=json"}); diff != "" {
+	if diff := cmp.Diff(ctr.Args, []string{"controlplane", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:9090", "--auth=none", "--log-format=json"}); diff != "" {
 		t.Errorf("args (-got +want):\n%s", diff)
 	}
 	if n, _, _ := unstructured.NestedFieldNoCopy(d.Object, "spec", "replicas"); fmt.Sprint(n) != "3" {
@@ -268,6 +269,7 @@ func TestChart_Lint(t *testing.T) {
 		{map[string]any{"replicas": 0}, "replicas"},
 		{map[string]any{"watchpods": true}, "watchpods"},
 		{map[string]any{"extraArgs": []any{"controlplane"}}, "extraArgs"},
+		{map[string]any{"auth": "tokens"}, "auth"},
 	} {
 		_, err := charts.Render("fairway", deploy.Namespace, tc.values)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -343,6 +345,8 @@ func TestChart_ApplyToAPIServer(t *testing.T) {
 		"watchPods":      true,
 		"networkPolicy":  map[string]any{"enabled": true},
 		"serviceMonitor": map[string]any{"enabled": true},
+		"volumes":        []any{map[string]any{"name": "tls", "secret": map[string]any{"secretName": "fairway-tls"}}},
+		"volumeMounts":   []any{map[string]any{"name": "tls", "mountPath": "/etc/fairway/tls", "readOnly": true}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -368,8 +372,12 @@ func TestChart_ApplyToAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := d.Spec.Template.Spec.Containers[0]
-	if diff := cmp.Diff(c.Args, []string{"controlplane", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:9090", "--watch-pods"}); diff != "" {
+	if diff := cmp.Diff(c.Args, []string{"controlplane", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:9090", "--auth=token", "--watch-pods"}); diff != "" {
 		t.Errorf("applied args (-got +want):\n%s", diff)
+	}
+	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/etc/fairway/tls" ||
+		len(d.Spec.Template.Spec.Volumes) != 1 || d.Spec.Template.Spec.Volumes[0].Secret.SecretName != "fairway-tls" {
+		t.Errorf("applied volumes %+v, mounts %+v; want the tls Secret at /etc/fairway/tls", d.Spec.Template.Spec.Volumes, c.VolumeMounts)
 	}
 	if got := c.Resources.Limits.Memory(); got.Cmp(resource.MustParse("512Mi")) != 0 {
 		t.Errorf("applied memory limit %v, want 512Mi", got)
@@ -394,6 +402,7 @@ func TestChart_ApplyToAPIServer(t *testing.T) {
 		{"list", "discovery.k8s.io", "endpointslices", true},
 		{"watch", "", "pods", true},
 		{"create", "events.k8s.io", "events", true},
+		{"create", "authentication.k8s.io", "tokenreviews", true},
 		{"list", "", "secrets", false},
 		{"update", "", "services", false},
 	} {
