@@ -74,6 +74,11 @@ type EndpointState struct {
 	// Latency sampling (latency.go).
 	lcfg atomic.Pointer[latencyConfig] // nil: latency not measured
 	peer atomic.Int64                  // typical latency of the peers, ns (SetPeerLatency)
+
+	// Server-reported load (report.go).
+	report      atomic.Uint64 // arrival Stamp (high 32 bits; 0 = none) | RIF as float32 bits
+	reportPicks atomic.Uint64 // Picks() when the report arrived
+	coarse      *coarseClock  // the owner's coarse clock; nil for NewEndpoint's
 }
 
 const (

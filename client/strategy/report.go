@@ -1,0 +1,81 @@
+package strategy
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+
+	orcapb "github.com/cncf/xds/go/xds/data/orca/v3"
+
+	"github.com/fairway-lb/fairway/wire"
+)
+
+// Server-reported load: the last requests-in-flight count (RIF) a backend
+// reported of itself, in an ORCA load report (see wire.RIFMetric), with
+// when it arrived. Reports come from the trailers of finished requests
+// (FinishDone and FinishTimed read balancer.DoneInfo.ServerLoad), from the
+// out-of-band stream and from probes (the owner calls ReportORCA or
+// ReportLoad). Arrival is stamped with the owner's coarse clock, which the
+// Pool advances in Tick and Build, so no report reads the clock either.
+// Strategies read the report on the pick path (ServerLoad); it is one
+// atomic word plus the pick count at arrival, which tells how many requests
+// this client has sent the endpoint since.
+
+// Stamp is a coarse clock reading in the reports' unit: milliseconds, in 32
+// bits (wrapping every 49 days; compare stamps with Age). Never 0, which
+// marks "no report".
+func Stamp(t time.Time) uint32 {
+	if s := uint32(t.UnixMilli()); s != 0 {
+		return s
+	}
+	return 1
+}
+
+// Age returns how many milliseconds stamp is before now (both from Stamp);
+// negative if after.
+func Age(now, stamp uint32) int64 { return int64(int32(now - stamp)) }
+
+// ReportORCA records the RIF of an ORCA load report (a
+// *orcapb.OrcaLoadReport, as balancer.DoneInfo.ServerLoad and the
+// out-of-band listener carry it); anything else, or a report without a
+// valid RIF, is ignored. Safe for concurrent use; no lock, no allocation.
+func (e *Endpoint) ReportORCA(load any) {
+	r, ok := load.(*orcapb.OrcaLoadReport)
+	if !ok || r == nil {
+		return
+	}
+	if rif, ok := r.NamedMetrics[wire.RIFMetric]; ok {
+		e.ReportLoad(rif)
+	}
+}
+
+// ReportLoad records that the endpoint reported rif requests in flight,
+// stamped with the owner's coarse clock (see Pool); an endpoint made by
+// NewEndpoint has none and ignores it (use ReportLoadAt). Negative, NaN and
+// infinite values are ignored.
+func (e *Endpoint) ReportLoad(rif float64) {
+	if c := e.coarse; c != nil {
+		e.ReportLoadAt(rif, uint32(c.Load()))
+	}
+}
+
+// ReportLoadAt is ReportLoad with the arrival stamp given (see Stamp).
+func (e *Endpoint) ReportLoadAt(rif float64, stamp uint32) {
+	if !(rif >= 0) || math.IsInf(rif, 1) || stamp == 0 {
+		return
+	}
+	e.reportPicks.Store(e.Picks())
+	e.report.Store(uint64(stamp)<<32 | uint64(math.Float32bits(float32(rif))))
+}
+
+// ServerLoad returns the last reported RIF, its arrival stamp (0: no report
+// yet) and how many requests this client has sent the endpoint since.
+// Called on the pick path: two atomic loads and the pick count.
+func (e *Endpoint) ServerLoad() (rif float64, stamp uint32, since uint64) {
+	r := e.report.Load()
+	return float64(math.Float32frombits(uint32(r))), uint32(r >> 32), e.Picks() - e.reportPicks.Load()
+}
+
+// coarseClock is a Pool's clock as strategies' reports see it: a Stamp,
+// advanced in Tick and Build.
+type coarseClock = atomic.Int64

@@ -1,0 +1,27 @@
+package wire
+
+// Server-reported load. A backend reports its load to Fairway clients in
+// standard ORCA load reports (xds.data.orca.v3.OrcaLoadReport), which
+// grpc-go's orca package, and ORCA implementations in other languages,
+// send in two ways: per call, in the "endpoint-load-metrics-bin" trailer of
+// every RPC (including a unary grpc.health.v1.Health/Check, which a client
+// may send as a probe), and out of band, on the
+// xds.service.orca.v3.OpenRcaService/StreamCoreMetrics stream a client
+// opens on each connection.
+//
+// The one field the load_aware strategy reads is a named metric:
+//
+//	named_metrics["rif"]: requests in flight at the backend when the report
+//	                      was made (a count >= 0; RPCs of the ORCA service
+//	                      and health checks are not counted)
+//
+// A report without it is ignored, as are negative, NaN or infinite values.
+// The utilization fields (application_utilization, cpu_utilization), qps
+// and eps are what grpc-go's weighted_round_robin reads; a backend may send
+// them too, load_aware does not need them. grpc-go's ServerMetricsRecorder
+// carries named metrics on the out-of-band stream as well (its
+// CallMetricsRecorder's SetNamedMetric), so one recorder serves both paths.
+
+// RIFMetric is the ORCA named metric carrying a backend's requests in
+// flight.
+const RIFMetric = "rif"
