@@ -22,7 +22,7 @@
 //  1. unknown: no fresh report — by p2c's latency-aware load (own
 //     in-flight + 1, per weight, times latency);
 //  2. hot: a fresh report above the quantile — by estimated RIF;
-//  3. slow: a latency estimate above twice the reference (the typical
+//  3. slow: a latency estimate above 4× the reference (the typical
 //     estimate), whatever the reports say, which is how a slow endpoint or
 //     one whose requests fail (the failure penalty) is kept out however
 //     idle it reports itself — by p2c's load with the estimated RIF.
@@ -91,9 +91,13 @@ type Config struct {
 	FailurePenalty float64 `json:"failure_penalty"`
 }
 
+// noThreshold is the threshold while no Tick has seen a fresh report:
+// nothing is cold, and fresh candidates go by their estimated RIF.
+const noThreshold float64 = -1
+
 // slowFactor is how far above the reference latency an estimate makes an
 // endpoint slow (class 3).
-const slowFactor = 2
+const slowFactor = 4
 
 func init() { strategy.Register(builder{}) }
 
@@ -146,7 +150,7 @@ func (builder) Build(cfg any, _ strategy.Strategy, opts strategy.BuildOptions) s
 		s.freshGauge, s.thrGauge = opts.Gauges.Gauge(FreshFraction), opts.Gauges.Gauge(Threshold)
 	}
 	s.now.Store(int64(strategy.Stamp(opts.Clock.Now())))
-	s.thr.Store(math.Float64bits(math.Inf(1)))
+	s.thr.Store(math.Float64bits(noThreshold))
 	return s
 }
 
@@ -158,7 +162,7 @@ type loadAware struct {
 
 	// Read by pickers, written by Tick and Build.
 	now atomic.Int64  // strategy.Stamp of the last Tick or Build
-	thr atomic.Uint64 // hot-cold threshold, float64 bits
+	thr atomic.Uint64 // hot-cold threshold, float64 bits (noThreshold: none yet)
 
 	// Touched only from Tick (serialized by the Pool).
 	scratch    []float64
@@ -179,7 +183,7 @@ func (s *loadAware) Tick(set strategy.Set) bool {
 			s.scratch = append(s.scratch, est/max(c.Weight, math.SmallestNonzeroFloat64))
 		}
 	}
-	thr := math.Inf(1)
+	thr := noThreshold
 	if len(s.scratch) > 0 {
 		slices.Sort(s.scratch)
 		thr = s.scratch[int(s.cfg.Quantile*float64(len(s.scratch)-1))]

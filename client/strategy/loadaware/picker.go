@@ -45,20 +45,21 @@ func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
 	now := uint32(p.s.now.Load())
 	thr := math.Float64frombits(p.s.thr.Load())
 	ref := p.s.lat.Ref()
-	ca, va, fa := p.rank(ea, now, thr, ref)
-	cb, vb, fb := p.rank(eb, now, thr, ref)
+	ca, va, ta, fa := p.rank(ea, now, thr, ref)
+	cb, vb, tb, fb := p.rank(eb, now, thr, ref)
 	if p.probe != nil && !(fa && fb) {
 		p.maybeProbe(ea.e, fa, eb.e, fb)
 	}
-	if cb < ca || (cb == ca && vb < va) {
+	if cb < ca || (cb == ca && (vb < va || (vb == va && tb < ta))) {
 		return eb.e, nil
 	}
 	return ea.e, nil
 }
 
-// rank returns en's class, its value within the class (lower is better)
-// and whether its report is fresh.
-func (p *picker) rank(en *entry, now uint32, thr, ref float64) (class uint8, v float64, fresh bool) {
+// rank returns en's class, its value within the class and a tie-breaker
+// (lower is better; two cold candidates whose latencies are not told apart
+// yet go by their estimated RIF), and whether its report is fresh.
+func (p *picker) rank(en *entry, now uint32, thr, ref float64) (class uint8, v, tie float64, fresh bool) {
 	e := en.e
 	lat := e.LatencyNanos()
 	if lat <= 0 {
@@ -71,15 +72,16 @@ func (p *picker) rank(en *entry, now uint32, thr, ref float64) (class uint8, v f
 	if fresh {
 		est = rif + float64(min(since, uint64(inflight)))
 	}
+	load := est * en.invW
 	switch {
 	case ref > 0 && lat > slowFactor*ref:
-		return classSlow, (max(est, float64(inflight)) + 1) * en.invW * lat, fresh
+		return classSlow, (max(est, float64(inflight)) + 1) * en.invW * lat, load, fresh
 	case !fresh:
-		return classUnknown, float64(inflight+1) * en.invW * lat, false
-	case est*en.invW <= thr:
-		return classCold, lat, true
+		return classUnknown, float64(inflight+1) * en.invW * lat, load, false
+	case load <= thr:
+		return classCold, lat, load, true
 	}
-	return classHot, est * en.invW, true
+	return classHot, load, 0, true
 }
 
 // maybeProbe asks, with probability probe_rate each, for a probe of the
