@@ -108,10 +108,14 @@ func (b *fairwayBalancer) probeOne(e *strategy.Endpoint) {
 	}
 	p, release := sc.GetOrBuildProducer(probeBuilder)
 	defer release()
+	cc := p.(*probeProducer).cc
+	if cc == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(b.ctx, probeTimeout)
 	defer cancel()
 	var tr metadata.MD
-	err := p.(*probeProducer).cc.Invoke(ctx, healthpb.Health_Check_FullMethodName, &healthpb.HealthCheckRequest{},
+	err := cc.Invoke(ctx, healthpb.Health_Check_FullMethodName, &healthpb.HealthCheckRequest{},
 		&healthpb.HealthCheckResponse{}, grpc.Trailer(&tr))
 	b.probesSent.Add(1)
 	if err != nil && len(tr.Get(orcaTrailer)) == 0 {
@@ -134,7 +138,8 @@ type probeProducer struct{ cc grpc.ClientConnInterface }
 type probeProducerBuilder struct{}
 
 func (probeProducerBuilder) Build(cci any) (balancer.Producer, func()) {
-	return &probeProducer{cc: cci.(grpc.ClientConnInterface)}, func() {}
+	cc, _ := cci.(grpc.ClientConnInterface) // always one, as grpc-go documents
+	return &probeProducer{cc: cc}, func() {}
 }
 
 var probeBuilder balancer.ProducerBuilder = probeProducerBuilder{}

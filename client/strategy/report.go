@@ -1,7 +1,6 @@
 package strategy
 
 import (
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -18,8 +17,9 @@ import (
 // ReportLoad). Arrival is stamped with the owner's coarse clock, which the
 // Pool advances in Tick and Build, so no report reads the clock either.
 // Strategies read the report on the pick path (ServerLoad); it is one
-// atomic word plus the pick count at arrival, which tells how many requests
-// this client has sent the endpoint since.
+// atomic word in the endpoint's hot cache line, which also holds the pick
+// count at arrival, to tell how many requests this client has sent the
+// endpoint since.
 
 // Stamp is a coarse clock reading in the reports' unit: milliseconds, in 32
 // bits (wrapping every 49 days; compare stamps with Age). Never 0, which
@@ -51,8 +51,8 @@ func (e *Endpoint) ReportORCA(load any) {
 
 // ReportLoad records that the endpoint reported rif requests in flight,
 // stamped with the owner's coarse clock (see Pool); an endpoint made by
-// NewEndpoint has none and ignores it (use ReportLoadAt). Negative, NaN and
-// infinite values are ignored.
+// NewEndpoint has none and ignores it (use ReportLoadAt). Negative and NaN
+// values are ignored.
 func (e *Endpoint) ReportLoad(rif float64) {
 	if c := e.coarse; c != nil {
 		e.ReportLoadAt(rif, uint32(c.Load()))
@@ -60,20 +60,25 @@ func (e *Endpoint) ReportLoad(rif float64) {
 }
 
 // ReportLoadAt is ReportLoad with the arrival stamp given (see Stamp).
+// RIF is kept to 1/16 and at most MaxRIF.
 func (e *Endpoint) ReportLoadAt(rif float64, stamp uint32) {
-	if !(rif >= 0) || math.IsInf(rif, 1) || stamp == 0 {
+	if !(rif >= 0) || stamp == 0 {
 		return
 	}
-	e.reportPicks.Store(e.Picks())
-	e.report.Store(uint64(stamp)<<32 | uint64(math.Float32bits(float32(rif))))
+	q := uint64(min(rif, MaxRIF)*16 + 0.5)
+	e.report.Store(uint64(stamp)<<32 | q<<16 | e.Picks()&0xffff)
 }
 
+// MaxRIF is the largest RIF a report keeps; more counts as MaxRIF.
+const MaxRIF = 4095
+
 // ServerLoad returns the last reported RIF, its arrival stamp (0: no report
-// yet) and how many requests this client has sent the endpoint since.
-// Called on the pick path: two atomic loads and the pick count.
+// yet) and how many requests this client has sent the endpoint since (mod
+// 2^16). Called on the pick path: two atomic loads of the endpoint's own
+// cache line.
 func (e *Endpoint) ServerLoad() (rif float64, stamp uint32, since uint64) {
 	r := e.report.Load()
-	return float64(math.Float32frombits(uint32(r))), uint32(r >> 32), e.Picks() - e.reportPicks.Load()
+	return float64(r>>16&0xffff) / 16, uint32(r >> 32), (e.Picks() - r) & 0xffff
 }
 
 // coarseClock is a Pool's clock as strategies' reports see it: a Stamp,

@@ -71,7 +71,7 @@ type Config struct {
 	// probes off.
 	ProbeRate float64 `json:"probe_rate"`
 	// Reuse is how many requests this client may send an endpoint on one
-	// report before the report stops counting (>= 1). Default 16.
+	// report before the report stops counting (1–1000). Default 16.
 	Reuse int `json:"reuse"`
 	// MaxAge is how long a report counts. Default 1s.
 	MaxAge strategy.Duration `json:"max_age"`
@@ -115,8 +115,8 @@ func (builder) ParseConfig(raw json.RawMessage) (any, error) {
 	switch {
 	case !(cfg.ProbeRate >= 0 && cfg.ProbeRate <= 1):
 		return nil, fmt.Errorf("fairway/load_aware: probe_rate %v must be within [0, 1]", cfg.ProbeRate)
-	case cfg.Reuse < 1:
-		return nil, fmt.Errorf("fairway/load_aware: reuse %d must be >= 1", cfg.Reuse)
+	case cfg.Reuse < 1 || cfg.Reuse > 1000:
+		return nil, fmt.Errorf("fairway/load_aware: reuse %d must be within 1–1000", cfg.Reuse)
 	case cfg.MaxAge <= 0 || time.Duration(cfg.MaxAge) > 24*time.Hour:
 		return nil, fmt.Errorf("fairway/load_aware: max_age %v must be within (0, 24h]", time.Duration(cfg.MaxAge))
 	case !(cfg.Quantile > 0 && cfg.Quantile <= 1):

@@ -174,7 +174,7 @@ func TestLoadAware_ParseConfig(t *testing.T) {
 			c.ProbeRate, c.Reuse, c.MaxAge, c.Quantile, c.OOBInterval = 0, 3, strategy.Duration(250*time.Millisecond), 0.5, 0
 		}},
 		{raw: `{"probe_rate":1.5}`, wantErr: "fairway/load_aware: probe_rate 1.5 must be within [0, 1]"},
-		{raw: `{"reuse":0}`, wantErr: "fairway/load_aware: reuse 0 must be >= 1"},
+		{raw: `{"reuse":0}`, wantErr: "fairway/load_aware: reuse 0 must be within 1–1000"},
 		{raw: `{"max_age":0}`, wantErr: "fairway/load_aware: max_age 0s must be within (0, 24h]"},
 		{raw: `{"quantile":0}`, wantErr: "fairway/load_aware: quantile 0 must be within (0, 1]"},
 		{raw: `{"oob_interval":"-1s"}`, wantErr: "fairway/load_aware: oob_interval -1s must not be negative"},
