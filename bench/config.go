@@ -23,7 +23,7 @@ const (
 )
 
 // AllStrategies lists every strategy the harness compares.
-var AllStrategies = []string{Connection, RoundRobin, GRPCLeastRequest, FairwayP2C, Fairway}
+var AllStrategies = []string{Connection, RoundRobin, GRPCLeastRequest, FairwayP2C, Fairway, LoadAware}
 
 // Pod describes one backend of a scenario. The time fields are fractions of
 // one strategy's run (0.3 = 30% into it), so a scenario keeps its shape at

@@ -151,6 +151,7 @@ type sim struct {
 	// callers is what the control plane publishes as the Cluster's caller
 	// zones: the channels' shares per zone (each channel is one client).
 	callers map[string]float64
+	loads   loadReports // server-reported load (simload.go)
 }
 
 func simulate(cfg Config, strat string, sched []arrival, zones []string, run time.Duration) (*Result, error) {
@@ -236,7 +237,7 @@ func (s *sim) addChannels(zones []string) {
 		ch.rr = ch.rng.IntN(max(len(s.cfg.Pods), 1))
 		ch.inflight = make([]int, len(s.cfg.Pods))
 		if s.chain != nil {
-			ch.fw = newFairwayChannel(s.chain, s.clock, ch.rng.Uint64, z, s.callers)
+			ch.fw = newFairwayChannel(s.chain, s.clock, ch.rng.Uint64, s.prober(), z, s.callers)
 			s.setMembers(ch)
 		}
 		s.chans = append(s.chans, ch)
@@ -274,6 +275,8 @@ func (s *sim) loop(sched []arrival) {
 			s.join(ev.pod)
 		case evCrash:
 			s.crash(ev.pod)
+		case evProbe:
+			s.probeDone()
 		}
 	}
 }
@@ -331,8 +334,8 @@ type fairwayChannel struct {
 	callers map[string]float64
 }
 
-func newFairwayChannel(c *strategy.Chain, clk clock.Clock, rnd func() uint64, zone string, callers map[string]float64) *fairwayChannel {
-	f := &fairwayChannel{pool: strategy.NewPool(strategy.BuildOptions{Clock: clk, Rand: rnd}), zone: zone, callers: callers}
+func newFairwayChannel(c *strategy.Chain, clk clock.Clock, rnd func() uint64, probe func(*strategy.Endpoint), zone string, callers map[string]float64) *fairwayChannel {
+	f := &fairwayChannel{pool: strategy.NewPool(strategy.BuildOptions{Clock: clk, Rand: rnd, Probe: probe}), zone: zone, callers: callers}
 	f.pool.SetChain(c)
 	return f
 }
@@ -511,12 +514,14 @@ func (s *sim) finish(r *simReq, c codes.Code) {
 	if r.pod >= 0 {
 		s.chans[r.ch].inflight[r.pod]--
 	}
-	report(r.onDone, err)
+	s.reportDone(r, err, pod >= 0)
 }
 
 // report tells a channel's balancer how a Fairway request ended, as gRPC
 // does: through the done function of its pick (nil for other strategies).
-// The latency sample and the failure penalty are the pool's.
+// The latency sample and the failure penalty are the pool's. The
+// simulator's requests end through reportDone (simload.go), which adds the
+// pod's load report.
 func report(done func(balancer.DoneInfo), err error) {
 	if done != nil {
 		done(balancer.DoneInfo{Err: err})

@@ -13,30 +13,42 @@
 // reuse requests since; its estimate is the reported RIF plus this
 // client's requests sent since and still in flight, per unit of weight.
 //
-// A pick samples two distinct candidates (as p2c does) and ranks each in a
-// class, lowest first, then by a value within the class:
+// A pick considers two distinct candidates, the next of a round-robin
+// cursor and a random other one, and ranks each in a class, lowest first,
+// then by a value within the class:
 //
 //  0. cold: a fresh report at or below the quantile-th quantile of the
-//     fresh estimates (computed by Tick) — by latency estimate, lowest
-//     first (Prequal's hot-cold rule);
-//  1. unknown: no fresh report — by p2c's latency-aware load (own
-//     in-flight + 1, per weight, times latency);
+//     fresh estimates (computed by Tick) — by estimated RIF per unit of
+//     weight, then latency (Prequal's hot-cold rule);
+//  1. unknown: no fresh report — by this client's own requests in flight
+//     (+ 1) per unit of weight;
 //  2. hot: a fresh report above the quantile — by estimated RIF;
 //  3. slow: a latency estimate above 4× the reference (the typical
 //     estimate), whatever the reports say, which is how a slow endpoint or
 //     one whose requests fail (the failure penalty) is kept out however
 //     idle it reports itself — by p2c's load with the estimated RIF.
 //
-// With no reports at all every candidate is unknown and load_aware is
-// latency-aware p2c: it falls back cleanly for backends that do not report.
-// Latency estimates are the client's own (sampled, peak-EWMA, failure
-// penalty, stale decay; see p2c.Tracker). Wrappers (zone_affinity,
-// slow_start, outlier) shape its candidates as they do p2c's.
+// A tie goes to the cursor's candidate: when nothing tells the candidates
+// apart (no reports, or equal ones) a client's picks go round robin, which
+// spreads them more evenly than random choices do. With no reports at all
+// load_aware is a least-request over the cursor's candidate and a random
+// one, and avoids slow endpoints: it falls back cleanly for backends that
+// do not report. Latency estimates are the client's own (sampled,
+// peak-EWMA, failure penalty, stale decay; see p2c.Tracker). Wrappers
+// (zone_affinity, slow_start, outlier) shape its candidates as they do
+// p2c's.
 //
-// A pick is one 32-bit random draw for the pair (a second one only when a
-// probe may be due), loads from the two candidates' two cache lines, no
-// lock, no allocation and no clock read: freshness is judged against the
-// strategy's coarse clock, advanced by Tick.
+// Reports help as far as they are fresh: a client that sends each endpoint
+// a request every few hundred milliseconds or less, or probes, sees its
+// load change; one that sends an endpoint a request every few seconds only
+// learns what lasts (a slow or overloaded endpoint), and balances the rest
+// round robin.
+//
+// A pick is one atomic add on the cursor, one 32-bit random draw (a second
+// one only when a probe may be due) and loads from the two candidates'
+// cache lines; no lock, no allocation and no clock read: freshness is
+// judged against the strategy's coarse clock, advanced by Tick (so ages
+// are counted in ticks, 100 ms by default).
 package loadaware
 
 import (
@@ -73,7 +85,8 @@ type Config struct {
 	// Reuse is how many requests this client may send an endpoint on one
 	// report before the report stops counting (1–1000). Default 16.
 	Reuse int `json:"reuse"`
-	// MaxAge is how long a report counts. Default 1s.
+	// MaxAge is how long a report counts (measured in ticks of the
+	// balancer, 100 ms by default). Default 100ms.
 	MaxAge strategy.Duration `json:"max_age"`
 	// Quantile is the hot-cold quantile of the fresh estimates, in (0, 1].
 	// Default 0.75.
@@ -107,7 +120,7 @@ func (builder) Name() string                { return Name }
 func (builder) Position() strategy.Position { return strategy.Terminal }
 
 func (builder) ParseConfig(raw json.RawMessage) (any, error) {
-	cfg := &Config{ProbeRate: 0.5, Reuse: 16, MaxAge: strategy.Duration(time.Second), Quantile: 0.75,
+	cfg := &Config{ProbeRate: 0.5, Reuse: 16, MaxAge: strategy.Duration(100 * time.Millisecond), Quantile: 0.75,
 		OOBInterval: strategy.Duration(time.Second), DecayAlpha: 0.1, FailurePenalty: 5}
 	if err := strategy.DecodeConfig(Name, raw, cfg); err != nil {
 		return nil, err
@@ -227,6 +240,8 @@ func (s *loadAware) Build(set strategy.Set) strategy.Picker {
 	if s.probe == nil || s.cfg.ProbeRate == 0 {
 		p.probe = nil
 	}
+	// Start at a random offset so that many clients do not move in step.
+	p.next.Store(uint64(s.rand()) * uint64(n) >> 32)
 	for i, c := range set.Cands {
 		w := c.Weight
 		if w <= 0 {

@@ -1,0 +1,100 @@
+package bench
+
+import (
+	"google.golang.org/grpc/balancer"
+
+	orcapb "github.com/cncf/xds/go/xds/data/orca/v3"
+
+	"github.com/fairway-lb/fairway/client/strategy"
+	"github.com/fairway-lb/fairway/wire"
+)
+
+// LoadAware is the Fairway client with the load_aware strategy as the
+// default chain's terminal (zone_affinity, slow_start and outlier around
+// it), balancing on the load the pods report.
+const LoadAware = "load_aware"
+
+// loadAwareChain is LoadAware's chain.
+const loadAwareChain = `[{"zone_affinity":{}},{"slow_start":{}},{"outlier":{}},{"load_aware":{}}]`
+
+func init() { strategyChains[LoadAware] = loadAwareChain }
+
+// Server-reported load in the simulation. Simulated pods report their load
+// as ORCA-reporting pods do (see wire.RIFMetric): a request a pod answered
+// (served, or failed at once) finishes with the pod's requests in flight
+// (being served or queued, this one excluded) in DoneInfo.ServerLoad, which
+// the endpoint's done function records as the balancer's does from a
+// trailer. A probe a strategy asks for (strategy.BuildOptions.Probe) reads
+// the pod's requests in flight when it is sent and reaches the channel's
+// endpoint SimRTT later, through the same ReportORCA as a real probe's
+// trailer. Out-of-band streams are not modelled. Every Fairway chain gets
+// the reports; only load_aware reads them.
+
+// simProbe is a probe under way: all take SimRTT, so they arrive in the
+// order they were sent.
+type simProbe struct {
+	e   *strategy.Endpoint
+	rif float64
+}
+
+// evProbe is a probe's arrival at its channel: the oldest probe under way.
+const evProbe evKind = 100
+
+// loadReports is the simulator's share of server-reported load.
+type loadReports struct {
+	report *orcapb.OrcaLoadReport // reused: done functions read it synchronously
+	probes []simProbe             // under way, oldest first
+}
+
+// prober returns the probe function of the simulator's channels.
+func (s *sim) prober() func(*strategy.Endpoint) {
+	return func(e *strategy.Endpoint) {
+		p, ok := s.epPod[e]
+		if !ok || !s.pods[p].live {
+			return
+		}
+		s.loads.probes = append(s.loads.probes, simProbe{e: e, rif: s.podRIF(p, 0)})
+		s.push(event{at: s.now + SimRTT, kind: evProbe})
+	}
+}
+
+// probeDone delivers the oldest probe under way.
+func (s *sim) probeDone() {
+	pr := s.loads.probes[0]
+	s.loads.probes = s.loads.probes[1:]
+	s.loads.orca(pr.rif)
+	pr.e.ReportORCA(s.loads.report)
+}
+
+// podRIF is pod p's requests in flight, less the one that is finishing.
+func (s *sim) podRIF(p, finishing int) float64 {
+	pod := s.pods[p]
+	return float64(max(pod.busy+len(pod.queue)-finishing, 0))
+}
+
+// orca fills the reused load report with rif.
+func (l *loadReports) orca(rif float64) {
+	if l.report == nil {
+		l.report = &orcapb.OrcaLoadReport{NamedMetrics: map[string]float64{}}
+	}
+	l.report.NamedMetrics[wire.RIFMetric] = rif
+}
+
+// reportDone tells a channel's balancer how a Fairway request ended, as
+// gRPC does, through the done function of its pick (nil for other
+// strategies), with the pod's load report when the pod answered.
+func (s *sim) reportDone(r *simReq, err error, answered bool) {
+	if r.onDone == nil {
+		return
+	}
+	di := balancer.DoneInfo{Err: err}
+	if answered {
+		finishing := 0
+		if r.serving {
+			finishing = 1
+		}
+		s.loads.orca(s.podRIF(r.pod, finishing))
+		di.ServerLoad = s.loads.report
+	}
+	r.onDone(di)
+}
