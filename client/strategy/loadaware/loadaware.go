@@ -18,21 +18,25 @@
 // then by a value within the class:
 //
 //  0. cold: a fresh report at or below the quantile-th quantile of the
-//     fresh estimates (computed by Tick) — by estimated RIF per unit of
-//     weight, then latency (Prequal's hot-cold rule);
+//     fresh estimates (computed by Tick) — by estimated RIF (+ 1) per unit
+//     of weight, then latency (Prequal's hot-cold rule);
 //  1. unknown: no fresh report — by this client's own requests in flight
 //     (+ 1) per unit of weight;
-//  2. hot: a fresh report above the quantile — by estimated RIF;
-//  3. slow: a latency estimate above 4× the reference (the typical
-//     estimate), whatever the reports say, which is how a slow endpoint or
-//     one whose requests fail (the failure penalty) is kept out however
-//     idle it reports itself — by p2c's load with the estimated RIF.
+//  2. hot: a fresh report above the quantile, or slow: a latency estimate
+//     above twice the reference (the typical estimate) whatever the
+//     reports say, which is how a slow endpoint or one whose requests fail
+//     (the failure penalty) is kept out however idle it reports itself —
+//     by estimated RIF (+ 1) per unit of weight.
+//
+// Within classes the values are multiplied by the endpoint's latency
+// estimate over the reference when that is above 1.5 (below, it is noise
+// between like endpoints and counts as 1).
 //
 // A tie goes to the cursor's candidate: when nothing tells the candidates
 // apart (no reports, or equal ones) a client's picks go round robin, which
 // spreads them more evenly than random choices do. With no reports at all
 // load_aware is a least-request over the cursor's candidate and a random
-// one, and avoids slow endpoints: it falls back cleanly for backends that
+// one, that avoids slow endpoints: it falls back cleanly for backends that
 // do not report. Latency estimates are the client's own (sampled,
 // peak-EWMA, failure penalty, stale decay; see p2c.Tracker). Wrappers
 // (zone_affinity, slow_start, outlier) shape its candidates as they do
@@ -109,8 +113,12 @@ type Config struct {
 const noThreshold float64 = -1
 
 // slowFactor is how far above the reference latency an estimate makes an
-// endpoint slow (class 3).
-const slowFactor = 4
+// endpoint slow (ranked with the hot ones).
+const slowFactor = 2
+
+// deadBand is how far above the reference latency an estimate starts to
+// count against an endpoint.
+const deadBand = 1.5
 
 func init() { strategy.Register(builder{}) }
 

@@ -30,7 +30,6 @@ const (
 	classCold uint8 = iota
 	classUnknown
 	classHot
-	classSlow
 )
 
 func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
@@ -77,15 +76,19 @@ func (p *picker) rank(en *entry, now uint32, thr, ref float64) (class uint8, v, 
 		est = rif + float64(min(since, uint64(inflight)))
 	}
 	load := est * en.invW
-	switch {
-	case ref > 0 && lat > slowFactor*ref:
-		return classSlow, (max(est, float64(inflight)) + 1) * en.invW * lat, load, fresh
-	case !fresh:
-		return classUnknown, float64(inflight+1) * en.invW, 0, false
-	case load <= thr:
-		return classCold, load, lat, true
+	// Latency counts beyond a dead band around the reference, which keeps
+	// noise in the estimates from telling like endpoints apart.
+	lf := 1.0
+	if ref > 0 && lat > deadBand*ref {
+		lf = lat / ref
 	}
-	return classHot, load, 0, true
+	switch {
+	case lf > slowFactor, fresh && load > thr:
+		return classHot, (est + 1) * en.invW * lf, 0, fresh
+	case !fresh:
+		return classUnknown, float64(inflight+1) * en.invW * lf, 0, false
+	}
+	return classCold, (load + en.invW) * lf, lat, true
 }
 
 // maybeProbe asks, with probability probe_rate each, for a probe of the
