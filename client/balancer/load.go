@@ -32,12 +32,19 @@ import (
 //     unary grpc.health.v1.Health/Check on the endpoint's SubConn (through
 //     a producer, grpc-go's way of giving a balancer a SubConn's
 //     transport) and records the ORCA report of its trailer. At most
-//     maxProbes are under way at once, each bounded by probeTimeout.
+//     maxProbes are under way at once, each bounded by probeTimeout; an
+//     endpoint whose probe brings no report is not probed for
+//     unansweredBackoff, so backends that do not report cost a probe
+//     every 30 s.
 
 const (
 	probeQueue   = 64
 	maxProbes    = 16
 	probeTimeout = time.Second
+	// unansweredBackoff is how long an endpoint whose probe brought no
+	// load report (a backend that does not report, or has no health
+	// service) is not probed again.
+	unansweredBackoff = 30 * time.Second
 	// orcaTrailer is the trailer key of a per-call ORCA load report.
 	orcaTrailer = "endpoint-load-metrics-bin"
 )
@@ -67,6 +74,9 @@ func (b *fairwayBalancer) oobLocked(c *conn) {
 // probe asks for a probe of e; called on the pick path (see
 // strategy.BuildOptions.Probe).
 func (b *fairwayBalancer) probe(e *strategy.Endpoint) {
+	if !e.ProbeWanted() {
+		return // it does not report
+	}
 	select {
 	case b.probes <- e:
 	default: // enough probes queued
@@ -118,8 +128,9 @@ func (b *fairwayBalancer) probeOne(e *strategy.Endpoint) {
 	err := cc.Invoke(ctx, healthpb.Health_Check_FullMethodName, &healthpb.HealthCheckRequest{},
 		&healthpb.HealthCheckResponse{}, grpc.Trailer(&tr))
 	b.probesSent.Add(1)
-	if err != nil && len(tr.Get(orcaTrailer)) == 0 {
-		b.logger.Debug("probe failed", "address", e.Addr, "error", err)
+	if len(tr.Get(orcaTrailer)) == 0 {
+		b.logger.Debug("probe brought no load report", "address", e.Addr, "error", err)
+		e.ProbeUnanswered(unansweredBackoff)
 		return
 	}
 	for _, v := range tr.Get(orcaTrailer) {

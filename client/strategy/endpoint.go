@@ -80,7 +80,8 @@ type EndpointState struct {
 	lcfg atomic.Pointer[latencyConfig] // nil: latency not measured
 	peer atomic.Int64                  // typical latency of the peers, ns (SetPeerLatency)
 
-	coarse *coarseClock // the owner's coarse clock for reports; nil for NewEndpoint's
+	coarse   *coarseClock  // the owner's coarse clock for reports; nil for NewEndpoint's
+	probeOff atomic.Uint32 // Stamp until which probes are not wanted; 0: none (report.go)
 }
 
 const (

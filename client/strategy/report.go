@@ -81,6 +81,26 @@ func (e *Endpoint) ServerLoad() (rif float64, stamp uint32, since uint64) {
 	return float64(r>>16&0xffff) / 16, uint32(r >> 32), (e.Picks() - r) & 0xffff
 }
 
+// ProbeWanted reports whether probes of e are worth sending: false for a
+// while after one came back without a load report (see ProbeUnanswered).
+// Safe for concurrent use; one atomic load.
+func (e *Endpoint) ProbeWanted() bool {
+	c := e.coarse
+	if c == nil {
+		return true
+	}
+	off := e.probeOff.Load()
+	return off == 0 || Age(uint32(c.Load()), off) >= 0
+}
+
+// ProbeUnanswered records that a probe of e brought no load report (the
+// backend does not report): ProbeWanted is false for d.
+func (e *Endpoint) ProbeUnanswered(d time.Duration) {
+	if c := e.coarse; c != nil {
+		e.probeOff.Store(max(uint32(c.Load())+uint32(d.Milliseconds()), 1))
+	}
+}
+
 // coarseClock is a Pool's clock as strategies' reports see it: a Stamp,
 // advanced in Tick and Build.
 type coarseClock = atomic.Int64
