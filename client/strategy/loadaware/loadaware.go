@@ -13,9 +13,8 @@
 // reuse requests since; its estimate is the reported RIF plus this
 // client's requests sent since and still in flight, per unit of weight.
 //
-// A pick considers two distinct candidates, the next of a round-robin
-// cursor and a random other one, and ranks each in a class, lowest first,
-// then by a value within the class:
+// A pick samples two distinct candidates at random (as p2c does) and ranks
+// each in a class, lowest first, then by a value within the class:
 //
 //  0. cold: a fresh report at or below the quantile-th quantile of the
 //     fresh estimates (computed by Tick) — by estimated RIF (+ 1) per unit
@@ -32,12 +31,9 @@
 // estimate over the reference when that is above 1.5 (below, it is noise
 // between like endpoints and counts as 1).
 //
-// A tie goes to the cursor's candidate: when nothing tells the candidates
-// apart (no reports, or equal ones) a client's picks go round robin, which
-// spreads them more evenly than random choices do. With no reports at all
-// load_aware is a least-request over the cursor's candidate and a random
-// one, that avoids slow endpoints: it falls back cleanly for backends that
-// do not report. Latency estimates are the client's own (sampled,
+// With no reports at all load_aware is p2c on this client's in-flight
+// counts that avoids slow endpoints: it falls back cleanly for backends
+// that do not report. Latency estimates are the client's own (sampled,
 // peak-EWMA, failure penalty, stale decay; see p2c.Tracker). Wrappers
 // (zone_affinity, slow_start, outlier) shape its candidates as they do
 // p2c's.
@@ -45,14 +41,14 @@
 // Reports help as far as they are fresh: a client that sends each endpoint
 // a request every few hundred milliseconds or less, or probes, sees its
 // load change; one that sends an endpoint a request every few seconds only
-// learns what lasts (a slow or overloaded endpoint), and balances the rest
-// round robin.
+// learns what lasts (a slow or overloaded endpoint) and spreads the rest
+// at random.
 //
-// A pick is one atomic add on the cursor, one 32-bit random draw (a second
-// one only when a probe may be due) and loads from the two candidates'
-// cache lines; no lock, no allocation and no clock read: freshness is
-// judged against the strategy's coarse clock, advanced by Tick (so ages
-// are counted in ticks, 100 ms by default).
+// A pick is one 32-bit random draw (a second one only when a probe may be
+// due) and loads from the two candidates' cache lines; no lock, no
+// allocation and no clock read: freshness is judged against the
+// strategy's coarse clock, advanced by Tick (so ages are counted in ticks,
+// 100 ms by default).
 package loadaware
 
 import (
@@ -248,8 +244,6 @@ func (s *loadAware) Build(set strategy.Set) strategy.Picker {
 	if s.probe == nil || s.cfg.ProbeRate == 0 {
 		p.probe = nil
 	}
-	// Start at a random offset so that many clients do not move in step.
-	p.next.Store(uint64(s.rand()) * uint64(n) >> 32)
 	for i, c := range set.Cands {
 		w := c.Weight
 		if w <= 0 {

@@ -3,7 +3,6 @@ package loadaware
 import (
 	"context"
 	"math"
-	"sync/atomic"
 
 	"github.com/fairway-lb/fairway/client/strategy"
 )
@@ -20,9 +19,7 @@ type picker struct {
 	maxAge   int64  // ms
 	reuse    uint64 // requests per report
 	probe    func(*strategy.Endpoint)
-	probeThr uint32   // a 16-bit draw below it probes
-	_        [24]byte // keep the cursor's writes off the line of the fields above
-	next     atomic.Uint64
+	probeThr uint32 // a 16-bit draw below it probes
 }
 
 // The classes of a sampled candidate, best first (see the package doc).
@@ -38,9 +35,10 @@ func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
 	if n == 1 {
 		return eps[0].e, nil
 	}
-	// a is the round-robin cursor's candidate, b a random other one.
-	a := p.next.Add(1) % n
-	b := (uint64(p.s.rand()) * (n - 1)) >> 32
+	// Two distinct indexes from 32 random bits, as p2c draws them.
+	x := uint64(p.s.rand()) * n
+	a := x >> 32
+	b := (x & (1<<32 - 1) * (n - 1)) >> 32
 	b += (b-a)>>63 ^ 1 // b >= a: b+1
 	ea, eb := &eps[a], &eps[b]
 	now := uint32(p.s.now.Load())
@@ -51,8 +49,6 @@ func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
 	if p.probe != nil && !(fa && fb) {
 		p.maybeProbe(ea.e, fa, eb.e, fb)
 	}
-	// Ties go to a: with nothing to tell the candidates apart, the picks
-	// go round robin, which spreads a client's requests most evenly.
 	if cb < ca || (cb == ca && (vb < va || (vb == va && tb < ta))) {
 		return eb.e, nil
 	}
