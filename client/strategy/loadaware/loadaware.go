@@ -17,19 +17,19 @@
 // each in a class, lowest first, then by a value within the class:
 //
 //  0. cold: a fresh report at or below the quantile-th quantile of the
-//     fresh estimates (computed by Tick) — by estimated RIF (+ 1) per unit
-//     of weight, then latency (Prequal's hot-cold rule);
+//     fresh estimates (computed by Tick) — by estimated RIF per unit of
+//     weight, then latency (Prequal's hot-cold rule);
 //  1. unknown: no fresh report — by this client's own requests in flight
 //     (+ 1) per unit of weight;
 //  2. hot: a fresh report above the quantile, or slow: a latency estimate
-//     above twice the reference (the typical estimate) whatever the
-//     reports say, which is how a slow endpoint or one whose requests fail
-//     (the failure penalty) is kept out however idle it reports itself —
-//     by estimated RIF (+ 1) per unit of weight.
+//     above 1.5× the reference (the typical estimate) whatever the reports
+//     say, which is how a slow endpoint or one whose requests fail (the
+//     failure penalty) is kept out however idle it reports itself — by
+//     estimated RIF (+ 1) per unit of weight times the latency over the
+//     reference (at least 1).
 //
-// Within classes the values are multiplied by the endpoint's latency
-// estimate over the reference when that is above 1.5 (below, it is noise
-// between like endpoints and counts as 1).
+// Latency below 1.5× the reference is noise between like endpoints: it only
+// breaks ties between cold ones.
 //
 // With no reports at all load_aware is p2c on this client's in-flight
 // counts that avoids slow endpoints: it falls back cleanly for backends
@@ -110,11 +110,8 @@ const noThreshold float64 = -1
 
 // slowFactor is how far above the reference latency an estimate makes an
 // endpoint slow (ranked with the hot ones).
-const slowFactor = 2
-
-// deadBand is how far above the reference latency an estimate starts to
-// count against an endpoint.
-const deadBand = 1.5
+// Below it, differences are noise between like endpoints.
+const slowFactor = 1.5
 
 func init() { strategy.Register(builder{}) }
 

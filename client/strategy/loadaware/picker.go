@@ -72,19 +72,13 @@ func (p *picker) rank(en *entry, now uint32, thr, ref float64) (class uint8, v, 
 		est = rif + float64(min(since, uint64(inflight)))
 	}
 	load := est * en.invW
-	// Latency counts beyond a dead band around the reference, which keeps
-	// noise in the estimates from telling like endpoints apart.
-	lf := 1.0
-	if ref > 0 && lat > deadBand*ref {
-		lf = lat / ref
-	}
 	switch {
-	case lf > slowFactor, fresh && load > thr:
-		return classHot, (est + 1) * en.invW * lf, 0, fresh
+	case ref > 0 && lat > slowFactor*ref, fresh && load > thr:
+		return classHot, (est + 1) * en.invW * max(lat/max(ref, 1), 1), 0, fresh
 	case !fresh:
-		return classUnknown, float64(inflight+1) * en.invW * lf, 0, false
+		return classUnknown, float64(inflight+1) * en.invW, 0, false
 	}
-	return classCold, (load + en.invW) * lf, lat, true
+	return classCold, load, lat, true
 }
 
 // maybeProbe asks, with probability probe_rate each, for a probe of the
