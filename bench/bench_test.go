@@ -117,13 +117,17 @@ func TestRun_EveryScenarioReal(t *testing.T) {
 			cfg.Duration = 2500 * time.Millisecond
 			cfg.Rate /= 3
 			cfg.Progress = false
+			// Each channel of the xds:/// and fairway:/// strategies has its
+			// own xDS stream and a connection to every pod: hundreds of them
+			// take longer to set up than the run on a shared machine.
+			cfg.Clients = min(cfg.Clients, 100)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			rep, err := Run(ctx, cfg, nil)
 			if err != nil {
 				t.Fatalf("Run: %v", err)
 			}
-			checkReport(t, rep, AllStrategies)
+			checkReport(t, rep, RealStrategies())
 			var tbl bytes.Buffer
 			if err := rep.WriteTable(&tbl); err != nil {
 				t.Fatal(err)
@@ -139,6 +143,7 @@ func TestRun_EveryScenarioSim(t *testing.T) {
 			cfg, _ := Preset(name)
 			cfg.Sim = true
 			cfg.Progress = false
+			cfg.Strategies = AllStrategies
 			rep, err := Run(context.Background(), cfg, nil)
 			if err != nil {
 				t.Fatalf("Run: %v", err)
@@ -224,6 +229,7 @@ func TestCapacity_SimFindsFewestPods(t *testing.T) {
 	cfg := DefaultCapacity()
 	cfg.Base.Sim = true
 	cfg.Base.Progress = false
+	cfg.Base.Strategies = AllStrategies
 	cfg.Trial = 5 * time.Second
 	rep, err := Capacity(context.Background(), cfg, nil)
 	if err != nil {
@@ -236,8 +242,10 @@ func TestCapacity_SimFindsFewestPods(t *testing.T) {
 	var parsed struct {
 		SLO     map[string]any `json:"slo"`
 		Results []struct {
-			Strategy string `json:"strategy"`
-			Pods     int    `json:"pods"`
+			Strategy     string  `json:"strategy"`
+			Pods         int     `json:"pods"`
+			VsRoundRobin float64 `json:"vs_round_robin"`
+			VsOracle     float64 `json:"vs_oracle"`
 		} `json:"results"`
 	}
 	if err := json.Unmarshal(buf.Bytes(), &parsed); err != nil {
@@ -245,6 +253,24 @@ func TestCapacity_SimFindsFewestPods(t *testing.T) {
 	}
 	if len(parsed.Results) != len(AllStrategies) || parsed.SLO["p99_ms"] != 60.0 {
 		t.Errorf("capacity JSON = %s", buf.String())
+	}
+	pods := map[string]int{}
+	for _, r := range parsed.Results {
+		pods[r.Strategy] = r.Pods
+	}
+	if pods[RoundRobin] <= 0 || pods[Oracle] <= 0 || pods[Oracle] > pods[RoundRobin] {
+		t.Fatalf("round_robin %d pods, oracle %d: want both met, oracle with no more", pods[RoundRobin], pods[Oracle])
+	}
+	for _, r := range parsed.Results {
+		if r.Pods <= 0 {
+			continue
+		}
+		if want := float64(r.Pods) / float64(pods[RoundRobin]); math.Abs(r.VsRoundRobin-want) > 1e-9 {
+			t.Errorf("%s: vs_round_robin %v, want %v", r.Strategy, r.VsRoundRobin, want)
+		}
+		if want := float64(r.Pods) / float64(pods[Oracle]); math.Abs(r.VsOracle-want) > 1e-9 {
+			t.Errorf("%s: vs_oracle %v, want %v", r.Strategy, r.VsOracle, want)
+		}
 	}
 	for _, r := range rep.Results {
 		if r.Pods == -1 {
@@ -298,6 +324,10 @@ func TestConfig_Validate(t *testing.T) {
 		mutate func(*Config)
 	}{
 		{"unknown strategy", func(c *Config) { c.Strategies = []string{"nope"} }},
+		{"oracle in a real run", func(c *Config) { c.Strategies = []string{Oracle} }},
+		{"antagonist factors reversed", func(c *Config) {
+			c.Antagonist = &Antagonist{MinFactor: 5, MaxFactor: 2, Busy: 0.2, MeanSlow: time.Second}
+		}},
 		{"no pods", func(c *Config) { c.Pods = nil }},
 		{"zero rate", func(c *Config) { c.Rate = 0 }},
 		{"zone weights", func(c *Config) { c.ZoneW = []float64{1} }},

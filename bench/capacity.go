@@ -37,8 +37,9 @@ type SLO struct {
 }
 
 // CapacityReport is a capacity search's outcome; its JSON form is
-// {"slo": {...}, "results": [{"strategy": "...", "pods": N}]}. Pods is -1 when
-// the strategy misses the SLO even at MaxPods.
+// {"slo": {...}, "results": [{"strategy": "...", "pods": N, "vs_round_robin": x,
+// "vs_oracle": x}]}. Pods is -1 when the strategy misses the SLO even at
+// MaxPods; the ratios are left out when either side has no pod count.
 type CapacityReport struct {
 	SLO     SLO              `json:"slo"`
 	Results []CapacityResult `json:"results"`
@@ -48,6 +49,10 @@ type CapacityReport struct {
 type CapacityResult struct {
 	Strategy string `json:"strategy"`
 	Pods     int    `json:"pods"`
+	// VsRoundRobin and VsOracle are Pods over round_robin's and oracle's
+	// (0 when unknown: not searched, or not met).
+	VsRoundRobin float64 `json:"vs_round_robin,omitempty"`
+	VsOracle     float64 `json:"vs_oracle,omitempty"`
 	// Trials are the sizes tried and whether each met the SLO.
 	Trials []Trial `json:"-"`
 }
@@ -131,10 +136,36 @@ func Capacity(ctx context.Context, cfg CapacityConfig, out io.Writer) (*Capacity
 		}
 		rep.Results = append(rep.Results, res)
 	}
+	rep.ratios()
 	if cfg.Base.Progress {
 		fmt.Fprint(out, "\r\033[K")
 	}
 	return rep, nil
+}
+
+// ratios sets each result's pods relative to round_robin and oracle.
+func (r *CapacityReport) ratios() {
+	base := func(s string) int {
+		for _, x := range r.Results {
+			if x.Strategy == s {
+				return x.Pods
+			}
+		}
+		return -1
+	}
+	rr, or := base(RoundRobin), base(Oracle)
+	for i := range r.Results {
+		x := &r.Results[i]
+		if x.Pods <= 0 {
+			continue
+		}
+		if rr > 0 {
+			x.VsRoundRobin = float64(x.Pods) / float64(rr)
+		}
+		if or > 0 {
+			x.VsOracle = float64(x.Pods) / float64(or)
+		}
+	}
 }
 
 // WriteJSON writes the report in its JSON form.
@@ -144,8 +175,8 @@ func (r *CapacityReport) WriteJSON(w io.Writer) error {
 	return enc.Encode(r)
 }
 
-// WriteTable writes the fewest pods per strategy and the pods saved versus
-// connection.
+// WriteTable writes the fewest pods per strategy, the pods saved versus
+// connection, and the pods relative to round_robin and oracle.
 func (r *CapacityReport) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "capacity for %s at %.0f req/s, SLO p99 ≤ %.0f ms and errors ≤ %.2f%%\n",
 		r.SLO.Scenario, r.SLO.RateRPS, r.SLO.P99ms, 100*r.SLO.MaxErrorRate)
@@ -156,7 +187,13 @@ func (r *CapacityReport) WriteTable(w io.Writer) error {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "strategy\tpods\tvs connection\t")
+	fmt.Fprintln(tw, "strategy\tpods\tvs connection\t× round_robin\t× oracle\t")
+	ratio := func(v float64) string {
+		if v == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", v)
+	}
 	for _, x := range r.Results {
 		pods, saved := fmt.Sprint(x.Pods), "-"
 		if x.Pods < 0 {
@@ -164,7 +201,7 @@ func (r *CapacityReport) WriteTable(w io.Writer) error {
 		} else if base > 0 && x.Strategy != Connection {
 			saved = fmt.Sprintf("%+d (%.0f%%)", x.Pods-base, 100*float64(x.Pods-base)/float64(base))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t\n", x.Strategy, pods, saved)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", x.Strategy, pods, saved, ratio(x.VsRoundRobin), ratio(x.VsOracle))
 	}
 	return tw.Flush()
 }
@@ -185,7 +222,7 @@ func RegisterCapacityFlags(fs *flag.FlagSet) (*CapacityFlags, func() (CapacityCo
 	d := DefaultCapacity()
 	f := &CapacityFlags{}
 	fs.StringVar(&f.Scenario, "scenario", "homogeneous", "scenario preset giving the load and pod template: "+strings.Join(Scenarios(), ", "))
-	fs.StringVar(&f.Strategies, "strategies", strings.Join(AllStrategies, ","), "comma-separated strategies to search")
+	fs.StringVar(&f.Strategies, "strategies", "", "comma-separated strategies to search (default: "+strings.Join(RealStrategies(), ",")+"; with --sim also "+strings.Join(simOnly, ",")+")")
 	fs.Float64Var(&f.Rate, "rate", 0, "target total requests per second (0 = the scenario's)")
 	fs.IntVar(&f.Clients, "clients", d.Base.Clients, "client channels")
 	fs.DurationVar(&f.Median, "median", 0, "median service time (0 = the scenario's)")
@@ -204,6 +241,9 @@ func RegisterCapacityFlags(fs *flag.FlagSet) (*CapacityFlags, func() (CapacityCo
 			return CapacityConfig{}, err
 		}
 		c.Strategies = splitList(f.Strategies)
+		if len(c.Strategies) == 0 {
+			c.Strategies = DefaultStrategies(f.Sim)
+		}
 		if f.Rate > 0 {
 			c.Rate = f.Rate
 		}

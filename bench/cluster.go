@@ -51,12 +51,16 @@ func newCluster(cfg Config, run time.Duration) *cluster {
 	bucket := cfg.bucket()
 	n := int(run/bucket) + 2
 	c := &cluster{live: make([]bool, len(cfg.Pods))}
+	slow := cfg.Antagonist.slowdowns(cfg.Seed, len(cfg.Pods), run)
 	for i, p := range cfg.Pods {
 		spec := backend.Spec{
 			Index: i, IP: podIP(i), Zone: p.Zone, Capacity: p.Capacity,
 			Median: cfg.Median, Sigma: cfg.Sigma,
 			SlowFactor: p.SlowFactor, ErrorRate: p.ErrorRate,
 			ColdFactor: p.ColdFactor, ColdFor: time.Duration(p.ColdFor * float64(run)),
+		}
+		if slow != nil {
+			spec.Slowdowns = slow[i]
 		}
 		c.pods = append(c.pods, backend.New(spec, bucket, n))
 		c.ips = append(c.ips, spec.IP)
@@ -190,6 +194,7 @@ var newDialer = map[string]func(ctx context.Context, cfg Config, c *cluster) (di
 		return d, nil
 	},
 	GRPCLeastRequest: newLeastRequestDialer,
+	GRPCWRR:          newWRRDialer,
 	FairwayP2C:       newFairwayDialer(FairwayP2C),
 	Fairway:          newFairwayDialer(Fairway),
 	LoadAware:        newFairwayDialer(LoadAware),

@@ -20,10 +20,35 @@ const (
 	GRPCLeastRequest = "grpc_least_request"
 	FairwayP2C       = "fairway_p2c"
 	Fairway          = "fairway"
+	// GRPCWRR is grpc-go's weighted_round_robin (gRFC A58) on the pods'
+	// ORCA reports, chosen by the control plane's policy.
+	GRPCWRR = "grpc_wrr"
+	// Oracle is one central join-shortest-queue dispatcher that knows every
+	// pod's requests in flight at once: the limit no client-side policy can
+	// beat. Simulation only.
+	Oracle = "oracle"
 )
 
 // AllStrategies lists every strategy the harness compares.
-var AllStrategies = []string{Connection, RoundRobin, GRPCLeastRequest, FairwayP2C, Fairway, LoadAware}
+var AllStrategies = []string{Connection, RoundRobin, GRPCLeastRequest, GRPCWRR, FairwayP2C, Fairway, LoadAware, Oracle}
+
+// simOnly are the strategies that exist only in the simulation.
+var simOnly = []string{Oracle}
+
+// RealStrategies are the strategies a run on real servers can compare:
+// AllStrategies without the simulation-only ones.
+func RealStrategies() []string {
+	return slices.DeleteFunc(slices.Clone(AllStrategies), func(s string) bool { return slices.Contains(simOnly, s) })
+}
+
+// DefaultStrategies are the strategies a run compares unless told:
+// AllStrategies in the simulation, RealStrategies otherwise.
+func DefaultStrategies(sim bool) []string {
+	if sim {
+		return slices.Clone(AllStrategies)
+	}
+	return RealStrategies()
+}
 
 // Pod describes one backend of a scenario. The time fields are fractions of
 // one strategy's run (0.3 = 30% into it), so a scenario keeps its shape at
@@ -61,6 +86,8 @@ type Config struct {
 	Bucket      time.Duration // width of the share-over-time buckets (0 = run/20)
 	Progress    bool          // draw a progress bar on the output writer
 	Sim         bool          // discrete-event simulation instead of real servers
+	// Antagonist slows pods at random intervals (nil = never).
+	Antagonist *Antagonist
 	// FairwayChain replaces the `fairway` strategy's chain (JSON, as in
 	// docs/design.md); "" is the client's default composition.
 	FairwayChain string
@@ -86,6 +113,13 @@ func (c Config) Validate() error {
 	for _, s := range c.Strategies {
 		if !slices.Contains(AllStrategies, s) {
 			errs = append(errs, fmt.Errorf("unknown strategy %q (known: %s)", s, strings.Join(AllStrategies, ", ")))
+		} else if !c.Sim && slices.Contains(simOnly, s) {
+			errs = append(errs, fmt.Errorf("strategy %s runs only in the simulation (--sim): no real client knows every pod's queue at once", s))
+		}
+	}
+	if c.Antagonist != nil {
+		if err := c.Antagonist.validate(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.Rate <= 0 {
@@ -154,7 +188,7 @@ func base(name string) Config {
 	return Config{
 		Scenario:   name,
 		Duration:   20 * time.Second,
-		Strategies: slices.Clone(AllStrategies),
+		Strategies: RealStrategies(),
 		Clients:    50,
 		Zones:      slices.Clone(threeZones),
 		Median:     20 * time.Millisecond,
@@ -221,6 +255,26 @@ var presets = map[string]func() Config{
 		c.Rate = 650
 		return c
 	},
+	// many-clients: the homogeneous pods called by 260 channels at 5
+	// requests/s each, where a channel's own in-flight counts are nearly
+	// always zero.
+	"many-clients": func() Config {
+		c := base("many-clients")
+		c.Pods = podZones(20, threeZones...)
+		c.Clients = 260
+		c.Rate = 1300
+		return c
+	},
+	// antagonist: 20 pods, each slowed 2-5× for random intervals (a second
+	// on average, a fifth of the time), from 200 channels.
+	"antagonist": func() Config {
+		c := base("antagonist")
+		c.Pods = podZones(20, threeZones...)
+		c.Clients = 200
+		c.Rate = 700
+		c.Antagonist = &Antagonist{MinFactor: 2, MaxFactor: 5, Busy: 0.2, MeanSlow: 500 * time.Millisecond}
+		return c
+	},
 	"pod-crash": func() Config {
 		c := base("pod-crash")
 		c.Pods = podZones(10, threeZones...)
@@ -275,7 +329,7 @@ func RegisterFlags(fs *flag.FlagSet) (*Flags, func() (Config, error)) {
 	f := &Flags{}
 	fs.StringVar(&f.Scenario, "scenario", "one-slow-pod", "scenario preset: "+strings.Join(Scenarios(), ", "))
 	fs.DurationVar(&f.Duration, "duration", 20*time.Second, "traffic time of the whole run, shared equally by the strategies (set-up and drain add about 1-1.5 s per strategy)")
-	fs.StringVar(&f.Strategies, "strategies", strings.Join(AllStrategies, ","), "comma-separated strategies to compare")
+	fs.StringVar(&f.Strategies, "strategies", "", "comma-separated strategies to compare (default: "+strings.Join(RealStrategies(), ",")+"; with --sim also "+strings.Join(simOnly, ",")+")")
 	fs.Float64Var(&f.Rate, "rate", 0, "target total requests per second (0 = the scenario's)")
 	fs.IntVar(&f.Clients, "clients", 0, "client channels (0 = the scenario's)")
 	fs.IntVar(&f.Pods, "pods", 0, "pods (0 = the scenario's; more repeats the scenario's last ordinary pod)")
@@ -294,6 +348,9 @@ func RegisterFlags(fs *flag.FlagSet) (*Flags, func() (Config, error)) {
 		}
 		c.Duration = f.Duration
 		c.Strategies = splitList(f.Strategies)
+		if len(c.Strategies) == 0 {
+			c.Strategies = DefaultStrategies(f.Sim)
+		}
 		if f.Rate > 0 {
 			c.Rate = f.Rate
 		}

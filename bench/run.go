@@ -126,7 +126,9 @@ func runReal(ctx context.Context, cfg Config, strategy string, sched []arrival, 
 	if err != nil {
 		return nil, err
 	}
-	if err := waitReady(ctx, conns, 15*time.Second); err != nil {
+	// Hundreds of channels, each with its own xDS stream and a connection
+	// to every pod, take longer to connect than a few.
+	if err := waitReady(ctx, conns, max(15*time.Second, time.Duration(cfg.Clients)*100*time.Millisecond)); err != nil {
 		return nil, err
 	}
 

@@ -19,6 +19,7 @@ import (
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy"
 	_ "github.com/fairway-lb/fairway/client/strategy/all" // registers the built-in strategies
+	"github.com/fairway-lb/fairway/loadreport"
 )
 
 // The simulation runs the same arrival schedule against simulated pods: each
@@ -30,7 +31,11 @@ import (
 // request's outcome reaches the endpoint through the done function its pick
 // returned (see TestSim_RunsTheBalancersCode). connection, round_robin and
 // grpc_least_request (two choices, the channel's own in-flight counts;
-// outlier detection is not simulated) are implemented here. Membership
+// outlier detection is not simulated) are implemented here, grpc_wrr in
+// simwrr.go and oracle in simoracle.go. Every pod computes its ORCA load
+// reports with the loadreport.Reporter the real pods run (a request counts
+// from its arrival at the pod to its end there), and its antagonist
+// slowdowns multiply the service times of requests starting in them. Membership
 // changes reach every client at once, and a listed pod is connected at
 // once. A request's latency, as reported, is its time at the pod plus
 // SimRTT; the strategies' samples, read on the fake clock, leave SimRTT
@@ -100,7 +105,8 @@ type simReq struct {
 	arrive  time.Duration
 	serving bool
 	done    bool
-	lost    bool // the pod crashed while holding it
+	lost    bool      // the pod crashed while holding it
+	atPod   time.Time // when the pod's load report counted it in
 	// onDone is the done function of a Fairway pick; nil otherwise.
 	onDone func(balancer.DoneInfo)
 }
@@ -113,6 +119,10 @@ type simPod struct {
 	queue    []*simReq
 	received int64
 	buckets  []int64
+	// load is the pod's ORCA reporting, on the simulation's clock; inflight
+	// is its requests in flight (queued or served), as load counts them.
+	load     *loadreport.Reporter
+	inflight int
 }
 
 type simChannel struct {
@@ -126,6 +136,8 @@ type simChannel struct {
 	rr int
 	// grpc_least_request
 	inflight []int
+	// grpc_wrr
+	wrr *wrrChannel
 }
 
 type sim struct {
@@ -203,11 +215,16 @@ func simulate(cfg Config, strat string, sched []arrival, zones []string, run tim
 // addPods creates the simulated pods and schedules their joins and crashes.
 func (s *sim) addPods() {
 	nb := int(s.run/s.bucket) + 2
+	slow := s.cfg.Antagonist.slowdowns(s.cfg.Seed, len(s.cfg.Pods), s.run)
 	for i, p := range s.cfg.Pods {
 		sp := &simPod{
 			spec: backend.Spec{Index: i, Zone: p.Zone, Capacity: max(p.Capacity, 1), Median: s.cfg.Median, Sigma: s.cfg.Sigma,
 				SlowFactor: p.SlowFactor, ErrorRate: p.ErrorRate, ColdFactor: p.ColdFactor, ColdFor: time.Duration(p.ColdFor * float64(s.run))},
 			buckets: make([]int64, nb),
+			load:    loadreport.New(loadreport.WithCapacity(max(p.Capacity, 1)), loadreport.WithClock(s.clock)),
+		}
+		if slow != nil {
+			sp.spec.Slowdowns = slow[i]
 		}
 		if sp.spec.SlowFactor <= 0 {
 			sp.spec.SlowFactor = 1
@@ -240,9 +257,12 @@ func (s *sim) addChannels(zones []string) {
 			ch.fw = newFairwayChannel(s.chain, s.clock, ch.rng.Uint64, s.prober(), z, s.callers)
 			s.setMembers(ch)
 		}
+		if s.strategy == GRPCWRR {
+			ch.wrr = s.newWRRChannel(ch)
+		}
 		s.chans = append(s.chans, ch)
 	}
-	if s.chain != nil {
+	if s.chain != nil || s.strategy == GRPCWRR {
 		s.push(event{at: simTick, kind: evTick})
 	}
 }
@@ -426,6 +446,10 @@ func (s *sim) pick(ch *simChannel) (int, func(balancer.DoneInfo)) {
 			return pb, nil
 		}
 		return pa, nil
+	case GRPCWRR:
+		return ch.wrr.pick(), nil
+	case Oracle:
+		return s.pickOracle(ch), nil
 	default:
 		e, done, err := ch.fw.picker.Pick(context.Background())
 		if err != nil {
@@ -446,6 +470,8 @@ func (s *sim) arrive(c int) {
 	ch.inflight[p]++
 	pod := s.pods[p]
 	pod.received++
+	pod.inflight++
+	r.atPod = pod.load.Begin()
 	if b := int(s.now / s.bucket); b < len(pod.buckets) {
 		pod.buckets[b]++
 	}
@@ -465,6 +491,9 @@ func (s *sim) serve(pod *simPod, r *simReq) {
 	pod.busy++
 	r.serving = true
 	d := backend.ServiceTime(pod.spec, s.now-pod.started, s.rng)
+	if len(pod.spec.Slowdowns) > 0 {
+		d = time.Duration(float64(d) * pod.spec.SlowdownAt(s.now))
+	}
 	s.push(event{at: s.now + d, kind: evComplete, req: r})
 }
 
@@ -513,6 +542,12 @@ func (s *sim) finish(r *simReq, c codes.Code) {
 	s.rec.record(lat, err, pod, cross)
 	if r.pod >= 0 {
 		s.chans[r.ch].inflight[r.pod]--
+		sp := s.pods[r.pod]
+		sp.inflight--
+		sp.load.End(r.atPod, err)
+		if w := s.chans[r.ch].wrr; w != nil && pod >= 0 {
+			w.report(pod, sp.load.Load(), s.now) // the response's trailer
+		}
 	}
 	s.reportDone(r, err, pod >= 0)
 }
@@ -530,7 +565,24 @@ func report(done func(balancer.DoneInfo), err error) {
 
 func (s *sim) tick() {
 	for _, ch := range s.chans {
-		ch.fw.tick()
+		if ch.fw != nil {
+			ch.fw.tick()
+		}
+		if ch.wrr != nil {
+			ch.wrr.tick(s.now)
+		}
+	}
+}
+
+// membersChanged tells every channel's balancer the new membership.
+func (s *sim) membersChanged() {
+	for _, ch := range s.chans {
+		if ch.fw != nil {
+			s.setMembers(ch)
+		}
+		if ch.wrr != nil {
+			ch.wrr.newPicker(s, ch)
+		}
 	}
 }
 
@@ -538,12 +590,7 @@ func (s *sim) join(p int) {
 	pod := s.pods[p]
 	pod.live, pod.started = true, s.now
 	s.updateLive()
-	if s.chain == nil {
-		return
-	}
-	for _, ch := range s.chans {
-		s.setMembers(ch)
-	}
+	s.membersChanged()
 }
 
 func (s *sim) crash(p int) {
@@ -566,10 +613,5 @@ func (s *sim) crash(p int) {
 			s.finish(r, codes.Unavailable)
 		}
 	}
-	if s.chain == nil {
-		return
-	}
-	for _, ch := range s.chans {
-		s.setMembers(ch)
-	}
+	s.membersChanged()
 }

@@ -20,9 +20,10 @@ const loadAwareChain = `[{"zone_affinity":{}},{"slow_start":{}},{"outlier":{}},{
 func init() { strategyChains[LoadAware] = loadAwareChain }
 
 // Server-reported load in the simulation. Simulated pods report their load
-// as ORCA-reporting pods do (see wire.RIFMetric): a request a pod answered
-// (served, or failed at once) finishes with the pod's requests in flight
-// (being served or queued, this one excluded) in DoneInfo.ServerLoad, which
+// as pods using package loadreport do (see wire.RIFMetric): a request a pod
+// answered (served, or failed at once) finishes with the pod's requests in
+// flight (being served or queued, this one excluded; simPod.inflight, as the
+// pod's loadreport.Reporter counts them) in DoneInfo.ServerLoad, which
 // the endpoint's done function records as the balancer's does from a
 // trailer. A probe a strategy asks for (strategy.BuildOptions.Probe) reads
 // the pod's requests in flight when it is sent and reaches the channel's
@@ -53,7 +54,7 @@ func (s *sim) prober() func(*strategy.Endpoint) {
 		if !ok || !s.pods[p].live {
 			return
 		}
-		s.loads.probes = append(s.loads.probes, simProbe{e: e, rif: s.podRIF(p, 0)})
+		s.loads.probes = append(s.loads.probes, simProbe{e: e, rif: float64(s.pods[p].inflight)})
 		s.push(event{at: s.now + SimRTT, kind: evProbe})
 	}
 }
@@ -64,12 +65,6 @@ func (s *sim) probeDone() {
 	s.loads.probes = s.loads.probes[1:]
 	s.loads.orca(pr.rif)
 	pr.e.ReportORCA(s.loads.report)
-}
-
-// podRIF is pod p's requests in flight, less the one that is finishing.
-func (s *sim) podRIF(p, finishing int) float64 {
-	pod := s.pods[p]
-	return float64(max(pod.busy+len(pod.queue)-finishing, 0))
 }
 
 // orca fills the reused load report with rif.
@@ -89,11 +84,7 @@ func (s *sim) reportDone(r *simReq, err error, answered bool) {
 	}
 	di := balancer.DoneInfo{Err: err}
 	if answered {
-		finishing := 0
-		if r.serving {
-			finishing = 1
-		}
-		s.loads.orca(s.podRIF(r.pod, finishing))
+		s.loads.orca(float64(s.pods[r.pod].inflight)) // finish has counted r out
 		di.ServerLoad = s.loads.report
 	}
 	r.onDone(di)

@@ -6,6 +6,12 @@
 // The service is one unary method, Method, taking and returning
 // google.protobuf.Empty; every response (success or error) carries the pod's
 // index in the trailer PodTrailer so a client can tell which pod served it.
+//
+// A pod reports its load with ORCA (package loadreport, capacity Capacity):
+// every response's trailer carries a load report, a unary
+// grpc.health.v1.Health/Check answers SERVING with one (a probe), and the
+// out-of-band OpenRcaService stream reports at most every
+// ORCAMinInterval.
 package backend
 
 import (
@@ -22,9 +28,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/fairway-lb/fairway/loadreport"
 )
 
 // Method is the full name of the benchmark's unary method.
@@ -32,6 +42,10 @@ const Method = "/fairway.bench.Echo/Call"
 
 // PodTrailer is the trailer key carrying the serving pod's index.
 const PodTrailer = "fairway-bench-pod"
+
+// ORCAMinInterval is the shortest interval between a pod's out-of-band
+// load reports on one stream.
+const ORCAMinInterval = 100 * time.Millisecond
 
 // Spec describes one pod.
 type Spec struct {
@@ -47,6 +61,28 @@ type Spec struct {
 	ErrorRate  float64 // fraction of requests failed at once with Unavailable
 	ColdFactor float64 // service time multiplier during the cold period (1 = none)
 	ColdFor    time.Duration
+	// Slowdowns multiply the service time during their intervals, counted
+	// from the epoch (see SetEpoch): an antagonist sharing the machine.
+	Slowdowns []Slowdown
+}
+
+// Slowdown is an interval [From, To) from the epoch during which a pod's
+// service times are Factor times longer.
+type Slowdown struct {
+	From, To time.Duration
+	Factor   float64
+}
+
+// SlowdownAt is the service time multiplier of s's slowdowns at sinceEpoch
+// (1 outside them; overlapping ones multiply).
+func (s Spec) SlowdownAt(sinceEpoch time.Duration) float64 {
+	f := 1.0
+	for _, x := range s.Slowdowns {
+		if sinceEpoch >= x.From && sinceEpoch < x.To && x.Factor > 0 {
+			f *= x.Factor
+		}
+	}
+	return f
 }
 
 // Backend is one pod. Start and Stop are called by the harness's goroutine;
@@ -105,8 +141,11 @@ func (b *Backend) Start(port int) error {
 	if err != nil {
 		return fmt.Errorf("fairway/bench/backend: pod %d: %w", b.spec.Index, err)
 	}
-	srv := grpc.NewServer()
+	lr := loadreport.New(loadreport.WithCapacity(b.spec.Capacity), loadreport.WithMinReportingInterval(ORCAMinInterval))
+	srv := grpc.NewServer(loadreport.ServerOptions(lr)...)
 	srv.RegisterService(&serviceDesc, b)
+	loadreport.Register(srv, lr)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
 	b.mu.Lock()
 	b.srv = srv
 	b.addr = lis.Addr().String()
@@ -192,6 +231,9 @@ func (b *Backend) call(ctx context.Context) error {
 	uptime := time.Since(b.started)
 	b.mu.Unlock()
 	d := ServiceTime(b.spec, uptime, rngPool.Get().(*rand.Rand))
+	if len(b.spec.Slowdowns) > 0 {
+		d = time.Duration(float64(d) * b.spec.SlowdownAt(time.Duration(time.Now().UnixNano()-b.epoch.Load())))
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -213,14 +255,21 @@ var serviceDesc = grpc.ServiceDesc{
 	HandlerType: (*echoServer)(nil),
 	Methods: []grpc.MethodDesc{{
 		MethodName: "Call",
-		Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			if err := dec(new(emptypb.Empty)); err != nil {
+		Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+			in := new(emptypb.Empty)
+			if err := dec(in); err != nil {
 				return nil, err
 			}
-			if err := srv.(echoServer).call(ctx); err != nil {
-				return nil, err
+			handle := func(ctx context.Context, _ any) (any, error) {
+				if err := srv.(echoServer).call(ctx); err != nil {
+					return nil, err
+				}
+				return new(emptypb.Empty), nil
 			}
-			return new(emptypb.Empty), nil
+			if interceptor == nil {
+				return handle(ctx, in)
+			}
+			return interceptor(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: Method}, handle)
 		},
 	}},
 }

@@ -10,7 +10,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/fairway-lb/fairway/internal/testkit"
+	"github.com/fairway-lb/fairway/loadreport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -99,5 +104,44 @@ func TestServiceTime_SlowAndCold(t *testing.T) {
 	}
 	if got := ServiceTime(s, 2*time.Second, nil); got != 20*time.Millisecond {
 		t.Errorf("warm: %v, want 20ms", got)
+	}
+}
+
+// TestBackend_ReportsLoad: a pod serving 1 at a time with 3 requests sent
+// reports them in flight (queued ones included) to a health-check probe,
+// and every response carries a load report.
+func TestBackend_ReportsLoad(t *testing.T) {
+	b := New(Spec{Index: 2, IP: "127.0.0.1", Capacity: 1, Median: 300 * time.Millisecond}, time.Second, 5)
+	if err := b.Start(0); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop()
+	cc := dial(t, b.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range 3 {
+		wg.Go(func() {
+			var tr metadata.MD
+			if _, err := Call(ctx, cc, grpc.Trailer(&tr)); err != nil {
+				t.Error(err)
+			}
+			if lr, err := loadreport.FromTrailer(tr); lr == nil || err != nil {
+				t.Errorf("response without a load report (%v)", err)
+			}
+		})
+	}
+	testkit.Eventually(ctx, t, "3 requests received", func() bool { return b.Received() == 3 })
+	var tr metadata.MD
+	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Trailer(&tr)); err != nil {
+		t.Fatal(err)
+	}
+	lr, err := loadreport.FromTrailer(tr)
+	if err != nil || lr == nil {
+		t.Fatalf("probe: report %v, error %v", lr, err)
+	}
+	if rif := lr.NamedMetrics[loadreport.RIFMetric]; rif != 3 {
+		t.Errorf("probe reported rif %v, want 3", rif)
 	}
 }

@@ -270,6 +270,10 @@ func clonePolicy(p topology.Policy) topology.Policy {
 		o := *p.Outlier
 		p.Outlier = &o
 	}
+	if p.WRR != nil {
+		w := *p.WRR
+		p.WRR = &w
+	}
 	return p
 }
 

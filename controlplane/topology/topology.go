@@ -98,12 +98,24 @@ type Outlier struct {
 	RequestVolume              uint32        // default 20
 }
 
+// WRR tunes weighted_round_robin (gRFC A58). A zero field keeps the
+// client's default (A58: blackout 10 s, weight update period 1 s).
+type WRR struct {
+	// BlackoutPeriod is how long an endpoint must have reported load before
+	// its weight counts; until then it gets the mean weight.
+	BlackoutPeriod time.Duration
+	// WeightUpdatePeriod is how often a client recomputes the weights
+	// (grpc-go clamps it to at least 100 ms).
+	WeightUpdatePeriod time.Duration
+}
+
 // Policy is a service's balancing policy.
 type Policy struct {
 	LB          LBPolicy
 	ChoiceCount uint32     // least_request only; >= 2, default 2
 	SlowStart   *SlowStart // nil: off
 	Outlier     *Outlier   // nil: off
+	WRR         *WRR       // weighted_round_robin only; nil: the clients' defaults
 	// HashHeader is the request header ring_hash hashes on; "" means
 	// DefaultHashHeader. Other policies ignore it.
 	HashHeader string
@@ -140,6 +152,9 @@ func (p Policy) Equal(o Policy) bool {
 		return false
 	}
 	if (p.Outlier == nil) != (o.Outlier == nil) || (p.Outlier != nil && *p.Outlier != *o.Outlier) {
+		return false
+	}
+	if (p.WRR == nil) != (o.WRR == nil) || (p.WRR != nil && *p.WRR != *o.WRR) {
 		return false
 	}
 	return true

@@ -40,7 +40,8 @@
 // becomes RoundRobin alone. weighted_round_robin becomes gRFC A58's
 // ...client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin then
 // RoundRobin: every client has it; it weights endpoints by their ORCA
-// utilization reports and, without reports, spreads like round robin.
+// utilization reports and, without reports, spreads like round robin; the
+// policy's WRR tuning sets its blackout and weight update periods.
 // ring_hash becomes gRFC A42's ...ring_hash.v3.RingHash (XX_HASH) then
 // RoundRobin, and its RouteConfiguration hashes on a request header. Every
 // entry carries slow_start_config when the policy asks for slow start and the
@@ -292,7 +293,7 @@ func loadBalancingPolicy(p topology.Policy) *clusterpb.LoadBalancingPolicy {
 	case topology.Random:
 		intended = lbPolicy(randomName, &randompb.Random{})
 	case topology.WeightedRoundRobin:
-		intended = lbPolicy(wrrName, &wrrpb.ClientSideWeightedRoundRobin{SlowStartConfig: slowStart(p.SlowStart)})
+		intended = lbPolicy(wrrName, wrr(p))
 	case topology.RingHash:
 		// gRPC clients accept XX_HASH only, not DEFAULT_HASH (which Envoy
 		// reads as XX_HASH).
@@ -318,6 +319,22 @@ func legacyLBPolicy(p topology.Policy) clusterpb.Cluster_LbPolicy {
 		return clusterpb.Cluster_RING_HASH
 	}
 	return clusterpb.Cluster_ROUND_ROBIN
+}
+
+// wrr is weighted_round_robin's config: the policy's tuning where set, the
+// clients' gRFC A58 defaults otherwise (per-call ORCA reports, no
+// out-of-band stream).
+func wrr(p topology.Policy) *wrrpb.ClientSideWeightedRoundRobin {
+	m := &wrrpb.ClientSideWeightedRoundRobin{SlowStartConfig: slowStart(p.SlowStart)}
+	if w := p.WRR; w != nil {
+		if w.BlackoutPeriod > 0 {
+			m.BlackoutPeriod = durationpb.New(w.BlackoutPeriod)
+		}
+		if w.WeightUpdatePeriod > 0 {
+			m.WeightUpdatePeriod = durationpb.New(w.WeightUpdatePeriod)
+		}
+	}
+	return m
 }
 
 func lbPolicy(name string, m proto.Message) *clusterpb.LoadBalancingPolicy_Policy {

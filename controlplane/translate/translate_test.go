@@ -274,6 +274,14 @@ func TestCluster_Translation(t *testing.T) {
 				policy("envoy.load_balancing_policies.round_robin", &roundrobinpb.RoundRobin{SlowStartConfig: slowPB})),
 		},
 		{
+			name:   "weighted round robin with its periods",
+			policy: topology.Policy{LB: topology.WeightedRoundRobin, WRR: &topology.WRR{BlackoutPeriod: time.Second, WeightUpdatePeriod: 200 * time.Millisecond}},
+			want: base(
+				policy("envoy.load_balancing_policies.client_side_weighted_round_robin", &wrrpb.ClientSideWeightedRoundRobin{
+					BlackoutPeriod: durationpb.New(time.Second), WeightUpdatePeriod: durationpb.New(200 * time.Millisecond)}),
+				roundRobin),
+		},
+		{
 			name:   "ring hash with XX_HASH falls back to round robin, legacy lb_policy RING_HASH",
 			policy: topology.Policy{LB: topology.RingHash, HashHeader: "x-tenant"},
 			want:   ringHash,
