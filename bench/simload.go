@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"time"
+
 	"google.golang.org/grpc/balancer"
 
 	orcapb "github.com/cncf/xds/go/xds/data/orca/v3"
@@ -34,8 +36,8 @@ func init() { strategyChains[LoadAware] = loadAwareChain }
 // simProbe is a probe under way: all take SimRTT, so they arrive in the
 // order they were sent.
 type simProbe struct {
-	e   *strategy.Endpoint
-	rif float64
+	e        *strategy.Endpoint
+	rif, lat float64
 }
 
 // evProbe is a probe's arrival at its channel: the oldest probe under way.
@@ -54,7 +56,8 @@ func (s *sim) prober() func(*strategy.Endpoint) {
 		if !ok || !s.pods[p].live {
 			return
 		}
-		s.loads.probes = append(s.loads.probes, simProbe{e: e, rif: float64(s.pods[p].inflight)})
+		rif, lat := s.podLoad(p)
+		s.loads.probes = append(s.loads.probes, simProbe{e: e, rif: rif, lat: lat})
 		s.push(event{at: s.now + SimRTT, kind: evProbe})
 	}
 }
@@ -63,16 +66,28 @@ func (s *sim) prober() func(*strategy.Endpoint) {
 func (s *sim) probeDone() {
 	pr := s.loads.probes[0]
 	s.loads.probes = s.loads.probes[1:]
-	s.loads.orca(pr.rif)
+	s.loads.orca(pr.rif, pr.lat)
 	pr.e.ReportORCA(s.loads.report)
 }
 
-// orca fills the reused load report with rif.
-func (l *loadReports) orca(rif float64) {
+// podLoad is what pod p reports: its requests in flight, and the mean
+// latency of its recent calls in milliseconds (0: none), as its
+// loadreport.Reporter counts them.
+func (s *sim) podLoad(p int) (rif, latMS float64) {
+	sp := s.pods[p]
+	return float64(sp.inflight), float64(sp.load.Load().Latency) / float64(time.Millisecond)
+}
+
+// orca fills the reused load report with rif and latMS (left out when 0).
+func (l *loadReports) orca(rif, latMS float64) {
 	if l.report == nil {
 		l.report = &orcapb.OrcaLoadReport{NamedMetrics: map[string]float64{}}
 	}
 	l.report.NamedMetrics[wire.RIFMetric] = rif
+	delete(l.report.NamedMetrics, wire.LatencyMetric)
+	if latMS > 0 {
+		l.report.NamedMetrics[wire.LatencyMetric] = latMS
+	}
 }
 
 // reportDone tells a channel's balancer how a Fairway request ended, as
@@ -84,7 +99,7 @@ func (s *sim) reportDone(r *simReq, err error, answered bool) {
 	}
 	di := balancer.DoneInfo{Err: err}
 	if answered {
-		s.loads.orca(float64(s.pods[r.pod].inflight)) // finish has counted r out
+		s.loads.orca(s.podLoad(r.pod)) // finish has counted r out
 		di.ServerLoad = s.loads.report
 	}
 	r.onDone(di)

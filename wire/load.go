@@ -15,7 +15,13 @@ package wire
 //	                      was made (a count >= 0; RPCs of the ORCA service
 //	                      and health checks are not counted)
 //
-// A report without it is ignored, as are negative, NaN or infinite values.
+// and, optionally,
+//
+//	named_metrics["latency_ms"]: the mean latency, in milliseconds, of the
+//	                             calls the backend completed recently
+//
+// which a latency-aware client folds into its own latency estimate. A
+// report without "rif" is ignored, as are negative or NaN values.
 // The utilization fields (application_utilization, cpu_utilization), qps
 // and eps are what grpc-go's weighted_round_robin reads; a backend may send
 // them too, load_aware does not need them. grpc-go's ServerMetricsRecorder
@@ -23,5 +29,9 @@ package wire
 // CallMetricsRecorder's SetNamedMetric), so one recorder serves both paths.
 
 // RIFMetric is the ORCA named metric carrying a backend's requests in
-// flight.
-const RIFMetric = "rif"
+// flight; LatencyMetric the one carrying its recent mean latency in
+// milliseconds. Package loadreport sends both.
+const (
+	RIFMetric     = "rif"
+	LatencyMetric = "latency_ms"
+)

@@ -38,7 +38,12 @@ func Age(now, stamp uint32) int64 { return int64(int32(now - stamp)) }
 // ReportORCA records the RIF of an ORCA load report (a
 // *orcapb.OrcaLoadReport, as balancer.DoneInfo.ServerLoad and the
 // out-of-band listener carry it); anything else, or a report without a
-// valid RIF, is ignored. Safe for concurrent use; no lock, no allocation.
+// valid RIF, is ignored. When the endpoint measures latency (see
+// SetLatencyConfig) and the report carries the server's mean latency
+// (wire.LatencyMetric), that is folded into the estimate as a sample: a
+// server's view of its recent calls, which reaches a client that sends the
+// endpoint little or nothing. Safe for concurrent use; no lock, no
+// allocation.
 func (e *Endpoint) ReportORCA(load any) {
 	r, ok := load.(*orcapb.OrcaLoadReport)
 	if !ok || r == nil {
@@ -46,6 +51,11 @@ func (e *Endpoint) ReportORCA(load any) {
 	}
 	if rif, ok := r.NamedMetrics[wire.RIFMetric]; ok {
 		e.ReportLoad(rif)
+	}
+	if ms, ok := r.NamedMetrics[wire.LatencyMetric]; ok && ms > 0 && ms < 1e7 {
+		if lc := e.lcfg.Load(); lc != nil {
+			e.ObserveLatency(time.Duration(ms*float64(time.Millisecond)), lc.alpha)
+		}
 	}
 }
 
