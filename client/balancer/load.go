@@ -80,6 +80,7 @@ func (b *fairwayBalancer) probe(e *strategy.Endpoint) {
 	select {
 	case b.probes <- e:
 	default: // enough probes queued
+		b.probesDropped.Add(1)
 	}
 }
 
@@ -155,7 +156,7 @@ func (probeProducerBuilder) Build(cci any) (balancer.Producer, func()) {
 
 var probeBuilder balancer.ProducerBuilder = probeProducerBuilder{}
 
-// probeStats count probes, for inspection.
+// probeStats count probes, for the metrics (fairway_client_load_probes_total).
 type probeStats struct {
 	probesSent    atomic.Uint64
 	probesDropped atomic.Uint64

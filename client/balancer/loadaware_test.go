@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -144,6 +145,13 @@ func TestLoadAware_OverloadedBackendGetsLessTraffic(t *testing.T) {
 				t.Errorf("overloaded backend served %v requests, its peers %v on average: want at most a third", got, mean)
 			}
 			t.Logf("overloaded backend: %d requests; peers: %.0f on average", backends[0].served.Load(), mean)
+			if tc.name == "probes" {
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(balancer.Collector())
+				if n := testkit.MetricValue(t, reg, "fairway_client_load_probes_total", "target", tc.name, "result", "sent"); n == 0 {
+					t.Error("fairway_client_load_probes_total{result=\"sent\"} = 0, want the probes counted")
+				}
+			}
 		})
 	}
 }

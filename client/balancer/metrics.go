@@ -16,6 +16,7 @@ import (
 //	fairway_client_inflight{target,endpoint}           gauge
 //	fairway_client_ejections_total{target}             counter
 //	fairway_client_zone_spill_fraction{target}         gauge (zone_affinity's gauge)
+//	fairway_client_load_probes_total{target,result}    counter (load_aware's probes: sent, dropped)
 func Collector() prometheus.Collector { return collector{} }
 
 var (
@@ -23,6 +24,7 @@ var (
 	inflightDesc = prometheus.NewDesc("fairway_client_inflight", "Requests in flight to each endpoint.", []string{"target", "endpoint"}, nil)
 	ejectDesc    = prometheus.NewDesc("fairway_client_ejections_total", "Outlier ejections.", []string{"target"}, nil)
 	spillDesc    = prometheus.NewDesc("fairway_client_zone_spill_fraction", "Share of requests sent out of the local zone.", []string{"target"}, nil)
+	probesDesc   = prometheus.NewDesc("fairway_client_load_probes_total", "Load probes sent, and dropped because too many were under way.", []string{"target", "result"}, nil)
 )
 
 // collector reads all live balancers at scrape time. Balancers of the same
@@ -34,6 +36,7 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- inflightDesc
 	ch <- ejectDesc
 	ch <- spillDesc
+	ch <- probesDesc
 }
 
 func (collector) Collect(ch chan<- prometheus.Metric) {
@@ -47,7 +50,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 	for target, bs := range all {
 		picks := map[key]uint64{}
 		inflight := map[string]int64{}
-		var ejections uint64
+		var ejections, probesSent, probesDropped uint64
 		var spill float64
 		for _, b := range bs {
 			b.mu.Lock()
@@ -57,6 +60,8 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 				ejections += se.Exclusions()
 			}
 			ejections += b.pastEjects
+			probesSent += b.probesSent.Load()
+			probesDropped += b.probesDropped.Load()
 			spill = max(spill, b.pool.Gauges().Value(zoneaffinity.SpillFraction))
 			b.mu.Unlock()
 		}
@@ -68,5 +73,7 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(ejectDesc, prometheus.CounterValue, float64(ejections), target)
 		ch <- prometheus.MustNewConstMetric(spillDesc, prometheus.GaugeValue, spill, target)
+		ch <- prometheus.MustNewConstMetric(probesDesc, prometheus.CounterValue, float64(probesSent), target, "sent")
+		ch <- prometheus.MustNewConstMetric(probesDesc, prometheus.CounterValue, float64(probesDropped), target, "dropped")
 	}
 }
