@@ -1,0 +1,70 @@
+package bench
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/fairway-lb/fairway/client/strategy"
+	"github.com/fairway-lb/fairway/loadreport"
+)
+
+// TestSim_ProbesAndTrailersCarryThePodsLoad: a probe reads the pod's
+// requests in flight when sent and reaches the endpoint SimRTT later; a
+// finished request's done function gets the pod's report.
+func TestSim_ProbesAndTrailersCarryThePodsLoad(t *testing.T) {
+	start := time.Unix(1_700_000_000, 0)
+	clk := testingclock.NewFakeClock(start)
+	s := &sim{clock: clk, epoch: start, epPod: map[*strategy.Endpoint]int{}}
+	s.pods = []*simPod{{live: true, inflight: 3, load: loadreport.New(loadreport.WithClock(clk))}}
+	pool := strategy.NewPool(strategy.BuildOptions{Clock: clk})
+	added, _ := pool.Update([]strategy.Member{{Addr: simPodAddr(0)}}, "", nil)
+	e := added[0]
+	s.epPod[e] = 0
+	s.prober()(e)
+	if _, stamp, _ := e.ServerLoad(); stamp != 0 {
+		t.Fatal("the probe's report arrived at once, want SimRTT later")
+	}
+	ev := s.events[0]
+	if ev.kind != evProbe || ev.at != SimRTT {
+		t.Fatalf("event %+v, want a probe's arrival at %v", ev, SimRTT)
+	}
+	s.pods[0].inflight = 7 // the report is what the pod had when probed
+	s.probeDone()
+	if rif, stamp, _ := e.ServerLoad(); rif != 3 || stamp == 0 {
+		t.Errorf("after the probe: ServerLoad() = %v (stamp %v), want 3", rif, stamp)
+	}
+	// A request the pod answered carries its load; one that timed out none.
+	e.Picked()
+	s.reportDone(&simReq{pod: 0, onDone: e.FinishDone}, nil, true)
+	if rif, _, _ := e.ServerLoad(); rif != 7 {
+		t.Errorf("after a request: ServerLoad() = %v, want 7", rif)
+	}
+	s.pods[0].inflight = 1
+	e.Picked()
+	s.reportDone(&simReq{pod: 0, onDone: e.FinishDone}, nil, false)
+	if rif, _, _ := e.ServerLoad(); rif != 7 {
+		t.Errorf("after a request the pod did not answer: ServerLoad() = %v, want 7 still", rif)
+	}
+}
+
+// TestSim_LoadAwareAvoidsTheSlowPod: the bench's load_aware strategy sends
+// the one slow pod less than half of round robin's share.
+func TestSim_LoadAwareAvoidsTheSlowPod(t *testing.T) {
+	cfg, _ := Preset("one-slow-pod")
+	cfg.Sim, cfg.Progress = true, false
+	cfg.Strategies = []string{RoundRobin, LoadAware}
+	cfg.Duration = 20 * time.Second
+	rep, err := Run(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkReport(t, rep, cfg.Strategies)
+	rr, la := share(t, rep, RoundRobin, 0), share(t, rep, LoadAware, 0)
+	t.Logf("slow pod's share: round_robin %.3f, load_aware %.3f", rr, la)
+	if la > rr/2 {
+		t.Errorf("load_aware gave the slow pod %.3f of the requests, round_robin %.3f: want at most half", la, rr)
+	}
+}
