@@ -79,7 +79,7 @@ const (
 // Config is load_aware's typed configuration.
 type Config struct {
 	// ProbeRate is the probability, per pick and per sampled candidate
-	// with no fresh report, of probing it, in [0, 1]. Default 0.5; 0 turns
+	// with no fresh report, of probing it, in [0, 1]. Default 0.1; 0 turns
 	// probes off.
 	ProbeRate float64 `json:"probe_rate"`
 	// Reuse is how many requests this client may send an endpoint on one
@@ -121,7 +121,7 @@ func (builder) Name() string                { return Name }
 func (builder) Position() strategy.Position { return strategy.Terminal }
 
 func (builder) ParseConfig(raw json.RawMessage) (any, error) {
-	cfg := &Config{ProbeRate: 0.5, Reuse: 16, MaxAge: strategy.Duration(100 * time.Millisecond), Quantile: 0.75,
+	cfg := &Config{ProbeRate: 0.1, Reuse: 16, MaxAge: strategy.Duration(100 * time.Millisecond), Quantile: 0.75,
 		OOBInterval: strategy.Duration(time.Second), DecayAlpha: 0.1, FailurePenalty: 5}
 	if err := strategy.DecodeConfig(Name, raw, cfg); err != nil {
 		return nil, err

@@ -162,7 +162,7 @@ func TestLoadAware_PickAllocatesNothing(t *testing.T) {
 
 func TestLoadAware_ParseConfig(t *testing.T) {
 	b, _ := strategy.Get(loadaware.Name)
-	def := loadaware.Config{ProbeRate: 0.5, Reuse: 16, MaxAge: strategy.Duration(100 * time.Millisecond), Quantile: 0.75,
+	def := loadaware.Config{ProbeRate: 0.1, Reuse: 16, MaxAge: strategy.Duration(100 * time.Millisecond), Quantile: 0.75,
 		OOBInterval: strategy.Duration(time.Second), DecayAlpha: 0.1, FailurePenalty: 5}
 	for _, tc := range []struct {
 		raw     string
