@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/codes"
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/fairway-lb/fairway/client/strategy"
@@ -201,5 +202,39 @@ func TestLoadAware_ParseConfig(t *testing.T) {
 	c, _ := strategy.ParseChain([]byte(`[{"load_aware":{"oob_interval":"2s"}}]`))
 	if got := c.Needs; got.OOBInterval != 2*time.Second || got.LatencyAlpha != 0.1 {
 		t.Errorf("Needs = %+v, want OOBInterval 2s and LatencyAlpha 0.1", got)
+	}
+}
+
+// TestLoadAware_UnderWrappers: slow_start's ramped weight and outlier's
+// ejection reach load_aware's choice as they reach p2c's.
+func TestLoadAware_UnderWrappers(t *testing.T) {
+	clk := testingclock.NewFakeClock(strategytest.Start)
+	eps := strategytest.Endpoints(4, nil)
+	eps[3].Initial, eps[3].Added = false, clk.Now() // just joined: 10% of its weight
+	for _, e := range eps[:3] {
+		strategytest.SetInFlight(e, 1) // busier than the newcomer, by this client's count
+	}
+	report(eps, clk.Now(), func(i int) float64 { return -1 })
+	s, _ := build(t, `[{"slow_start":{}},{"outlier":{}},{"load_aware":{}}]`, clk, nil)
+	set := strategytest.Set(eps, "", clk.Now())
+	s.Tick(set)
+	got := strategytest.Count(t, context.Background(), s.Build(set), 6000)
+	// Unknown class: (in flight + 1) / weight is 2 for the others, 10 for
+	// the newcomer, which never wins.
+	if got[eps[3].Addr] != 0 {
+		t.Errorf("ramping endpoint got %d of 6000 picks, want 0", got[eps[3].Addr])
+	}
+	// Failures make the outlier wrapper eject eps[0].
+	strategytest.Record(eps[0], 200, codes.Unavailable)
+	for range 3 {
+		clk.Step(time.Second)
+		s.Tick(strategytest.Set(eps, "", clk.Now()))
+	}
+	if !eps[0].Excluded(clk.Now()) {
+		t.Fatal("outlier did not eject the failing endpoint")
+	}
+	got = strategytest.Count(t, context.Background(), s.Build(strategytest.Set(eps, "", clk.Now())), 6000)
+	if got[eps[0].Addr] != 0 {
+		t.Errorf("failing endpoint got %d of 6000 picks after ejection, want 0", got[eps[0].Addr])
 	}
 }
