@@ -52,8 +52,8 @@ func (e *Endpoint) ReportORCA(load any) {
 	if rif, ok := r.NamedMetrics[wire.RIFMetric]; ok {
 		e.ReportLoad(rif)
 	}
-	if ms, ok := r.NamedMetrics[wire.LatencyMetric]; ok && ms > 0 && ms < 1e7 {
-		if lc := e.lcfg.Load(); lc != nil {
+	if lc := e.lcfg.Load(); lc != nil {
+		if ms, ok := r.NamedMetrics[wire.LatencyMetric]; ok && ms > 0 && ms < 1e7 {
 			e.ObserveLatency(time.Duration(ms*float64(time.Millisecond)), lc.alpha)
 		}
 	}
