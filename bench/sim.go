@@ -24,8 +24,8 @@ import (
 
 // The simulation runs the same arrival schedule against simulated pods: each
 // serves Capacity requests at once in FIFO order with the service times of
-// backend.ServiceTime and the same faults as the real pods. fairway and
-// fairway_p2c run the real strategy chains on a fake clock through a
+// backend.ServiceTime and the same faults as the real pods. fairway,
+// fairway_p2c and load_aware run the real strategy chains on a fake clock through a
 // strategy.Pool per client channel, the code the Fairway balancer runs:
 // the same endpoint sets, latency sampling and failure penalty, and a
 // request's outcome reaches the endpoint through the done function its pick
@@ -35,7 +35,8 @@ import (
 // simwrr.go and oracle in simoracle.go. Every pod computes its ORCA load
 // reports with the loadreport.Reporter the real pods run (a request counts
 // from its arrival at the pod to its end there), and its antagonist
-// slowdowns multiply the service times of requests starting in them. Membership
+// slowdowns multiply the service times of requests starting in them; the
+// Fairway chains get the reports as the balancer does (simload.go). Membership
 // changes reach every client at once, and a listed pod is connected at
 // once. A request's latency, as reported, is its time at the pod plus
 // SimRTT; the strategies' samples, read on the fake clock, leave SimRTT
