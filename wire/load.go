@@ -9,7 +9,7 @@ package wire
 // xds.service.orca.v3.OpenRcaService/StreamCoreMetrics stream a client
 // opens on each connection.
 //
-// The one field the load_aware strategy reads is a named metric:
+// The field the load_aware strategy balances on is a named metric:
 //
 //	named_metrics["rif"]: requests in flight at the backend when the report
 //	                      was made (a count >= 0; RPCs of the ORCA service
@@ -21,12 +21,14 @@ package wire
 //	                             calls the backend completed recently
 //
 // which a latency-aware client folds into its own latency estimate. A
-// report without "rif" is ignored, as are negative or NaN values.
+// report without "rif" gives no RIF; negative or NaN values are ignored.
 // The utilization fields (application_utilization, cpu_utilization), qps
 // and eps are what grpc-go's weighted_round_robin reads; a backend may send
 // them too, load_aware does not need them. grpc-go's ServerMetricsRecorder
 // carries named metrics on the out-of-band stream as well (its
-// CallMetricsRecorder's SetNamedMetric), so one recorder serves both paths.
+// CallMetricsRecorder's SetNamedMetric), so one recorder serves both paths;
+// package loadreport sends every field above (under the same names: a
+// test in client/strategy checks).
 
 // RIFMetric is the ORCA named metric carrying a backend's requests in
 // flight; LatencyMetric the one carrying its recent mean latency in

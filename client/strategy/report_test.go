@@ -12,8 +12,17 @@ import (
 
 	"github.com/fairway-lb/fairway/client/strategy"
 	"github.com/fairway-lb/fairway/client/strategy/strategytest"
+	"github.com/fairway-lb/fairway/loadreport"
 	"github.com/fairway-lb/fairway/wire"
 )
+
+// TestReport_NamesAreLoadreports: the client reads the metrics under the
+// names the server package sends them.
+func TestReport_NamesAreLoadreports(t *testing.T) {
+	if wire.RIFMetric != loadreport.RIFMetric || wire.LatencyMetric != loadreport.LatencyMetric {
+		t.Errorf("wire names %q, %q; loadreport sends %q, %q", wire.RIFMetric, wire.LatencyMetric, loadreport.RIFMetric, loadreport.LatencyMetric)
+	}
+}
 
 func orcaReport(m map[string]float64) *orcapb.OrcaLoadReport {
 	return &orcapb.OrcaLoadReport{NamedMetrics: m}
