@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/klog/v2"
 
+	"github.com/fairway-lb/fairway/controlplane/convert"
 	"github.com/fairway-lb/fairway/controlplane/file"
 	"github.com/fairway-lb/fairway/controlplane/kube"
 	"github.com/fairway-lb/fairway/controlplane/topology"
@@ -52,6 +53,9 @@ type controlPlaneFlags struct {
 	pushTimeout      time.Duration
 	maxSendMsgSize   int
 	sizeWarning      int
+
+	// defaultExportTo is --default-export-to, parsed.
+	defaultExportTo topology.Export
 }
 
 // defaultCallerZonesWarmup is --caller-zones-warmup's default: about the
@@ -90,8 +94,7 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 }
 
 // parseControlPlaneFlags parses and checks the flags of `fairway controlplane`.
-func parseControlPlaneFlags(args []string, stdout, stderr io.Writer) (controlPlaneFlags, error) {
-	var f controlPlaneFlags
+func parseControlPlaneFlags(args []string, stdout, stderr io.Writer) (f controlPlaneFlags, err error) {
 	fs := flag.NewFlagSet("fairway controlplane", flag.ContinueOnError)
 	fs.StringVar(&f.file, "file", "", "serve the Services and EndpointSlices of this YAML file (watched) instead of a cluster")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to watch (default: $KUBECONFIG, then in-cluster config)")
@@ -116,6 +119,7 @@ func parseControlPlaneFlags(args []string, stdout, stderr io.Writer) (controlPla
 	fs.DurationVar(&f.pushTimeout, "push-timeout", xdsserver.DefaultPushTimeout, "/healthz fails when a push has run, or been due, for longer; 0: never")
 	fs.IntVar(&f.maxSendMsgSize, "max-send-msg-size", xdsserver.DefaultMaxSendMsgSize, "largest xDS response sent, in bytes (clients must accept as much)")
 	fs.IntVar(&f.sizeWarning, "response-size-warning", xdsserver.DefaultResponseSizeWarning, "warn (log and fairway_xds_large_responses_total) about responses of this many bytes or more; 0: never")
+	exportTo := fs.String("default-export-to", "*", `who sees a Service without a fairway.io/export-to annotation: "*" every namespace, "." its own namespace only`)
 	if err := cliflag.Parse(fs, args, stdout, stderr); err != nil {
 		return f, err
 	}
@@ -145,6 +149,9 @@ func parseControlPlaneFlags(args []string, stdout, stderr io.Writer) (controlPla
 	if f.maxSendMsgSize <= 0 {
 		return f, fmt.Errorf("--max-send-msg-size must be positive, got %d", f.maxSendMsgSize)
 	}
+	if f.defaultExportTo, err = convert.ParseDefaultExportTo(*exportTo); err != nil {
+		return f, fmt.Errorf("--default-export-to: want \"*\" or \".\", got %q", *exportTo)
+	}
 	return f, nil
 }
 
@@ -155,7 +162,7 @@ func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer)
 		if f.kubeconfig != "" || len(f.namespaces) > 0 || f.selector != "" || f.watchPods {
 			return nil, errors.New("--file cannot be combined with --kubeconfig, --namespace, --selector or --watch-pods")
 		}
-		return file.New(f.file, file.WithLogger(log), file.WithRegisterer(reg)), nil
+		return file.New(f.file, file.WithLogger(log), file.WithRegisterer(reg), file.WithDefaultExport(f.defaultExportTo)), nil
 	}
 	kubeconfig := f.kubeconfig
 	if kubeconfig == "" {
@@ -168,7 +175,7 @@ func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer)
 	// client-go logs through klog: route it to our logger (its V(n) lines
 	// at slog level -n, so V(4) and below show with --log-level debug).
 	klog.SetSlogLogger(log.With("component", "client-go"))
-	opts := []kube.Option{kube.WithLogger(log), kube.WithRegisterer(reg), kube.WithPods(f.watchPods)}
+	opts := []kube.Option{kube.WithLogger(log), kube.WithRegisterer(reg), kube.WithPods(f.watchPods), kube.WithDefaultExport(f.defaultExportTo)}
 	if len(f.namespaces) > 0 {
 		opts = append(opts, kube.WithNamespaces(f.namespaces...))
 	}

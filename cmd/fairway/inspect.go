@@ -30,6 +30,7 @@ type inspectFlags struct {
 	client       string // gRPC address of a client serving CSDS
 	clientDebug  string // URL of a client's client.DebugHandler
 	name         string
+	namespace    string // only what a client of this namespace sees, and its streams
 	asJSON       bool
 	timeout      time.Duration
 }
@@ -41,6 +42,7 @@ func parseInspectFlags(args []string, stdout, stderr io.Writer) (inspectFlags, e
 	fs.StringVar(&f.client, "client", "", "gRPC address of a Fairway client serving CSDS (client.RegisterCSDS): show what it holds")
 	fs.StringVar(&f.clientDebug, "client-debug", "", "URL of the client's endpoint debug handler (client.DebugHandler): show its endpoints too")
 	fs.StringVar(&f.name, "name", "", "only this resource (service) name, e.g. echo.default:8080")
+	fs.StringVar(&f.namespace, "namespace", "", "with --control-plane: only what clients authenticated in this namespace see, and their streams")
 	fs.BoolVar(&f.asJSON, "json", false, "print the raw JSON instead of tables")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up on a query after this long")
 	if err := cliflag.Parse(fs, args, stdout, stderr); err != nil {
@@ -122,6 +124,9 @@ func inspectControlPlane(ctx context.Context, f inspectFlags, w io.Writer) error
 	if f.name != "" {
 		q.Set("name", f.name)
 	}
+	if f.namespace != "" {
+		q.Set("namespace", f.namespace)
+	}
 	var dump xdsserver.ConfigDump
 	rawDump, err := getJSON(ctx, adminURL(f.controlPlane, "/debug/config_dump", q), &dump)
 	if err != nil {
@@ -147,13 +152,16 @@ func inspectControlPlane(ctx context.Context, f inspectFlags, w io.Writer) error
 	fmt.Fprintf(w, "\nControl plane %s: clients\n", f.controlPlane)
 	defer fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tZONE\tPROTOCOL\tTYPE\tNAMES\tSENT\tACKED\tNACKED\tERROR")
+	fmt.Fprintln(tw, "NODE\tNAMESPACE\tZONE\tPROTOCOL\tTYPE\tNAMES\tSENT\tACKED\tNACKED\tERROR")
 	for _, st := range clients.Streams {
+		if f.namespace != "" && st.Namespace != f.namespace {
+			continue
+		}
 		for _, sub := range st.Subscriptions {
 			if f.name != "" && !subscribed(sub, f.name) {
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", st.NodeID, dash(st.Zone), st.Protocol, sub.Type,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", st.NodeID, dash(st.Namespace), dash(st.Zone), st.Protocol, sub.Type,
 				names(sub), dash(sub.SentVersion), dash(sub.AckedVersion), dash(sub.NackedVersion), dash(sub.NackError))
 		}
 	}

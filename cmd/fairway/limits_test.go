@@ -20,6 +20,7 @@ func TestControlPlane_RejectsBadLimitFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--max-connection-age", "-1s"}, {"--max-connection-age-grace", "-1s"}, {"--keepalive-time", "-1s"},
 		{"--keepalive-timeout", "-1s"}, {"--push-timeout", "-1s"}, {"--max-send-msg-size", "0"},
+		{"--default-export-to", "shop"},
 	} {
 		var stderr bytes.Buffer
 		code := run(context.Background(), append([]string{"controlplane", "--file", "unused.yaml"}, args...), io.Discard, &stderr)

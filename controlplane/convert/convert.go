@@ -36,6 +36,8 @@
 //     fairway.io/weight, else 1.
 //   - Labels: the slice's label.fairway.io/KEY labels (as KEY), over the pod's
 //     own labels (with Options.Pod).
+//   - Export (who sees the Service, export.go): the Service's
+//     fairway.io/export-to annotation, else Options.DefaultExport.
 //   - Validation (validate.go), the same for every source: names, ports,
 //     endpoint fields and labels are what the Kubernetes API server accepts,
 //     and every string that reaches an xDS resource is valid UTF-8. A bad
@@ -93,6 +95,10 @@ type Options struct {
 	// annotation sets the endpoint's weight. It is called synchronously and
 	// must not block; the maps it returns are only read.
 	Pod func(namespace, name string) (labels map[string]string, annotations map[string]string, ok bool)
+	// DefaultExport is the export of a Service without a valid
+	// fairway.io/export-to annotation (default topology.ExportAll: every
+	// namespace sees it; topology.ExportOwn: its own namespace only).
+	DefaultExport topology.Export
 }
 
 // ServiceNameOf returns the Service an EndpointSlice belongs to (label
@@ -216,6 +222,7 @@ func (c *converter) convert(sls []*discoveryv1.EndpointSlice) ([]*topology.Servi
 		p.Namespace, p.Service, p.Object = c.svc.Namespace, c.svc.Name, serviceObject(c.svc)
 		c.problems = append(c.problems, p)
 	}
+	export := c.export()
 
 	// Service port name → port number, TCP ports only.
 	portByName := make(map[string]int32, len(c.svc.Spec.Ports))
@@ -255,10 +262,20 @@ func (c *converter) convert(sls []*discoveryv1.EndpointSlice) ([]*topology.Servi
 		out = append(out, &topology.Service{
 			Key:       topology.ServiceKey{Namespace: c.svc.Namespace, Name: c.svc.Name, Port: port},
 			Policy:    p,
+			Export:    cloneExport(export, i),
 			Endpoints: eps,
 		})
 	}
 	return out, c.problems
+}
+
+// cloneExport returns e for port i: each Service after the first owns its
+// Namespaces slice.
+func cloneExport(e topology.Export, i int) topology.Export {
+	if i > 0 {
+		e.Namespaces = slices.Clone(e.Namespaces)
+	}
+	return e
 }
 
 func clonePolicy(p topology.Policy) topology.Policy {

@@ -70,6 +70,7 @@ type Source struct {
 	onProb   func(convert.Problem)
 	debounce time.Duration
 	resync   time.Duration
+	export   topology.Export // convert.Options.DefaultExport
 }
 
 var _ topology.Source = (*Source)(nil)
@@ -93,6 +94,11 @@ func WithProblemHandler(f func(convert.Problem)) Option { return func(s *Source)
 // the file is read (default DefaultDebounce). A stream of events delays a
 // read by at most 500ms.
 func WithDebounce(d time.Duration) Option { return func(s *Source) { s.debounce = d } }
+
+// WithDefaultExport sets the export of Services without a valid
+// fairway.io/export-to annotation (convert.Options.DefaultExport; default
+// topology.ExportAll, every namespace).
+func WithDefaultExport(e topology.Export) Option { return func(s *Source) { s.export = e } }
 
 // WithResync sets the period of the safety re-read (default DefaultResync).
 func WithResync(d time.Duration) Option { return func(s *Source) { s.resync = d } }
@@ -237,7 +243,7 @@ func (s *Source) reload(log *slog.Logger, st *state, sink topology.Sink, observe
 		log.Debug("skipping an object of another kind", "object", k)
 	}
 
-	services, problems := convert.All(objs.Services, objs.EndpointSlices, convert.Options{})
+	services, problems := convert.All(objs.Services, objs.EndpointSlices, convert.Options{DefaultExport: s.export})
 	for _, p := range problems {
 		s.problems.WithLabelValues("file", p.Reason).Inc()
 		log.Warn(p.Message, "reason", p.Reason, "object", p.Object, "namespace", p.Namespace, "service", p.Service)

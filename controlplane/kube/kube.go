@@ -117,6 +117,11 @@ func ParseSelector(selector string) (labels.Selector, error) {
 // default: watching every Pod costs memory and API server load.
 func WithPods(on bool) Option { return func(s *Source) { s.pods = on } }
 
+// WithDefaultExport sets the export of Services without a valid
+// fairway.io/export-to annotation (convert.Options.DefaultExport; default
+// topology.ExportAll, every namespace).
+func WithDefaultExport(e topology.Export) Option { return func(s *Source) { s.defaultExport = e } }
+
 // WithLogger sets the logger. The default is slog.Default().
 func WithLogger(l *slog.Logger) Option {
 	return func(s *Source) {
@@ -144,12 +149,14 @@ type Source struct {
 	selector   labels.Selector
 	pods       bool
 	logger     *slog.Logger
-	registry   prometheus.Registerer
-	recorder   record.EventRecorder // nil: Run builds its own
-	metrics    *metrics
-	requests   *requestWatcher // watches the client's requests (NewForConfig only)
-	synced     atomic.Bool
-	running    atomic.Bool
+	// defaultExport is convert.Options.DefaultExport.
+	defaultExport topology.Export
+	registry      prometheus.Registerer
+	recorder      record.EventRecorder // nil: Run builds its own
+	metrics       *metrics
+	requests      *requestWatcher // watches the client's requests (NewForConfig only)
+	synced        atomic.Bool
+	running       atomic.Bool
 
 	// set by Run before the informers start, read-only afterwards
 	scopes []*scope
@@ -593,7 +600,7 @@ func (s *Source) sync(key string) (c change, err error) {
 		return s.diff(key, nil), nil
 	}
 
-	var opts convert.Options
+	opts := convert.Options{DefaultExport: s.defaultExport}
 	if sc.pods != nil {
 		pods := sc.pods
 		opts.Pod = func(namespace, name string) (map[string]string, map[string]string, bool) {

@@ -160,13 +160,60 @@ func (p Policy) Equal(o Policy) bool {
 	return true
 }
 
+// Export says which namespaces' clients may see a service. A service is
+// always visible in its own namespace. The zero value exports it to every
+// namespace (ExportAll), what a source that knows no visibility means.
+type Export struct {
+	// Limited restricts the service to its own namespace and Namespaces;
+	// false: every namespace.
+	Limited bool
+	// Namespaces are the other namespaces that see it, sorted and unique;
+	// only with Limited.
+	Namespaces []string
+}
+
+// ExportAll exports a service to every namespace (the zero Export).
+func ExportAll() Export { return Export{} }
+
+// ExportOwn keeps a service visible in its own namespace only.
+func ExportOwn() Export { return Export{Limited: true} }
+
+// Visible reports whether a client in namespace ns sees a service of
+// namespace own exported by e.
+func (e Export) Visible(own, ns string) bool {
+	if !e.Limited || ns == own {
+		return true
+	}
+	_, found := slices.BinarySearch(e.Namespaces, ns)
+	return found
+}
+
+// Equal reports whether two exports are the same.
+func (e Export) Equal(o Export) bool {
+	return e.Limited == o.Limited && slices.Equal(e.Namespaces, o.Namespaces)
+}
+
+// String is the export as the fairway.io/export-to annotation writes it:
+// "*", or "." followed by the other namespaces.
+func (e Export) String() string {
+	if !e.Limited {
+		return "*"
+	}
+	return strings.Join(append([]string{"."}, e.Namespaces...), ",")
+}
+
 // Service is one service port with its endpoints. Immutable once built.
 type Service struct {
 	Key    ServiceKey
 	Policy Policy
+	// Export is who may see the service (xDS clients by namespace).
+	Export Export
 	// Endpoints are sorted by Key() and unique by Key().
 	Endpoints []Endpoint
 }
+
+// Visible reports whether a client in namespace ns sees s.
+func (s *Service) Visible(ns string) bool { return s.Export.Visible(s.Key.Namespace, ns) }
 
 // SortEndpoints sorts endpoints by Key(), the order Service.Endpoints keeps.
 func SortEndpoints(eps []Endpoint) {
@@ -178,7 +225,7 @@ func (s *Service) Equal(o *Service) bool {
 	if s == o {
 		return true
 	}
-	if s == nil || o == nil || s.Key != o.Key || !s.Policy.Equal(o.Policy) {
+	if s == nil || o == nil || s.Key != o.Key || !s.Policy.Equal(o.Policy) || !s.Export.Equal(o.Export) {
 		return false
 	}
 	return slices.EqualFunc(s.Endpoints, o.Endpoints, Endpoint.Equal)

@@ -3,6 +3,7 @@ package xdsserver
 import (
 	"context"
 	"maps"
+	"slices"
 	"strings"
 
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -10,7 +11,10 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/fairway-lb/fairway/controlplane/auth"
 	"github.com/fairway-lb/fairway/controlplane/topology"
 )
 
@@ -47,6 +51,11 @@ type streamState struct {
 	// is, by served type URL, what /debug/clients shows (debug.go).
 	zone  string
 	debug map[string]*typeDebug
+	// identity is the stream's, from its context at its opening
+	// (identified: it had one); view is the view it reads (views.go).
+	identity   auth.Identity
+	identified bool
+	view       *view
 }
 
 func newStreamState() *streamState {
@@ -72,35 +81,54 @@ func (r streamRequest) nack() bool { return r.errorDetail != nil }
 // each stream's goroutine; they do not block.
 func (s *Server) callbacks() serverv3.CallbackFuncs {
 	return serverv3.CallbackFuncs{
-		StreamOpenFunc: func(_ context.Context, id int64, _ string) error {
-			s.streamOpened(streamID{protoSotW, id})
-			return nil
+		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			return s.streamOpened(ctx, streamID{protoSotW, id})
 		},
 		StreamClosedFunc: func(id int64, _ *corepb.Node) { s.streamClosed(streamID{protoSotW, id}) },
-		DeltaStreamOpenFunc: func(_ context.Context, id int64, _ string) error {
-			s.streamOpened(streamID{protoDelta, id})
-			return nil
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			return s.streamOpened(ctx, streamID{protoDelta, id})
 		},
 		DeltaStreamClosedFunc: func(id int64, _ *corepb.Node) { s.streamClosed(streamID{protoDelta, id}) },
+		// Each request's node, once read, is replaced with the stamp of the
+		// stream's view (views.go).
 		StreamRequestFunc: func(id int64, req *discoverypb.DiscoveryRequest) error {
-			return s.request(streamID{protoSotW, id}, streamRequest{
+			stamp, err := s.request(streamID{protoSotW, id}, streamRequest{
 				node: req.GetNode(), typeURL: req.GetTypeUrl(), names: req.GetResourceNames(),
 				version: req.GetVersionInfo(), nonce: req.GetResponseNonce(), errorDetail: req.GetErrorDetail(),
 			})
+			req.Node = stamp
+			return err
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoverypb.DeltaDiscoveryRequest) error {
-			return s.request(streamID{protoDelta, id}, streamRequest{
+			stamp, err := s.request(streamID{protoDelta, id}, streamRequest{
 				node: req.GetNode(), typeURL: req.GetTypeUrl(), names: req.GetResourceNamesSubscribe(),
 				unsubscribe: req.GetResourceNamesUnsubscribe(), nonce: req.GetResponseNonce(), errorDetail: req.GetErrorDetail(),
 			})
+			req.Node = stamp
+			return err
 		},
 	}
 }
 
-func (s *Server) streamOpened(sid streamID) {
+// errNoIdentity ends a stream without identity when one is required.
+var errNoIdentity = status.Error(codes.Unauthenticated, "fairway/xdsserver: the stream carries no identity")
+
+// streamOpened starts the accounting of a stream and gives it its view:
+// its identity's namespace's, or the all view without identity (refused
+// with WithRequireIdentity).
+func (s *Server) streamOpened(ctx context.Context, sid streamID) error {
+	id, ok := auth.FromContext(ctx)
+	if !ok && s.requireIdentity {
+		s.refused(sid, "", refusedNoIdentity, errNoIdentity)
+		return errNoIdentity
+	}
+	st := newStreamState()
+	st.identity, st.identified = id, ok
+	st.view = s.views.acquire(ok, id.Namespace)
 	s.streamsMu.Lock()
 	defer s.streamsMu.Unlock()
-	s.streams[sid] = newStreamState()
+	s.streams[sid] = st
+	return nil
 }
 
 func (s *Server) streamClosed(sid streamID) {
@@ -111,6 +139,9 @@ func (s *Server) streamClosed(sid streamID) {
 		return
 	}
 	delete(s.streams, sid)
+	if st.view != nil {
+		defer s.views.release(st.view)
+	}
 	for t := range st.types {
 		s.metrics.streams.WithLabelValues(typeLabel(t), sid.protocol).Dec()
 	}
@@ -136,20 +167,33 @@ type accounted struct {
 	found      int      // unknown names new to the stream, remembered or not
 	logUnknown bool     // the stream's log line about unknown names is due
 	firstNACK  bool     // the stream's first NACK of the response it names
+	// stamp is the stream's view's (nil: none, its watches are refused);
+	// scoped: the stream sees only namespace ns (it has an identity).
+	stamp  *corepb.Node
+	scoped bool
+	ns     string
 }
 
 // request handles one request of a stream: the limits, stream accounting,
-// callers' zones, NACKs and unknown names. A non-nil error (a status) ends
+// callers' zones, NACKs and unknown names. It returns the stamp of the
+// stream's view for the request's node. A non-nil error (a status) ends
 // the stream: the request would take it past a limit.
-func (s *Server) request(sid streamID, req streamRequest) error {
+func (s *Server) request(sid streamID, req streamRequest) (*corepb.Node, error) {
 	acc, reason, err := s.account(sid, req)
 	if err != nil {
 		s.refused(sid, acc.nodeID, reason, err)
-		return err
+		return acc.stamp, err
 	}
 	callersChanged := s.callers.node(sid, req.node)
 	if req.typeURL == resourcev3.ClusterType {
-		callersChanged = s.callers.subscribe(sid, req.names, req.unsubscribe) || callersChanged
+		names := req.names
+		if acc.scoped { // it counts only for the Clusters it sees (none before the first push)
+			pushed := s.pushed.Load()
+			names = slices.DeleteFunc(slices.Clone(names), func(n string) bool {
+				return pushed == nil || !known(pushed, resourcev3.ClusterType, n) || !visibleIn(pushed, n, acc.ns)
+			})
+		}
+		callersChanged = s.callers.subscribe(sid, names, req.unsubscribe) || callersChanged
 	}
 	if callersChanged {
 		s.callersChanged()
@@ -165,7 +209,7 @@ func (s *Server) request(sid streamID, req streamRequest) error {
 			"node", acc.nodeID, "stream", sid.id, "protocol", sid.protocol, "type", typeLabel(req.typeURL),
 			"unknown", acc.found, "examples", acc.unknown[:min(len(acc.unknown), unknownExamples)])
 	}
-	return nil
+	return acc.stamp, nil
 }
 
 // account records a request in its stream's state: the node id, the names
@@ -181,8 +225,13 @@ func (s *Server) account(sid streamID, req streamRequest) (acc accounted, reason
 		st = newStreamState()
 		s.streams[sid] = st
 	}
+	if st.view != nil {
+		acc.stamp = st.view.stamp
+	}
+	acc.scoped, acc.ns = st.identified, st.identity.Namespace
 	if err := s.admitNodeLocked(st, req.node.GetId()); err != nil {
-		return accounted{nodeID: st.nodeID}, refusedStreamsPerNode, err
+		acc.nodeID = st.nodeID
+		return acc, refusedStreamsPerNode, err
 	}
 	acc.nodeID = st.nodeID
 	_, served := s.caches[req.typeURL]
@@ -279,7 +328,7 @@ func (s *Server) subscribeLocked(st *streamState, sid streamID, req streamReques
 // holds s.streamsMu.
 func unknownLocked(st *streamState, snap *topology.Snapshot, typeURL string, names []string) (counted []string, found int, logNow bool) {
 	for _, name := range names {
-		if known(snap, typeURL, name) {
+		if known(snap, typeURL, name) && (!st.identified || visibleIn(snap, name, st.identity.Namespace)) {
 			continue
 		}
 		k := typeURL + "/" + name
@@ -301,6 +350,18 @@ func unknownLocked(st *streamState, snap *topology.Snapshot, typeURL string, nam
 	}
 	st.unknownLogged = true
 	return counted, found, true
+}
+
+// visibleIn reports whether a client of namespace ns sees the service of
+// resource name name in snap (true for names that are not a service's:
+// known judges those).
+func visibleIn(snap *topology.Snapshot, name, ns string) bool {
+	key, ok := parseKey(name)
+	if !ok {
+		return true
+	}
+	svc, ok := snap.Service(key)
+	return !ok || svc.Visible(ns)
 }
 
 // known reports whether a resource of type typeURL named name is in the

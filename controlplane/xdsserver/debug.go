@@ -44,11 +44,17 @@ type ClientsDump struct {
 
 // StreamDump is one open xDS stream in a ClientsDump.
 type StreamDump struct {
-	Stream        int64              `json:"stream"`   // go-control-plane's stream id (per protocol)
-	Protocol      string             `json:"protocol"` // sotw or delta
-	NodeID        string             `json:"node_id"`
-	Zone          string             `json:"zone,omitempty"` // node.locality.zone of its first node
-	Subscriptions []SubscriptionDump `json:"subscriptions"`
+	Stream   int64  `json:"stream"`   // go-control-plane's stream id (per protocol)
+	Protocol string `json:"protocol"` // sotw or delta
+	NodeID   string `json:"node_id"`
+	Zone     string `json:"zone,omitempty"` // node.locality.zone of its first node
+	// Namespace, ServiceAccount and Auth are the stream's identity (Auth:
+	// how it was established); all empty for a stream without one, which
+	// sees every service.
+	Namespace      string             `json:"namespace,omitempty"`
+	ServiceAccount string             `json:"service_account,omitempty"`
+	Auth           string             `json:"auth,omitempty"`
+	Subscriptions  []SubscriptionDump `json:"subscriptions"`
 }
 
 // SubscriptionDump is what one stream holds of one type.
@@ -176,7 +182,8 @@ func (s *Server) Clients() ClientsDump {
 		return cmp.Compare(a.id, b.id)
 	}) {
 		st := s.streams[sid]
-		sd := StreamDump{Stream: sid.id, Protocol: sid.protocol, NodeID: st.nodeID, Zone: st.zone, Subscriptions: []SubscriptionDump{}}
+		sd := StreamDump{Stream: sid.id, Protocol: sid.protocol, NodeID: st.nodeID, Zone: st.zone, Subscriptions: []SubscriptionDump{},
+			Namespace: st.identity.Namespace, ServiceAccount: st.identity.ServiceAccount, Auth: st.identity.Method}
 		for _, t := range typeURLs {
 			d := st.debug[t]
 			if d == nil {
@@ -198,13 +205,22 @@ func (s *Server) Clients() ClientsDump {
 // name of the same service, so that "echo.default:8080" also finds the
 // Listener "echo.default.svc.cluster.local:8080").
 func (s *Server) ConfigDump(typ, name string) (ConfigDump, error) {
+	return s.configDump(typ, name, "", true)
+}
+
+// ConfigDumpFor is ConfigDump of what a client of namespace ns sees.
+func (s *Server) ConfigDumpFor(ns, typ, name string) (ConfigDump, error) {
+	return s.configDump(typ, name, ns, false)
+}
+
+func (s *Server) configDump(typ, name, ns string, all bool) (ConfigDump, error) {
 	out := ConfigDump{Types: []TypeDump{}}
 	for _, t := range typeURLs {
 		if typ != "" && typ != t && typ != typeLabel(t) {
 			continue
 		}
 		td := TypeDump{Type: typeLabel(t), TypeURL: t, Resources: []ResourceDump{}}
-		res := s.caches[t].GetResources()
+		res := s.views.resourcesOf(t, ns, all)
 		for _, n := range slices.Sorted(maps.Keys(res)) {
 			if !nameMatches(n, name) {
 				continue
@@ -240,7 +256,8 @@ func nameMatches(n, filter string) bool {
 // debugHandlers adds /debug/config_dump and /debug/clients to mux.
 func (s *Server) debugHandlers(mux *http.ServeMux) {
 	mux.HandleFunc("/debug/config_dump", func(w http.ResponseWriter, r *http.Request) {
-		dump, err := s.ConfigDump(r.URL.Query().Get("type"), r.URL.Query().Get("name"))
+		q := r.URL.Query()
+		dump, err := s.configDump(q.Get("type"), q.Get("name"), q.Get("namespace"), q.Get("namespace") == "")
 		if err != nil {
 			http.Error(w, "fairway/xdsserver: "+err.Error(), http.StatusInternalServerError)
 			return

@@ -48,6 +48,7 @@ const refusalLogEvery = 10 * time.Second
 const (
 	refusedStreamsPerNode = "streams_per_node"
 	refusedNamesPerStream = "names_per_stream"
+	refusedNoIdentity     = "no_identity" // WithRequireIdentity
 )
 
 // limits are the server's limits; zero: none.

@@ -21,6 +21,7 @@ type metrics struct {
 	resources      *prometheus.GaugeVec   // fairway_xds_resources{type}
 	refused        *prometheus.CounterVec // fairway_xds_refused_streams_total{reason}
 	renderFailures prometheus.Counter     // fairway_xds_render_failures_total
+	views          prometheus.Gauge       // fairway_xds_namespace_views, kept by views
 
 	callerStreams      *prometheus.GaugeVec // fairway_xds_caller_streams{zone}, kept by callerZones
 	callerZonesUpdates prometheus.Counter   // fairway_xds_caller_zones_updates_total
@@ -53,7 +54,7 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
 	}, []string{"type"}))
 	m.refused = register(reg, log, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "fairway_xds_refused_streams_total",
-		Help: "xDS streams ended with RESOURCE_EXHAUSTED for exceeding a limit, by reason (streams_per_node, names_per_stream).",
+		Help: "xDS streams refused, by reason: RESOURCE_EXHAUSTED for exceeding a limit (streams_per_node, names_per_stream), UNAUTHENTICATED for carrying no identity when one is required (no_identity).",
 	}, []string{"reason"}))
 	m.version = register(reg, log, prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "fairway_xds_snapshot_version",
@@ -71,6 +72,10 @@ func newMetrics(reg prometheus.Registerer, log *slog.Logger) *metrics {
 	m.renderFailures = register(reg, log, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "fairway_xds_render_failures_total",
 		Help: "Services left out of the xDS caches because they could not be rendered (invalid for xDS, or translating them panicked), once per version of a service.",
+	}))
+	m.views = register(reg, log, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "fairway_xds_namespace_views",
+		Help: "Namespaces whose authenticated streams read caches of their own (a namespace's view lives while it has a stream open, and a minute after).",
 	}))
 	m.callerStreams = register(reg, log, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "fairway_xds_caller_streams",

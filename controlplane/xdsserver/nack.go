@@ -45,8 +45,9 @@ type nackCache struct {
 // read as a NACK of what the stream was sent.
 func (c nackCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
 	if req.GetErrorDetail() != nil && req.GetVersionInfo() == "" {
+		node := req.GetNode() // the view's stamp, found by its pointer (views.go)
 		req = proto.Clone(req).(*cachev3.Request)
-		req.VersionInfo = rejectedVersion
+		req.VersionInfo, req.Node = rejectedVersion, node
 	}
 	return c.Cache.CreateWatch(req, sub, out)
 }

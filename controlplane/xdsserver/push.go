@@ -24,9 +24,10 @@ func (s *Server) push(snap *topology.Snapshot) {
 	ch := diff(prev, snap, s.broken)
 	s.callers.forget(ch.removedNames())
 	zones, republished := s.callers.republish(s.clock.Now(), snap, ch.clusters)
-	res, failed := render(ch, zones)
+	res, done, failed := render(ch, zones)
 	s.recordFailures(ch, failed)
 	s.update(res)
+	s.views.push(ch, done)
 	s.pushed.Store(snap)
 	s.record(prev, snap, ch, republished)
 }
@@ -38,6 +39,7 @@ type change struct {
 	clusters  map[string]*topology.Service // Clusters to render, by name
 	added     []*topology.Service          // new services, and routes changed: RouteConfiguration and Listeners to render
 	removed   []topology.ServiceKey        // services whose resources to remove
+	exports   []*topology.Service          // changed services whose Export changed (views, views.go)
 	changed   int                          // services added or changed
 }
 
@@ -45,7 +47,8 @@ type change struct {
 // service whose *topology.Service is the same pointer, or Equal, is
 // unchanged; a changed one renders its ClusterLoadAssignment if its
 // endpoints changed, its Cluster if its policy did and its RouteConfiguration
-// and Listeners if its route did (routeChanged); a new one, or a
+// and Listeners if its route did (routeChanged), and is among exports if
+// its Export did; a new one, or a
 // changed one among broken (whose last render failed, so that its resources
 // may be missing), renders everything. The same snapshot twice is no change.
 func diff(prev, next *topology.Snapshot, broken map[topology.ServiceKey]*topology.Service) change {
@@ -60,6 +63,9 @@ func diff(prev, next *topology.Snapshot, broken map[topology.ServiceKey]*topolog
 		}
 		if old == svc || (old != nil && old.Equal(svc)) {
 			continue
+		}
+		if old != nil && !old.Export.Equal(svc.Export) {
+			ch.exports = append(ch.exports, svc)
 		}
 		if _, ok := broken[svc.Key]; ok {
 			old = nil
@@ -131,13 +137,14 @@ type resources struct {
 // make rendering panic.
 var translateLoadAssignment = translate.LoadAssignment
 
-// render translates ch into resources, service by service. zones holds the
+// render translates ch into resources, service by service, returned both
+// merged (res) and by service (done). zones holds the
 // caller_zones of the Clusters to render, by name (absent: none). A service
 // that fails topology.Service.Validate, or whose translation panics, is left
 // out whole and returned in failed: the last line of defence behind the
 // sources' validation, so that one bad service never stops the push
 // goroutine or poisons the responses that carry other services.
-func render(ch change, zones map[string]map[string]float64) (res resources, failed map[*topology.Service]error) {
+func render(ch change, zones map[string]map[string]float64) (res resources, done []rendered, failed map[*topology.Service]error) {
 	res = resources{
 		update: make(map[string]map[string]types.Resource, len(typeURLs)),
 		remove: make(map[string][]string, len(typeURLs)),
@@ -145,7 +152,9 @@ func render(ch change, zones map[string]map[string]float64) (res resources, fail
 	for _, t := range typeURLs {
 		res.update[t] = map[string]types.Resource{}
 	}
-	for _, job := range ch.jobs() {
+	jobs := ch.jobs()
+	done = make([]rendered, 0, len(jobs))
+	for _, job := range jobs {
 		r, err := renderService(job, zones[job.svc.Key.ResourceName()])
 		if err != nil {
 			if failed == nil {
@@ -154,16 +163,13 @@ func render(ch change, zones map[string]map[string]float64) (res resources, fail
 			failed[job.svc] = err
 			continue
 		}
-		r.addTo(res)
+		r.addTo(res.update)
+		done = append(done, r)
 	}
 	for _, key := range ch.removed {
-		name := key.ResourceName()
-		for _, t := range []string{resourcev3.EndpointType, resourcev3.ClusterType, resourcev3.RouteType} {
-			res.remove[t] = append(res.remove[t], name)
-		}
-		res.remove[resourcev3.ListenerType] = append(res.remove[resourcev3.ListenerType], name, key.FQDNResourceName())
+		removeNames(key, res.remove)
 	}
-	return res, failed
+	return res, done, failed
 }
 
 // renderJob is what a push renders of one service.
@@ -203,6 +209,7 @@ func (ch change) jobs() []*renderJob {
 // rendered is the resources of one service a push renders (nil: not
 // rendered).
 type rendered struct {
+	svc        *topology.Service
 	name       string
 	assignment *endpointpb.ClusterLoadAssignment
 	cluster    *clusterpb.Cluster
@@ -221,7 +228,7 @@ func renderService(job *renderJob, zones map[string]float64) (r rendered, err er
 	if err := job.svc.Validate(); err != nil {
 		return rendered{}, err
 	}
-	r.name = job.svc.Key.ResourceName()
+	r.svc, r.name = job.svc, job.svc.Key.ResourceName()
 	if job.endpoints {
 		r.assignment = translateLoadAssignment(job.svc)
 	}
@@ -235,19 +242,19 @@ func renderService(job *renderJob, zones map[string]float64) (r rendered, err er
 	return r, nil
 }
 
-// addTo adds r's resources to res.
-func (r rendered) addTo(res resources) {
+// addTo adds r's resources to upd (by type URL, then name).
+func (r *rendered) addTo(upd map[string]map[string]types.Resource) {
 	if r.assignment != nil {
-		res.update[resourcev3.EndpointType][r.name] = r.assignment
+		upd[resourcev3.EndpointType][r.name] = r.assignment
 	}
 	if r.cluster != nil {
-		res.update[resourcev3.ClusterType][r.name] = r.cluster
+		upd[resourcev3.ClusterType][r.name] = r.cluster
 	}
 	if r.route != nil {
-		res.update[resourcev3.RouteType][r.name] = r.route
+		upd[resourcev3.RouteType][r.name] = r.route
 	}
 	for _, l := range r.listeners {
-		res.update[resourcev3.ListenerType][l.GetName()] = l
+		upd[resourcev3.ListenerType][l.GetName()] = l
 	}
 }
 

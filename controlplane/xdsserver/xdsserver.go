@@ -4,8 +4,8 @@
 // State-of-the-World and Delta, on one gRPC server.
 //
 // Every resource type (Cluster, ClusterLoadAssignment, Listener,
-// RouteConfiguration) lives in its own go-control-plane LinearCache behind a
-// MuxCache, so a client subscribing to one service among many gets its answer
+// RouteConfiguration) lives in its own go-control-plane LinearCache (per
+// view, see Visibility below), so a client subscribing to one service among many gets its answer
 // at once (a SnapshotCache in ADS mode waits for a request naming every
 // resource), and a change to one service re-sends only that service's changed
 // resources to delta subscribers.
@@ -71,10 +71,23 @@
 // GRPCServerOptions, which a caller of RegisterGRPC passes on. /healthz fails
 // when a push has run, or been due, for longer than WithPushTimeout.
 //
+// Visibility (views.go): a stream whose context carries an auth.Identity
+// (put there by the authentication in front of the server) sees only the
+// services visible to its namespace (topology.Service.Visible), by name and
+// by wildcard, every type; a name it may not see is answered as an unknown
+// one. A stream without identity sees everything (WithRequireIdentity
+// refuses it instead). Each namespace with a stream open reads caches of its
+// own (a view, counted in fairway_xds_namespace_views) that a push fills
+// with the resources it rendered once; the streams without identity read
+// the server's caches, at the same cost as without visibility. A stream
+// counts toward caller_zones only for the Clusters it sees. /debug/clients
+// shows each stream's identity and /debug/config_dump?namespace=NS what NS
+// sees.
+//
 // A push (push.go) reads as its steps: diff the last pushed snapshot with
 // the new one, let callerZones add the Clusters whose callers moved, render
-// the resources, update the caches. Rendering isolates each service: one
-// that fails topology.Service.Validate, or whose translation panics, is left
+// the resources, update the caches (the namespace views' too). Rendering
+// isolates each service: one that fails topology.Service.Validate, or whose translation panics, is left
 // out of the push whole (its clients keep what they had), logged at Error
 // and counted in fairway_xds_render_failures_total once per version of it,
 // and rendered whole again when it changes; the other services are pushed.
@@ -130,6 +143,7 @@ type options struct {
 
 	callerZonesInterval time.Duration
 	pushTimeout         time.Duration
+	requireIdentity     bool
 	pushHook            func() // tests: called by the push goroutine before each push
 }
 
@@ -161,6 +175,14 @@ func WithClock(c clock.WithDelayedExecution) Option { return func(o *options) { 
 // leaves the Fairway client on the fractions it already had. Default 0.
 func WithCallerZonesWarmup(d time.Duration) Option { return func(o *options) { o.warmup = d } }
 
+// WithRequireIdentity makes the server serve only streams whose context
+// carries an auth.Identity (set by the authentication in front of it): a
+// stream without one ends with UNAUTHENTICATED at its opening, so that only
+// authenticated streams see anything and count toward caller_zones. Off by
+// default (authentication off: every stream sees every service). Set it
+// whenever authentication is on.
+func WithRequireIdentity(on bool) Option { return func(o *options) { o.requireIdentity = on } }
+
 // Server is an xDS server fed with topology snapshots. Create it with New,
 // feed it with Update, serve it with Serve or RegisterGRPC, and release it
 // with Close.
@@ -174,12 +196,15 @@ type Server struct {
 	limits   limits
 	refusals refusalLog
 	callers  *callerZones
-	caches   map[string]*cachev3.LinearCache // by type URL
-	xds      serverv3.Server
-	ctx      context.Context
-	cancel   context.CancelFunc
-	kick     chan struct{} // buffered(1): a push is due
-	wg       sync.WaitGroup
+	caches   map[string]*cachev3.LinearCache // by type URL: the all view's (views.go)
+	views    *views
+	// requireIdentity: streams without an identity are refused.
+	requireIdentity bool
+	xds             serverv3.Server
+	ctx             context.Context
+	cancel          context.CancelFunc
+	kick            chan struct{} // buffered(1): a push is due
+	wg              sync.WaitGroup
 
 	warmupTimer clock.Timer // set by New; nil without a warm-up; stopped by Close
 
@@ -242,7 +267,6 @@ func New(opts ...Option) *Server {
 		gatherer: gatherer,
 		metrics:  m,
 		limits:   o.limits,
-		caches:   make(map[string]*cachev3.LinearCache, len(typeURLs)),
 		kick:     make(chan struct{}, 1),
 		streams:  make(map[streamID]*streamState),
 
@@ -250,24 +274,21 @@ func New(opts ...Option) *Server {
 		pushTimeout: o.pushTimeout,
 		pushHook:    o.pushHook,
 		broken:      make(map[topology.ServiceKey]*topology.Service),
+
+		requireIdentity: o.requireIdentity,
 	}
 	s.callers = newCallerZones(callerZonesConfig{gauge: m.callerStreams, from: o.clock.Now().Add(o.warmup),
 		interval: o.callerZonesInterval, clock: o.clock, kick: s.kickPush})
-	mux := &cachev3.MuxCache{
-		Classify:      func(r *cachev3.Request) string { return r.GetTypeUrl() },
-		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return r.GetTypeUrl() },
-		Caches:        make(map[string]cachev3.Cache, len(typeURLs)),
-	}
+	all := newView("", true)
+	s.caches = all.caches
 	for _, t := range typeURLs {
-		c := cachev3.NewLinearCache(t) // no version prefix: nackCache relies on it
-		s.caches[t] = c
-		mux.Caches[t] = c
 		s.metrics.resources.WithLabelValues(typeLabel(t)).Set(0)
 	}
+	s.views = newViews(all, o.clock, m.views)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cb := s.callbacks()
 	newResponseSizes(s.limits, m, log, o.clock).callbacks(&cb, s.responded)
-	s.xds = serverv3.NewServer(s.ctx, nackCache{mux}, cb)
+	s.xds = serverv3.NewServer(s.ctx, nackCache{viewCache{s.views}}, cb)
 	if o.warmup > 0 {
 		// kickPush only sends on a channel: safe under a fake clock's lock.
 		s.warmupTimer = o.clock.AfterFunc(o.warmup, s.kickPush)
@@ -386,8 +407,10 @@ func (s *Server) Serve(lis net.Listener) error {
 // when a push has run or been due for longer than the push timeout, see
 // WithPushTimeout), /readyz (200 once the first snapshot has been pushed,
 // 503 before), /metrics, and as JSON /debug/config_dump (ConfigDump: the
-// resources served, ?type= and ?name= filter them) and /debug/clients
-// (Clients: the open streams, their subscriptions, ACKs and NACKs).
+// resources served, ?type= and ?name= filter them, ?namespace= keeps what
+// a client of that namespace sees: ConfigDumpFor) and /debug/clients
+// (Clients: the open streams, their identities, subscriptions, ACKs and
+// NACKs).
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
