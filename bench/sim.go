@@ -265,6 +265,7 @@ func (s *sim) addChannels(zones []string) {
 	}
 	if s.chain != nil || s.strategy == GRPCWRR {
 		s.push(event{at: simTick, kind: evTick})
+		s.startOOB()
 	}
 }
 
@@ -280,7 +281,7 @@ func (s *sim) loop(sched []arrival) {
 			continue
 		}
 		ev := heap.Pop(&s.events).(event)
-		if ev.kind == evTick && next >= len(sched) {
+		if (ev.kind == evTick || ev.kind == evOOB) && next >= len(sched) {
 			continue // nothing left to send: stop ticking
 		}
 		s.advance(ev.at)
@@ -298,6 +299,8 @@ func (s *sim) loop(sched []arrival) {
 			s.crash(ev.pod)
 		case evProbe:
 			s.probeDone()
+		case evOOB:
+			s.oob()
 		}
 	}
 }

@@ -30,8 +30,11 @@ func init() { strategyChains[LoadAware] = loadAwareChain }
 // trailer. A probe a strategy asks for (strategy.BuildOptions.Probe) reads
 // the pod's requests in flight when it is sent and reaches the channel's
 // endpoint SimRTT later, through the same ReportORCA as a real probe's
-// trailer. Out-of-band streams are not modelled. Every Fairway chain gets
-// the reports; only load_aware reads them.
+// trailer. A chain that asks for out-of-band reports (Needs.OOBInterval)
+// gets every pod's report on every channel at that interval, from the
+// start, as streams opened when the channels connect deliver them. Every
+// Fairway chain gets the reports; load_aware balances on them, and every
+// latency-measuring chain folds their latency in.
 
 // simProbe is a probe under way: all take SimRTT, so they arrive in the
 // order they were sent.
@@ -40,8 +43,12 @@ type simProbe struct {
 	rif, lat float64
 }
 
-// evProbe is a probe's arrival at its channel: the oldest probe under way.
-const evProbe evKind = 100
+// evProbe is a probe's arrival at its channel: the oldest probe under way;
+// evOOB the out-of-band reports' arrival at every channel.
+const (
+	evProbe evKind = 100
+	evOOB   evKind = 101
+)
 
 // loadReports is the simulator's share of server-reported load.
 type loadReports struct {
@@ -68,6 +75,33 @@ func (s *sim) probeDone() {
 	s.loads.probes = s.loads.probes[1:]
 	s.loads.orca(pr.rif, pr.lat)
 	pr.e.ReportORCA(s.loads.report)
+}
+
+// startOOB schedules the first out-of-band reports when the chain asks for
+// them.
+func (s *sim) startOOB() {
+	if s.chain != nil && s.chain.Needs.OOBInterval > 0 {
+		s.push(event{at: s.chain.Needs.OOBInterval, kind: evOOB})
+	}
+}
+
+// oob delivers every live pod's report to every channel and schedules the
+// next ones.
+func (s *sim) oob() {
+	type load struct{ rif, lat float64 }
+	loads := make([]load, len(s.pods))
+	for _, p := range s.live {
+		loads[p].rif, loads[p].lat = s.podLoad(p)
+	}
+	for _, ch := range s.chans {
+		for _, e := range ch.fw.pool.Endpoints() {
+			if p, ok := s.epPod[e]; ok && s.pods[p].live {
+				s.loads.orca(loads[p].rif, loads[p].lat)
+				e.ReportORCA(s.loads.report)
+			}
+		}
+	}
+	s.push(event{at: s.now + s.chain.Needs.OOBInterval, kind: evOOB})
 }
 
 // podLoad is what pod p reports: its requests in flight, and the mean

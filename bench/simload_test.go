@@ -68,3 +68,43 @@ func TestSim_LoadAwareAvoidsTheSlowPod(t *testing.T) {
 		t.Errorf("load_aware gave the slow pod %.3f of the requests, round_robin %.3f: want at most half", la, rr)
 	}
 }
+
+// TestSim_OutOfBandReportsReachEveryChannel: a chain that asks for
+// out-of-band reports gets every live pod's on every channel at its
+// interval.
+func TestSim_OutOfBandReportsReachEveryChannel(t *testing.T) {
+	chain, err := strategy.ParseChain([]byte(`[{"load_aware":{"oob_interval":"1s","probe_rate":0}}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Unix(1_700_000_000, 0)
+	clk := testingclock.NewFakeClock(start)
+	s := &sim{clock: clk, epoch: start, chain: chain, epPod: map[*strategy.Endpoint]int{}, podIndex: map[string]int{}}
+	for i, rif := range []int{4, 0} {
+		s.pods = append(s.pods, &simPod{live: true, inflight: rif, load: loadreport.New(loadreport.WithClock(clk))})
+		s.podAddrs = append(s.podAddrs, simPodAddr(i))
+		s.podIndex[simPodAddr(i)] = i
+	}
+	s.updateLive()
+	for range 2 {
+		ch := &simChannel{fw: newFairwayChannel(chain, clk, func() uint64 { return 1 }, nil, "", nil)}
+		s.chans = append(s.chans, ch)
+		s.setMembers(ch)
+	}
+	s.startOOB()
+	if len(s.events) != 1 || s.events[0].kind != evOOB || s.events[0].at != time.Second {
+		t.Fatalf("events %+v, want the first out-of-band reports at 1s", s.events)
+	}
+	s.now = time.Second
+	s.oob()
+	for c, ch := range s.chans {
+		for _, e := range ch.fw.pool.Endpoints() {
+			if rif, stamp, _ := e.ServerLoad(); stamp == 0 || rif != float64(s.pods[s.epPod[e]].inflight) {
+				t.Errorf("channel %d, %s: ServerLoad() = %v (stamp %v), want %d", c, e.Addr, rif, stamp, s.pods[s.epPod[e]].inflight)
+			}
+		}
+	}
+	if last := s.events[len(s.events)-1]; last.kind != evOOB || last.at != 2*time.Second {
+		t.Errorf("next event %+v, want the next reports at 2s", last)
+	}
+}

@@ -93,8 +93,10 @@ type Config struct {
 	Quantile float64 `json:"quantile"`
 	// OOBInterval asks each backend for an out-of-band report at this
 	// interval (the backend may report less often: grpc-go's ORCA service
-	// sends at most every 30 s by default). Default 1s; 0 turns the stream
-	// off.
+	// sends at most every 30 s by default). Default 0: no stream. Streams
+	// opened together report in step, so every client learns the same
+	// pods are idle at the same moment and sends them its next requests:
+	// in simulation a 1 s interval raised the p99 by 6–7%.
 	OOBInterval strategy.Duration `json:"oob_interval"`
 	// DecayAlpha is the EWMA weight of a latency sample below the
 	// estimate, in (0, 1]. Default 0.1.
@@ -122,7 +124,7 @@ func (builder) Position() strategy.Position { return strategy.Terminal }
 
 func (builder) ParseConfig(raw json.RawMessage) (any, error) {
 	cfg := &Config{ProbeRate: 0.1, Reuse: 16, MaxAge: strategy.Duration(100 * time.Millisecond), Quantile: 0.75,
-		OOBInterval: strategy.Duration(time.Second), DecayAlpha: 0.1, FailurePenalty: 5}
+		DecayAlpha: 0.1, FailurePenalty: 5}
 	if err := strategy.DecodeConfig(Name, raw, cfg); err != nil {
 		return nil, err
 	}

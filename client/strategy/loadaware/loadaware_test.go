@@ -164,15 +164,15 @@ func TestLoadAware_PickAllocatesNothing(t *testing.T) {
 func TestLoadAware_ParseConfig(t *testing.T) {
 	b, _ := strategy.Get(loadaware.Name)
 	def := loadaware.Config{ProbeRate: 0.1, Reuse: 16, MaxAge: strategy.Duration(100 * time.Millisecond), Quantile: 0.75,
-		OOBInterval: strategy.Duration(time.Second), DecayAlpha: 0.1, FailurePenalty: 5}
+		DecayAlpha: 0.1, FailurePenalty: 5}
 	for _, tc := range []struct {
 		raw     string
 		want    func(*loadaware.Config)
 		wantErr string
 	}{
 		{raw: ``, want: func(*loadaware.Config) {}},
-		{raw: `{"probe_rate":0,"reuse":3,"max_age":"250ms","quantile":0.5,"oob_interval":0}`, want: func(c *loadaware.Config) {
-			c.ProbeRate, c.Reuse, c.MaxAge, c.Quantile, c.OOBInterval = 0, 3, strategy.Duration(250*time.Millisecond), 0.5, 0
+		{raw: `{"probe_rate":0,"reuse":3,"max_age":"250ms","quantile":0.5,"oob_interval":"2s"}`, want: func(c *loadaware.Config) {
+			c.ProbeRate, c.Reuse, c.MaxAge, c.Quantile, c.OOBInterval = 0, 3, strategy.Duration(250*time.Millisecond), 0.5, strategy.Duration(2*time.Second)
 		}},
 		{raw: `{"probe_rate":1.5}`, wantErr: "fairway/load_aware: probe_rate 1.5 must be within [0, 1]"},
 		{raw: `{"reuse":0}`, wantErr: "fairway/load_aware: reuse 0 must be within 1–1000"},
