@@ -69,6 +69,7 @@ type config struct {
 	reg      prometheus.Registerer
 	logger   *slog.Logger
 	xdsDial  []grpc.DialOption
+	sec      xdsSecurity // xdscreds.go
 }
 
 // Option configures WithFairway.
@@ -109,7 +110,8 @@ func WithRegisterer(reg prometheus.Registerer) Option { return func(c *config) {
 
 // WithXDSDialOptions adds options to the dial of the control plane (the
 // xDS connection, not the channel's own), after the xDS client's defaults,
-// which they override: insecure transport credentials, a receive limit of
+// which they override: the credentials of WithXDSTLS and WithXDSTokenFile
+// (else insecure transport credentials), a receive limit of
 // xdsclient.DefaultMaxRecvMsgSize (wire.MaxMessageSize, what the control
 // plane may send), the keepalive xdsclient.DefaultKeepalive. For example:
 //
@@ -220,8 +222,9 @@ type poolKey struct {
 }
 
 type pooled struct {
-	c    *xdsclient.Client
-	refs int
+	c         *xdsclient.Client
+	stopCreds func() // stops watching the TLS files
+	refs      int
 }
 
 func (p *pool) acquire(cfg config, zone string) (resolver.XDSClient, func(), error) {
@@ -231,15 +234,20 @@ func (p *pool) acquire(cfg config, zone string) (resolver.XDSClient, func(), err
 	defer p.mu.Unlock()
 	pc := p.clients[key]
 	if pc == nil {
+		creds, stopCreds, err := cfg.sec.fromEnv().dialOptions(cfg.logger, cfg.reg)
+		if err != nil {
+			return nil, nil, err
+		}
 		c, err := xdsclient.New(cfg.servers, node,
 			xdsclient.WithClusterValidator(validateCluster),
 			xdsclient.WithRegisterer(cfg.reg),
 			xdsclient.WithLogger(cfg.logger),
-			xdsclient.WithDialOptions(cfg.xdsDial...))
+			xdsclient.WithDialOptions(append(creds, cfg.xdsDial...)...))
 		if err != nil {
+			stopCreds()
 			return nil, nil, err
 		}
-		pc = &pooled{c: c}
+		pc = &pooled{c: c, stopCreds: stopCreds}
 		p.clients[key] = pc
 	}
 	pc.refs++
@@ -255,6 +263,7 @@ func (p *pool) acquire(cfg config, zone string) (resolver.XDSClient, func(), err
 			p.mu.Unlock()
 			if last {
 				pc.c.Close()
+				pc.stopCreds()
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -75,6 +76,10 @@ func wantAccess(watchPods bool) map[access]bool {
 		want[access{v, "discovery.k8s.io", "endpointslices"}] = false
 		want[access{v, "", "pods"}] = false
 	}
+	// TokenReviews, for --auth token; nothing else of the authentication
+	// and authorization APIs.
+	want[access{"create", "authentication.k8s.io", "tokenreviews"}] = true
+	want[access{"create", "authorization.k8s.io", "subjectaccessreviews"}] = false
 	for _, g := range []string{"", "events.k8s.io"} {
 		want[access{"create", g, "events"}] = true
 		want[access{"patch", g, "events"}] = true
@@ -156,7 +161,7 @@ func TestManifests_ApplyAndRBAC(t *testing.T) {
 		if !regexp.MustCompile(`^ghcr\.io/fairway-lb/fairway:v[0-9]+\.[0-9]+\.[0-9]+$`).MatchString(c.Image) {
 			t.Errorf("image = %q, want ghcr.io/fairway-lb/fairway:vX.Y.Z", c.Image)
 		}
-		if diff := cmp.Diff(c.Args, []string{"controlplane", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:9090"}); diff != "" {
+		if diff := cmp.Diff(c.Args, []string{"controlplane", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:9090", "--auth=token"}); diff != "" {
 			t.Errorf("args (-got +want):\n%s", diff)
 		}
 		wantSC := &corev1.SecurityContext{
@@ -226,6 +231,11 @@ func TestManifests_ApplyAndRBAC(t *testing.T) {
 		if _, err := sa.CoreV1().Pods("").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 			t.Errorf("ServiceAccount lists pods: got %v, want Forbidden", err)
 		}
+		tr, err := sa.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
+			Spec: authenticationv1.TokenReviewSpec{Token: "not-a-token", Audiences: []string{"fairway"}}}, metav1.CreateOptions{})
+		if err != nil || tr.Status.Authenticated {
+			t.Errorf("ServiceAccount reviews a token: %v, authenticated=%v; want a review that rejects it", err, tr != nil && tr.Status.Authenticated)
+		}
 		if _, err := sa.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 			t.Errorf("ServiceAccount lists secrets: got %v, want Forbidden", err)
 		}
@@ -247,7 +257,7 @@ func TestManifests_ApplyAndRBAC(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []string{"controlplane", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:9090", "--watch-pods"}
+		want := []string{"controlplane", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:9090", "--auth=token", "--watch-pods"}
 		if diff := cmp.Diff(d.Spec.Template.Spec.Containers[0].Args, want); diff != "" {
 			t.Errorf("args with watch-pods (-got +want):\n%s", diff)
 		}

@@ -66,6 +66,7 @@ func startControlPlane(bin, kubeconfig, namespace string, debounce time.Duration
 		"--xds-addr", cp.xdsAddr,
 		"--admin-addr", cp.adminAddr,
 		"--debounce", debounce.String(),
+		"--auth", "none", // the benchmark's ADS clients measure convergence and send no token
 		"--log-level", "warn")
 	cp.cmd.Stdout = logFile
 	cp.cmd.Stderr = logFile

@@ -54,6 +54,8 @@ type controlPlaneFlags struct {
 	maxSendMsgSize   int
 	sizeWarning      int
 
+	security securityFlags // security.go
+
 	// defaultExportTo is --default-export-to, parsed.
 	defaultExportTo topology.Export
 }
@@ -80,7 +82,13 @@ func runControlPlane(ctx context.Context, args []string, stdout, stderr io.Write
 		return err
 	}
 
-	xds := xdsserver.New(xdsserver.WithDebounce(f.debounce), xdsserver.WithLogger(log), xdsserver.WithRegisterer(reg),
+	secure, stopTLS, err := xdsSecurity(f, log, reg)
+	if err != nil {
+		return err
+	}
+	defer stopTLS()
+	xds := xdsserver.New(xdsserver.WithGRPCServerOptions(secure...), xdsserver.WithRequireIdentity(!f.security.mode.None()),
+		xdsserver.WithDebounce(f.debounce), xdsserver.WithLogger(log), xdsserver.WithRegisterer(reg),
 		xdsserver.WithCallerZonesWarmup(f.warmup), xdsserver.WithCallerZonesInterval(f.callerZonesEvery),
 		xdsserver.WithMaxStreamsPerConnection(f.maxStreamsPerConn), xdsserver.WithMaxStreamsPerNode(f.maxStreamsPerNode),
 		xdsserver.WithMaxNamesPerStream(f.maxNamesPerStream),
@@ -119,12 +127,16 @@ func parseControlPlaneFlags(args []string, stdout, stderr io.Writer) (f controlP
 	fs.DurationVar(&f.pushTimeout, "push-timeout", xdsserver.DefaultPushTimeout, "/healthz fails when a push has run, or been due, for longer; 0: never")
 	fs.IntVar(&f.maxSendMsgSize, "max-send-msg-size", xdsserver.DefaultMaxSendMsgSize, "largest xDS response sent, in bytes (clients must accept as much)")
 	fs.IntVar(&f.sizeWarning, "response-size-warning", xdsserver.DefaultResponseSizeWarning, "warn (log and fairway_xds_large_responses_total) about responses of this many bytes or more; 0: never")
+	f.security.register(fs)
 	exportTo := fs.String("default-export-to", "*", `who sees a Service without a fairway.io/export-to annotation: "*" every namespace, "." its own namespace only`)
 	if err := cliflag.Parse(fs, args, stdout, stderr); err != nil {
 		return f, err
 	}
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err := f.security.check(f.file != "", f.kubeconfig); err != nil {
+		return f, err
 	}
 	for _, d := range []struct {
 		name string
@@ -159,8 +171,9 @@ func parseControlPlaneFlags(args []string, stdout, stderr io.Writer) (f controlP
 // source.
 func newSource(f controlPlaneFlags, log *slog.Logger, reg prometheus.Registerer) (topology.Source, error) {
 	if f.file != "" {
-		if f.kubeconfig != "" || len(f.namespaces) > 0 || f.selector != "" || f.watchPods {
-			return nil, errors.New("--file cannot be combined with --kubeconfig, --namespace, --selector or --watch-pods")
+		// --kubeconfig is for the TokenReview API alone then.
+		if (f.kubeconfig != "" && !f.security.mode.Token) || len(f.namespaces) > 0 || f.selector != "" || f.watchPods {
+			return nil, errors.New("--file cannot be combined with --kubeconfig (except for --auth token), --namespace, --selector or --watch-pods")
 		}
 		return file.New(f.file, file.WithLogger(log), file.WithRegisterer(reg), file.WithDefaultExport(f.defaultExportTo)), nil
 	}

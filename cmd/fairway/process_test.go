@@ -24,7 +24,8 @@ import (
 // childEnv, set in the environment of a re-executed test binary, makes it
 // run as a child process of a fault test instead of running the tests:
 // "fairway" runs the fairway command with the binary's arguments (the same
-// code as the fairway binary), "backend" runs a testbackend until SIGTERM.
+// code as the fairway binary), "backend" runs a testbackend until SIGTERM,
+// "xdsclient" makes calls through grpc-go's xds:/// resolver.
 const childEnv = "FAIRWAY_TEST_CHILD"
 
 func TestMain(m *testing.M) {
@@ -33,6 +34,8 @@ func TestMain(m *testing.M) {
 		main() // exits
 	case "backend":
 		os.Exit(runBackendChild(os.Args[1:]))
+	case "xdsclient":
+		os.Exit(runXDSClientChild(os.Args[1:]))
 	}
 	os.Exit(m.Run())
 }
@@ -73,12 +76,18 @@ type process struct {
 
 func startProcess(t *testing.T, role string, args ...string) *process {
 	t.Helper()
+	return startProcessEnv(t, role, nil, args...)
+}
+
+// startProcessEnv is startProcess with env added to the child's environment.
+func startProcessEnv(t *testing.T, role string, env []string, args ...string) *process {
+	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &process{t: t, role: role, cmd: exec.Command(exe, args...), out: &testkit.LogBuffer{}, done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), childEnv+"="+role)
+	p.cmd.Env = append(append(os.Environ(), env...), childEnv+"="+role)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

@@ -83,21 +83,28 @@ func WithKeepalive(interval, timeout time.Duration) Option {
 	return func(o *options) { o.limits.keepaliveTime, o.limits.keepaliveTimeout = interval, timeout }
 }
 
+// WithGRPCServerOptions adds options to those of GRPCServerOptions, after
+// them: transport credentials (grpc.Creds) and the authentication
+// interceptor (grpc.StreamInterceptor) of the caller.
+func WithGRPCServerOptions(opts ...grpc.ServerOption) Option {
+	return func(o *options) { o.limits.extra = append(o.limits.extra, opts...) }
+}
+
 // GRPCServerOptions are the options Serve creates its gRPC server with:
 // the streams per connection, the send limit, keepalive and its
-// enforcement, the connection age. A
+// enforcement, the connection age, then WithGRPCServerOptions'. A
 // caller of RegisterGRPC passes them to its own grpc.NewServer.
 func (s *Server) GRPCServerOptions() []grpc.ServerOption {
 	params := keepalive.ServerParameters{Time: s.limits.keepaliveTime, Timeout: s.limits.keepaliveTimeout}
 	if s.limits.maxAge > 0 {
 		params.MaxConnectionAge, params.MaxConnectionAgeGrace = s.limits.maxAge, s.limits.maxAgeGrace
 	}
-	return []grpc.ServerOption{
+	return append([]grpc.ServerOption{
 		grpc.MaxConcurrentStreams(uint32(s.limits.streamsPerConn)),
 		grpc.MaxSendMsgSize(s.limits.maxSendMsgSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(params),
-	}
+	}, s.limits.extra...)
 }
 
 // sizeLogInterval is the least time between two log lines of responseSizes

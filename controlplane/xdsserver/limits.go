@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -64,6 +65,8 @@ type limits struct {
 	maxAgeGrace      time.Duration
 	keepaliveTime    time.Duration
 	keepaliveTimeout time.Duration
+
+	extra []grpc.ServerOption // WithGRPCServerOptions
 }
 
 // WithMaxStreamsPerConnection limits the streams open at once on one gRPC

@@ -64,7 +64,8 @@ func run() error {
 	fmt.Printf("kube-apiserver %s ready at %s in %v\n", testenv.KubeVersion, env.Host(), time.Since(start).Round(time.Millisecond))
 	fmt.Printf("kubeconfig: %s\n\n", env.KubeconfigPath)
 	fmt.Printf("  export KUBECONFIG=%s\n", env.KubeconfigPath)
-	fmt.Printf("  fairway controlplane --kubeconfig %s\n\n", env.KubeconfigPath)
+	fmt.Printf("  fairway controlplane --kubeconfig %s\n", env.KubeconfigPath)
+	fmt.Printf("  kubectl create token SERVICEACCOUNT -n NAMESPACE --audience fairway   # an xDS client's token (or --auth none)\n\n")
 	fmt.Printf("logs in %s; press Ctrl-C to stop\n", stateDir)
 
 	<-ctx.Done()
