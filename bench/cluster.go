@@ -197,6 +197,7 @@ var newDialer = map[string]func(ctx context.Context, cfg Config, c *cluster) (di
 	GRPCWRR:          newWRRDialer,
 	FairwayP2C:       newFairwayDialer(FairwayP2C),
 	Fairway:          newFairwayDialer(Fairway),
+	LoadAware:        newFairwayDialer(LoadAware),
 }
 
 var fastBackoff = grpc.WithConnectParams(grpc.ConnectParams{

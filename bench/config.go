@@ -30,7 +30,7 @@ const (
 )
 
 // AllStrategies lists every strategy the harness compares.
-var AllStrategies = []string{Connection, RoundRobin, GRPCLeastRequest, GRPCWRR, FairwayP2C, Fairway, Oracle}
+var AllStrategies = []string{Connection, RoundRobin, GRPCLeastRequest, GRPCWRR, FairwayP2C, Fairway, LoadAware, Oracle}
 
 // simOnly are the strategies that exist only in the simulation.
 var simOnly = []string{Oracle}

@@ -199,7 +199,7 @@ func newSimPath(t *testing.T, chain string, seed uint64, start time.Time) *simPa
 	}
 	clk := testingclock.NewFakeClock(start)
 	rng := rand.New(rand.NewPCG(seed, seed))
-	return &simPath{t: t, clk: clk, fw: newFairwayChannel(c, clk, rng.Uint64, "a", nil), end: report}
+	return &simPath{t: t, clk: clk, fw: newFairwayChannel(c, clk, rng.Uint64, nil, "a", nil), end: report}
 }
 
 func (p *simPath) update(members []strategy.Member) { p.fw.setMembers(members) }

@@ -24,8 +24,8 @@ import (
 
 // The simulation runs the same arrival schedule against simulated pods: each
 // serves Capacity requests at once in FIFO order with the service times of
-// backend.ServiceTime and the same faults as the real pods. fairway and
-// fairway_p2c run the real strategy chains on a fake clock through a
+// backend.ServiceTime and the same faults as the real pods. fairway,
+// fairway_p2c and load_aware run the real strategy chains on a fake clock through a
 // strategy.Pool per client channel, the code the Fairway balancer runs:
 // the same endpoint sets, latency sampling and failure penalty, and a
 // request's outcome reaches the endpoint through the done function its pick
@@ -35,7 +35,8 @@ import (
 // simwrr.go and oracle in simoracle.go. Every pod computes its ORCA load
 // reports with the loadreport.Reporter the real pods run (a request counts
 // from its arrival at the pod to its end there), and its antagonist
-// slowdowns multiply the service times of requests starting in them. Membership
+// slowdowns multiply the service times of requests starting in them; the
+// Fairway chains get the reports as the balancer does (simload.go). Membership
 // changes reach every client at once, and a listed pod is connected at
 // once. A request's latency, as reported, is its time at the pod plus
 // SimRTT; the strategies' samples, read on the fake clock, leave SimRTT
@@ -163,6 +164,7 @@ type sim struct {
 	// callers is what the control plane publishes as the Cluster's caller
 	// zones: the channels' shares per zone (each channel is one client).
 	callers map[string]float64
+	loads   loadReports // server-reported load (simload.go)
 }
 
 func simulate(cfg Config, strat string, sched []arrival, zones []string, run time.Duration) (*Result, error) {
@@ -253,7 +255,7 @@ func (s *sim) addChannels(zones []string) {
 		ch.rr = ch.rng.IntN(max(len(s.cfg.Pods), 1))
 		ch.inflight = make([]int, len(s.cfg.Pods))
 		if s.chain != nil {
-			ch.fw = newFairwayChannel(s.chain, s.clock, ch.rng.Uint64, z, s.callers)
+			ch.fw = newFairwayChannel(s.chain, s.clock, ch.rng.Uint64, s.prober(), z, s.callers)
 			s.setMembers(ch)
 		}
 		if s.strategy == GRPCWRR {
@@ -263,6 +265,7 @@ func (s *sim) addChannels(zones []string) {
 	}
 	if s.chain != nil || s.strategy == GRPCWRR {
 		s.push(event{at: simTick, kind: evTick})
+		s.startOOB()
 	}
 }
 
@@ -278,7 +281,7 @@ func (s *sim) loop(sched []arrival) {
 			continue
 		}
 		ev := heap.Pop(&s.events).(event)
-		if ev.kind == evTick && next >= len(sched) {
+		if (ev.kind == evTick || ev.kind == evOOB) && next >= len(sched) {
 			continue // nothing left to send: stop ticking
 		}
 		s.advance(ev.at)
@@ -294,6 +297,10 @@ func (s *sim) loop(sched []arrival) {
 			s.join(ev.pod)
 		case evCrash:
 			s.crash(ev.pod)
+		case evProbe:
+			s.probeDone()
+		case evOOB:
+			s.oob()
 		}
 	}
 }
@@ -351,8 +358,8 @@ type fairwayChannel struct {
 	callers map[string]float64
 }
 
-func newFairwayChannel(c *strategy.Chain, clk clock.Clock, rnd func() uint64, zone string, callers map[string]float64) *fairwayChannel {
-	f := &fairwayChannel{pool: strategy.NewPool(strategy.BuildOptions{Clock: clk, Rand: rnd}), zone: zone, callers: callers}
+func newFairwayChannel(c *strategy.Chain, clk clock.Clock, rnd func() uint64, probe func(*strategy.Endpoint), zone string, callers map[string]float64) *fairwayChannel {
+	f := &fairwayChannel{pool: strategy.NewPool(strategy.BuildOptions{Clock: clk, Rand: rnd, Probe: probe}), zone: zone, callers: callers}
 	f.pool.SetChain(c)
 	return f
 }
@@ -546,12 +553,14 @@ func (s *sim) finish(r *simReq, c codes.Code) {
 			w.report(pod, sp.load.Load(), s.now) // the response's trailer
 		}
 	}
-	report(r.onDone, err)
+	s.reportDone(r, err, pod >= 0)
 }
 
 // report tells a channel's balancer how a Fairway request ended, as gRPC
 // does: through the done function of its pick (nil for other strategies).
-// The latency sample and the failure penalty are the pool's.
+// The latency sample and the failure penalty are the pool's. The
+// simulator's requests end through reportDone (simload.go), which adds the
+// pod's load report.
 func report(done func(balancer.DoneInfo), err error) {
 	if done != nil {
 		done(balancer.DoneInfo{Err: err})

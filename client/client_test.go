@@ -324,7 +324,7 @@ func TestWithRegisterer_EveryMetricThereOnly(t *testing.T) {
 	serve(srv, "echo.default:8080", backend, `[{"p2c":{}}]`)
 	perTarget := []string{
 		"fairway_client_picks_total", "fairway_client_inflight", "fairway_client_ejections_total",
-		"fairway_client_zone_spill_fraction", "fairway_client_xds_connected",
+		"fairway_client_zone_spill_fraction", "fairway_client_load_probes_total", "fairway_client_xds_connected",
 		"fairway_client_xds_last_update_timestamp_seconds", "fairway_client_xds_updates_total",
 	}
 	perEndpoint := []string{"fairway_client_endpoint_picks_total", "fairway_client_endpoint_inflight"}

@@ -28,6 +28,7 @@
 package balancer
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,11 +136,14 @@ func (b *builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) bala
 		opts:   b.opts,
 		logger: b.opts.logger.With("component", "fairway/balancer", "target", target),
 		done:   make(chan struct{}),
-		pool:   strategy.NewPool(strategy.BuildOptions{Clock: b.opts.clock, Rand: b.opts.rand}),
+		probes: make(chan *strategy.Endpoint, probeQueue),
 		conns:  map[*strategy.Endpoint]*conn{},
 	}
-	fb.wg.Add(1)
+	fb.ctx, fb.cancel = context.WithCancel(context.Background())
+	fb.pool = strategy.NewPool(strategy.BuildOptions{Clock: b.opts.clock, Rand: b.opts.rand, Probe: fb.probe})
+	fb.wg.Add(2)
 	go fb.run()
+	go fb.runProbes()
 	register(fb)
 	return fb
 }
@@ -150,6 +154,10 @@ type conn struct {
 	sc      balancer.SubConn
 	state   connectivity.State
 	lastErr error
+	// The out-of-band load report stream (load.go): its stop function
+	// (nil: none) and interval.
+	oobStop     func()
+	oobInterval time.Duration
 }
 
 type fairwayBalancer struct {
@@ -159,7 +167,11 @@ type fairwayBalancer struct {
 	opts   builderOptions
 	logger *slog.Logger
 	done   chan struct{}
+	ctx    context.Context // canceled by Close: probes under way
+	cancel context.CancelFunc
+	probes chan *strategy.Endpoint // probe requests from pickers (load.go)
 	wg     sync.WaitGroup
+	probeStats
 
 	mu          sync.Mutex // guards everything below; the pool's methods run under it
 	closed      bool
@@ -186,6 +198,9 @@ func (b *fairwayBalancer) UpdateClientConnState(s balancer.ClientConnState) erro
 	}
 	if b.pool.SetChain(cfg.Chain) {
 		b.logger.Debug("strategy chain", "chain", cfg.Chain.Raw)
+		for _, c := range b.conns {
+			b.oobLocked(c)
+		}
 	}
 	b.resolverErr = nil
 	members := make([]strategy.Member, 0, len(s.ResolverState.Endpoints))
@@ -200,6 +215,9 @@ func (b *fairwayBalancer) UpdateClientConnState(s balancer.ClientConnState) erro
 		endpointattr.LocalZone(s.ResolverState.Attributes), endpointattr.CallerZones(s.ResolverState.Attributes))
 	for _, se := range removed {
 		b.past.add(se)
+		if c := b.conns[se]; c.oobStop != nil {
+			c.oobStop()
+		}
 		b.conns[se].sc.Shutdown()
 		delete(b.conns, se)
 	}
@@ -243,6 +261,7 @@ func (b *fairwayBalancer) subConnState(c *conn, st balancer.SubConnState) {
 		c.lastErr = st.ConnectionError
 	}
 	b.pool.SetConnected(c.se, c.state == connectivity.Ready)
+	b.oobLocked(c)
 	if st.ConnectivityState == connectivity.Idle {
 		c.sc.Connect() // connect eagerly
 	}
@@ -283,7 +302,9 @@ func (b *fairwayBalancer) Close() {
 	}
 	b.closed = true
 	close(b.done)
+	b.cancel()
 	for _, c := range b.conns {
+		b.oobLocked(c)
 		c.sc.Shutdown()
 	}
 	b.mu.Unlock()

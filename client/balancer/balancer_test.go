@@ -354,6 +354,7 @@ func TestBalancer_MetricsAndTargets(t *testing.T) {
 		"fairway_client_inflight":            {"target"},
 		"fairway_client_ejections_total":     {"target"},
 		"fairway_client_zone_spill_fraction": {"target"},
+		"fairway_client_load_probes_total":   {"result", "target"},
 	})
 
 	// Per endpoint only with EndpointCollector.

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	orcapb "github.com/cncf/xds/go/xds/data/orca/v3"
 	grpcbalancer "google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/leastrequest"
 	"google.golang.org/grpc/balancer/roundrobin"
@@ -17,6 +18,7 @@ import (
 	"github.com/fairway-lb/fairway/client/balancer"
 	"github.com/fairway-lb/fairway/client/endpointattr"
 	"github.com/fairway-lb/fairway/client/strategy/shard"
+	"github.com/fairway-lb/fairway/wire"
 )
 
 // benchCC is a minimal balancer.ClientConn for benchmarks: it hands out fake
@@ -82,6 +84,9 @@ func (sc *benchSC) RegisterHealthListener(l func(grpcbalancer.SubConnState)) {
 	sc.cc.enqueue(func() { l(grpcbalancer.SubConnState{ConnectivityState: connectivity.Ready}) })
 }
 func (sc *benchSC) UpdateAddresses([]resolver.Address) {}
+func (sc *benchSC) GetOrBuildProducer(pb grpcbalancer.ProducerBuilder) (grpcbalancer.Producer, func()) {
+	return pb.Build(nil) // no transport: probes end at once
+}
 
 // benchPicker builds the named balancer over n endpoints in three zones
 // (the local zone "a" holds a third) and returns its READY picker.
@@ -123,15 +128,19 @@ func benchPicker(b *testing.B, name, lbConfig string, n int) grpcbalancer.Picker
 	return cc.picker
 }
 
-func pickOnce(b *testing.B, p grpcbalancer.Picker, info grpcbalancer.PickInfo) {
+func pickOnce(b *testing.B, p grpcbalancer.Picker, info grpcbalancer.PickInfo, di grpcbalancer.DoneInfo) {
 	r, err := p.Pick(info)
 	if err != nil {
 		b.Fatal(err)
 	}
 	if r.Done != nil {
-		r.Done(grpcbalancer.DoneInfo{})
+		r.Done(di)
 	}
 }
+
+// orcaDone is the DoneInfo of a call whose trailer carried an ORCA load
+// report, as grpc-go parses it.
+var orcaDone = grpcbalancer.DoneInfo{ServerLoad: &orcapb.OrcaLoadReport{NamedMetrics: map[string]float64{wire.RIFMetric: 3}}}
 
 // BenchmarkPick measures one pick plus its Done, for each strategy, the
 // default composition, and grpc-go's round_robin and least_request pickers
@@ -140,21 +149,27 @@ func BenchmarkPick(b *testing.B) {
 	type policy struct {
 		name, balancer, config string
 		ctx                    context.Context
+		done                   grpcbalancer.DoneInfo
 	}
 	bg := context.Background()
 	policies := []policy{
-		{"grpc_round_robin", roundrobin.Name, "", bg},
-		{"grpc_least_request", leastrequest.Name, `{"choiceCount":2}`, bg},
-		{"default", balancer.Name, `{}`, bg},
-		{"p2c", balancer.Name, `{"strategy":[{"p2c":{}}]}`, bg},
-		{"p2c_latency", balancer.Name, `{"strategy":[{"p2c":{"latency_aware":true}}]}`, bg},
-		{"round_robin", balancer.Name, `{"strategy":[{"round_robin":{}}]}`, bg},
-		{"weighted", balancer.Name, `{"strategy":[{"weighted":{}}]}`, bg},
-		{"zone_affinity", balancer.Name, `{"strategy":[{"zone_affinity":{}},{"p2c":{}}]}`, bg},
-		{"slow_start", balancer.Name, `{"strategy":[{"slow_start":{}},{"p2c":{}}]}`, bg},
-		{"outlier", balancer.Name, `{"strategy":[{"outlier":{}},{"p2c":{}}]}`, bg},
-		{"shard_ctx", balancer.Name, `{"strategy":[{"shard":{}},{"p2c":{}}]}`, shard.NewContext(bg, "3")},
-		{"shard_md", balancer.Name, `{"strategy":[{"shard":{}},{"p2c":{}}]}`, metadata.AppendToOutgoingContext(bg, "shard", "3")},
+		{"grpc_round_robin", roundrobin.Name, "", bg, grpcbalancer.DoneInfo{}},
+		{"grpc_least_request", leastrequest.Name, `{"choiceCount":2}`, bg, grpcbalancer.DoneInfo{}},
+		{"default", balancer.Name, `{}`, bg, grpcbalancer.DoneInfo{}},
+		{"p2c", balancer.Name, `{"strategy":[{"p2c":{}}]}`, bg, grpcbalancer.DoneInfo{}},
+		{"p2c_latency", balancer.Name, `{"strategy":[{"p2c":{"latency_aware":true}}]}`, bg, grpcbalancer.DoneInfo{}},
+		{"round_robin", balancer.Name, `{"strategy":[{"round_robin":{}}]}`, bg, grpcbalancer.DoneInfo{}},
+		{"weighted", balancer.Name, `{"strategy":[{"weighted":{}}]}`, bg, grpcbalancer.DoneInfo{}},
+		{"zone_affinity", balancer.Name, `{"strategy":[{"zone_affinity":{}},{"p2c":{}}]}`, bg, grpcbalancer.DoneInfo{}},
+		{"slow_start", balancer.Name, `{"strategy":[{"slow_start":{}},{"p2c":{}}]}`, bg, grpcbalancer.DoneInfo{}},
+		{"outlier", balancer.Name, `{"strategy":[{"outlier":{}},{"p2c":{}}]}`, bg, grpcbalancer.DoneInfo{}},
+		{"shard_ctx", balancer.Name, `{"strategy":[{"shard":{}},{"p2c":{}}]}`, shard.NewContext(bg, "3"), grpcbalancer.DoneInfo{}},
+		{"shard_md", balancer.Name, `{"strategy":[{"shard":{}},{"p2c":{}}]}`, metadata.AppendToOutgoingContext(bg, "shard", "3"), grpcbalancer.DoneInfo{}},
+		// Every call's trailer carries a load report, as from ORCA backends
+		// (no out-of-band streams: the fake SubConns have no transport).
+		{"load_aware", balancer.Name, `{"strategy":[{"load_aware":{"oob_interval":0}}]}`, bg, orcaDone},
+		{"load_aware_noreport", balancer.Name, `{"strategy":[{"load_aware":{"oob_interval":0,"probe_rate":0}}]}`, bg, grpcbalancer.DoneInfo{}},
+		{"default_load_aware", balancer.Name, `{"strategy":[{"zone_affinity":{}},{"slow_start":{}},{"outlier":{}},{"load_aware":{"oob_interval":0}}]}`, bg, orcaDone},
 	}
 	for _, pol := range policies {
 		for _, n := range []int{10, 100, 1000} {
@@ -163,7 +178,7 @@ func BenchmarkPick(b *testing.B) {
 				info := grpcbalancer.PickInfo{FullMethodName: "/bench/Pick", Ctx: pol.ctx}
 				b.ReportAllocs()
 				for b.Loop() {
-					pickOnce(b, p, info)
+					pickOnce(b, p, info, pol.done)
 				}
 			})
 			b.Run(fmt.Sprintf("%s/n=%d/parallel", pol.name, n), func(b *testing.B) {
@@ -173,7 +188,7 @@ func BenchmarkPick(b *testing.B) {
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
-						pickOnce(b, p, info)
+						pickOnce(b, p, info, pol.done)
 					}
 				})
 			})

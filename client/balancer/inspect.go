@@ -31,6 +31,10 @@ type EndpointState struct {
 	Ejections       uint64            // times excluded by a strategy (outlier ejections)
 	EjectedUntil    time.Time         // end of the current exclusion; zero when none
 	FirstSeen       time.Time
+	// ReportedRIF is the last requests-in-flight count the endpoint
+	// reported of itself (ORCA; load_aware only), valid when Reported.
+	ReportedRIF float64
+	Reported    bool
 }
 
 var (
@@ -121,6 +125,9 @@ func inspectEndpoint(se *strategy.Endpoint, state connectivity.State) EndpointSt
 		Ejections:       se.Exclusions(),
 		EjectedUntil:    se.ExcludedUntil(),
 		FirstSeen:       se.Added,
+	}
+	if rif, stamp, _ := se.ServerLoad(); stamp != 0 {
+		st.ReportedRIF, st.Reported = rif, true
 	}
 	if st.EffectiveWeight == 0 {
 		st.EffectiveWeight = float64(se.Info.Weight)

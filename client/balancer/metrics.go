@@ -18,6 +18,7 @@ import (
 //	fairway_client_inflight{target}                    gauge
 //	fairway_client_ejections_total{target}             counter
 //	fairway_client_zone_spill_fraction{target}         gauge (zone_affinity's gauge)
+//	fairway_client_load_probes_total{target,result}    counter (load_aware's probes: sent, dropped)
 //
 // The counters keep the counts of endpoints since removed; a balancer that
 // closes (its channel closed) takes its counts with it, as a restarted
@@ -38,6 +39,7 @@ var (
 	inflightDesc = prometheus.NewDesc("fairway_client_inflight", "Requests in flight, by target.", []string{"target"}, nil)
 	ejectDesc    = prometheus.NewDesc("fairway_client_ejections_total", "Outlier ejections.", []string{"target"}, nil)
 	spillDesc    = prometheus.NewDesc("fairway_client_zone_spill_fraction", "Share of requests sent out of the local zone.", []string{"target"}, nil)
+	probesDesc   = prometheus.NewDesc("fairway_client_load_probes_total", "Load probes sent, and dropped because too many were under way.", []string{"target", "result"}, nil)
 
 	endpointPicksDesc    = prometheus.NewDesc("fairway_client_endpoint_picks_total", "Requests sent to each endpoint.", []string{"target", "endpoint", "zone"}, nil)
 	endpointInflightDesc = prometheus.NewDesc("fairway_client_endpoint_inflight", "Requests in flight to each endpoint.", []string{"target", "endpoint"}, nil)
@@ -64,6 +66,7 @@ type targetStats struct {
 	inflight  map[string]int64 // by address
 	ejections uint64
 	spill     float64
+	probes    struct{ sent, dropped uint64 }
 	pastPicks map[string]uint64 // by zone, of endpoints since removed
 }
 
@@ -97,6 +100,8 @@ func statsOf(bs []*fairwayBalancer) targetStats {
 			s.pastPicks[zone] += n
 		}
 		s.spill = max(s.spill, b.pool.Gauges().Value(zoneaffinity.SpillFraction))
+		s.probes.sent += b.probesSent.Load()
+		s.probes.dropped += b.probesDropped.Load()
 		b.mu.Unlock()
 	}
 	return s
@@ -110,6 +115,7 @@ func (collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- inflightDesc
 	ch <- ejectDesc
 	ch <- spillDesc
+	ch <- probesDesc
 }
 
 func (collector) Collect(ch chan<- prometheus.Metric) {
@@ -129,6 +135,8 @@ func (collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue, float64(inflight), target)
 		ch <- prometheus.MustNewConstMetric(ejectDesc, prometheus.CounterValue, float64(s.ejections), target)
 		ch <- prometheus.MustNewConstMetric(spillDesc, prometheus.GaugeValue, s.spill, target)
+		ch <- prometheus.MustNewConstMetric(probesDesc, prometheus.CounterValue, float64(s.probes.sent), target, "sent")
+		ch <- prometheus.MustNewConstMetric(probesDesc, prometheus.CounterValue, float64(s.probes.dropped), target, "dropped")
 	}
 }
 

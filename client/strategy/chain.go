@@ -139,8 +139,12 @@ func (c *Chain) add(name string, cfg json.RawMessage, last bool) error {
 		return err
 	}
 	if nb, ok := b.(NeedsBuilder); ok {
-		if n := nb.Needs(pc); n.LatencyAlpha > 0 {
-			c.Needs = n
+		n := nb.Needs(pc)
+		if n.LatencyAlpha > 0 {
+			c.Needs.LatencyAlpha, c.Needs.FailurePenalty = n.LatencyAlpha, n.FailurePenalty
+		}
+		if n.OOBInterval > 0 {
+			c.Needs.OOBInterval = n.OOBInterval
 		}
 	}
 	c.Links = append(c.Links, Link{Builder: b, Config: pc})

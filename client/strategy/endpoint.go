@@ -27,14 +27,17 @@ import (
 // through the embedded *EndpointState.
 type Endpoint struct {
 	// SubConn is the owner's connection handle, returned with each pick
-	// (set before the Endpoint reaches any Build). Done and TimedDone are
-	// the done functions a PoolPicker returns: Done (FinishDone) for most
-	// requests, TimedDone (FinishTimed) for the one whose latency is being
-	// sampled (see StartSample). The Pool sets them at creation, once, so
-	// that a pick allocates no method value.
-	SubConn   balancer.SubConn
-	Done      func(balancer.DoneInfo)
-	TimedDone func(balancer.DoneInfo)
+	// (set before the Endpoint reaches any Build). Done and TimedDone (in
+	// EndpointState) are the done functions a PoolPicker returns: Done
+	// (FinishDone) for most requests, TimedDone (FinishTimed) for the one
+	// whose latency is being sampled (see StartSample). The Pool sets them
+	// at creation, once, so that a pick allocates no method value.
+	SubConn balancer.SubConn
+	Done    func(balancer.DoneInfo)
+	// report is the last server-reported load (report.go): arrival Stamp
+	// (high 32 bits; 0 = none), RIF × 16 (16 bits) and the low 16 bits of
+	// Picks when it arrived.
+	report atomic.Uint64
 
 	// load packs picks (high 40 bits) and in-flight requests (low 24 bits)
 	// so that a pick is a single atomic add and a successful request's
@@ -51,6 +54,8 @@ type Endpoint struct {
 
 // EndpointState is the part of an Endpoint that picks do not touch.
 type EndpointState struct {
+	// TimedDone is the done function of a sampled request (see Endpoint).
+	TimedDone func(balancer.DoneInfo)
 	// Addr is the endpoint's address (immutable).
 	Addr string
 	// Info is what the resolver says of the endpoint. The Pool updates it
@@ -74,6 +79,9 @@ type EndpointState struct {
 	// Latency sampling (latency.go).
 	lcfg atomic.Pointer[latencyConfig] // nil: latency not measured
 	peer atomic.Int64                  // typical latency of the peers, ns (SetPeerLatency)
+
+	coarse   *coarseClock  // the owner's coarse clock for reports; nil for NewEndpoint's
+	probeOff atomic.Uint32 // Stamp until which probes are not wanted; 0: none (report.go)
 }
 
 const (

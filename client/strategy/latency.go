@@ -102,12 +102,16 @@ func (e *Endpoint) startSample() bool {
 	return true
 }
 
-// FinishDone is FinishErr shaped as a PickResult.Done; its method value,
+// FinishDone is FinishErr shaped as a PickResult.Done, which also records
+// the ORCA load report of the call's trailer, if any (ReportORCA); its method value,
 // made once per endpoint (Done), serves every request. With latency
 // measurement on (SetLatencyConfig), a failure also counts as a slow
 // request: the estimate is raised to the failure penalty times itself (or
 // times the peers' latency, when higher).
 func (e *Endpoint) FinishDone(di balancer.DoneInfo) {
+	if di.ServerLoad != nil {
+		e.ReportORCA(di.ServerLoad)
+	}
 	if di.Err == nil {
 		e.load.Add(^uint64(0)) // the common case, in one call
 		return
@@ -124,6 +128,9 @@ func (e *Endpoint) FinishDone(di balancer.DoneInfo) {
 // the request's latency (a failure counts as at least the penalty times the
 // estimate), frees the slot and finishes the request.
 func (e *Endpoint) FinishTimed(di balancer.DoneInfo) {
+	if di.ServerLoad != nil {
+		e.ReportORCA(di.ServerLoad)
+	}
 	s := e.sample.Load()
 	if lc := e.lcfg.Load(); lc != nil && s > 0 {
 		// d < 0 only if the config changed meanwhile: no sample then.

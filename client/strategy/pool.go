@@ -35,6 +35,9 @@ type Pool struct {
 	callerZones map[string]float64 // read-only; shared with the sets
 	seenFirst   bool
 	scratch     Set // slices reused by Tick
+	// coarse is the clock's Stamp at the last Tick or Build, which stamps
+	// the endpoints' load reports (report.go).
+	coarse coarseClock
 }
 
 // member is one endpoint and whether the owner has marked it connected.
@@ -56,7 +59,9 @@ func NewPool(opts BuildOptions) *Pool {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
-	return &Pool{opts: opts, members: map[string]*member{}}
+	p := &Pool{opts: opts, members: map[string]*member{}}
+	p.coarse.Store(int64(Stamp(opts.Clock.Now())))
+	return p
 }
 
 // SetChain makes c the pool's chain and reports whether it changed. A chain
@@ -141,6 +146,7 @@ func (p *Pool) newEndpoint(addr string, info endpointattr.Info, now time.Time, i
 	e := NewEndpoint(addr, info, added)
 	e.Initial = initial
 	e.Done, e.TimedDone = e.FinishDone, e.FinishTimed
+	e.coarse = &p.coarse
 	p.measure(e)
 	return e
 }
@@ -187,6 +193,7 @@ func (p *Pool) Tick() bool {
 		return false
 	}
 	now := p.chainOpts.Clock.Now()
+	p.coarse.Store(int64(Stamp(now)))
 	// Tick must not retain the set, so its slices are reused; Build gets
 	// fresh ones, which pickers may keep.
 	set := p.fill(now, p.scratch.All[:0], p.scratch.Cands[:0])
@@ -205,7 +212,9 @@ func (p *Pool) Tick() bool {
 // strategies' Build is not called) and returns a picker that answers
 // ErrNoEndpoint, and ok false.
 func (p *Pool) Build() (pp PoolPicker, set Set, ok bool) {
-	set = p.fill(p.opts.Clock.Now(), make([]*Endpoint, 0, len(p.order)), nil)
+	now := p.opts.Clock.Now()
+	p.coarse.Store(int64(Stamp(now)))
+	set = p.fill(now, make([]*Endpoint, 0, len(p.order)), nil)
 	if p.strat == nil || len(set.Cands) == 0 {
 		return PoolPicker{p: NoEndpoint}, set, false
 	}

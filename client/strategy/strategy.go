@@ -140,6 +140,12 @@ type BuildOptions struct {
 	Rand32 func() uint32
 	// Gauges receives the chain's live values. Never nil after Chain.Build.
 	Gauges *Gauges
+	// Probe asks the owner to probe e's load asynchronously (one unary
+	// RPC whose trailer carries an ORCA load report, recorded with
+	// ReportORCA when it comes back); nil when the owner cannot probe.
+	// Called on the pick path, from many goroutines at once: it must not
+	// block or allocate, and drops the probe when too many are under way.
+	Probe func(e *Endpoint)
 }
 
 // Needs are what a chain asks of the owner of its endpoints, a pure
@@ -152,6 +158,10 @@ type Needs struct {
 	// FailurePenalty multiplies the latency estimate to form the sample of a
 	// failed request (with LatencyAlpha > 0; at least 1).
 	FailurePenalty float64
+	// OOBInterval > 0 asks the owner for an out-of-band ORCA load report
+	// stream on every connection, reporting at this interval (the backend
+	// may send less often), recorded with ReportORCA.
+	OOBInterval time.Duration
 }
 
 // NeedsBuilder is implemented by a Builder whose strategy needs services of

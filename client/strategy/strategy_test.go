@@ -23,7 +23,7 @@ func TestParseChain_Shapes(t *testing.T) {
 		{raw: `{"p2c":{}}`, wantErr: "fairway/wire: strategy chain is not a JSON array of single-key objects: json: cannot unmarshal object into Go value of type []map[string]json.RawMessage"},
 		{raw: `[{"p2c":{},"outlier":{}}]`, wantErr: "fairway/wire: strategy chain element 0 has 2 keys, want exactly one strategy name"},
 		{raw: `[{"p2c":5}]`, wantErr: `fairway/wire: config of strategy "p2c" is not a JSON object`},
-		{raw: `[{"nope":{}}]`, wantErr: `fairway/strategy: unknown strategy "nope" (registered: [outlier p2c round_robin shard slow_start weighted zone_affinity])`},
+		{raw: `[{"nope":{}}]`, wantErr: `fairway/strategy: unknown strategy "nope" (registered: [load_aware outlier p2c round_robin shard slow_start weighted zone_affinity])`},
 		{raw: `[{"p2c":{}},{"outlier":{}}]`, wantErr: `fairway/strategy: "p2c" chooses and must be last in the chain`},
 		{raw: `[{"outlier":{}}]`, wantErr: `fairway/strategy: "outlier" wraps another strategy and cannot be last in the chain`},
 		{raw: `[{"slow_start":{"window":"-1s"}},{"p2c":{}}]`, wantErr: "fairway/slow_start: window -1s must not be negative"},

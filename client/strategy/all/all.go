@@ -8,6 +8,7 @@
 package all
 
 import (
+	_ "github.com/fairway-lb/fairway/client/strategy/loadaware"    // registers load_aware
 	_ "github.com/fairway-lb/fairway/client/strategy/outlier"      // registers outlier
 	_ "github.com/fairway-lb/fairway/client/strategy/p2c"          // registers p2c
 	_ "github.com/fairway-lb/fairway/client/strategy/roundrobin"   // registers round_robin

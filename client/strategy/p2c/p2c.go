@@ -22,8 +22,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"sync/atomic"
-	"time"
 
 	"github.com/fairway-lb/fairway/client/strategy"
 )
@@ -80,78 +78,22 @@ func (builder) Build(cfg any, _ strategy.Strategy, opts strategy.BuildOptions) s
 		r := opts.Rand
 		r32 = func() uint32 { return uint32(r()) }
 	}
-	return &p2c{cfg: *c, rand: r32, stale: map[*strategy.Endpoint]*staleState{}}
+	return &p2c{cfg: *c, rand: r32, lat: NewTracker(c.FailurePenalty)}
 }
 
 type p2c struct {
 	cfg  Config
 	rand func() uint32
-	// ref is the reference latency (ns; see reference), updated by Tick and
-	// Build; pickers give it to endpoints not yet measured.
-	ref atomic.Int64
-	// stale is what Tick remembers of each endpoint (latency_aware only;
-	// touched only from Tick, which the Pool serializes).
-	stale map[*strategy.Endpoint]*staleState
-	gen   uint64 // Tick's generation, to forget endpoints that are gone
+	// lat keeps the reference latency and decays stale estimates
+	// (latency_aware only).
+	lat *Tracker
 }
-
-// reference returns the mean latency estimate of the candidates, each
-// counted at most refClamp × the lowest, so one very slow endpoint does not
-// drag it up; 0 when none is measured.
-func reference(cands []strategy.Candidate) time.Duration {
-	var lowest time.Duration
-	for _, c := range cands {
-		if l := c.E.Latency(); l > 0 && (lowest == 0 || l < lowest) {
-			lowest = l
-		}
-	}
-	var sum time.Duration
-	n := 0
-	for _, c := range cands {
-		if l := c.E.Latency(); l > 0 {
-			sum += min(l, refClamp*lowest)
-			n++
-		}
-	}
-	if n == 0 {
-		return 0
-	}
-	return sum / time.Duration(n)
-}
-
-// Stale-estimate decay, per Tick (100 ms by default): after staleTicks ticks
-// without a pick, an estimate above the reference moves staleFraction of
-// the way toward it each tick; no estimate stays above maxOverRef × the
-// reference (see reference).
-const (
-	staleTicks    = 10
-	staleFraction = 0.05
-	maxOverRef    = 32
-	refClamp      = 4
-)
 
 // Tick decays stale latency estimates (latency_aware only); the picker
 // reads estimates live, so it never asks for a rebuild.
 func (s *p2c) Tick(set strategy.Set) bool {
-	if !s.cfg.LatencyAware {
-		return false
-	}
-	ref := reference(set.Cands)
-	s.ref.Store(int64(ref))
-	s.gen++
-	for _, e := range set.All {
-		st := s.stale[e]
-		if st == nil {
-			st = &staleState{}
-			s.stale[e] = st
-		}
-		st.gen = s.gen
-		st.decay(e, ref, staleTicks, staleFraction, s.cfg.FailurePenalty, maxOverRef)
-	}
-	for e, st := range s.stale {
-		if st.gen != s.gen {
-			delete(s.stale, e)
-		}
+	if s.cfg.LatencyAware {
+		s.lat.Tick(set)
 	}
 	return false
 }
@@ -165,10 +107,10 @@ func (s *p2c) Build(set strategy.Set) strategy.Picker {
 		rand:    s.rand,
 		eps:     make([]entry, n),
 		latency: s.cfg.LatencyAware,
-		ref:     &s.ref,
+		lat:     s.lat,
 	}
-	if s.cfg.LatencyAware && s.ref.Load() == 0 {
-		s.ref.Store(int64(reference(set.Cands)))
+	if s.cfg.LatencyAware {
+		s.lat.Init(set.Cands)
 	}
 	w0 := set.Cands[0].Weight
 	for i, c := range set.Cands {
@@ -195,7 +137,7 @@ type picker struct {
 	eps      []entry
 	weighted bool
 	latency  bool
-	ref      *atomic.Int64 // the strategy's reference latency
+	lat      *Tracker // the strategy's reference latency
 }
 
 func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
@@ -220,7 +162,7 @@ func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
 	var less bool
 	switch {
 	case p.latency:
-		ref := p.unmeasured()
+		ref := p.lat.Unmeasured()
 		la, lb := e.LatencyNanos(), other.LatencyNanos()
 		if la <= 0 {
 			la = ref
@@ -238,13 +180,4 @@ func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
 		e = other
 	}
 	return e, nil
-}
-
-// unmeasured is the latency assumed for an endpoint not measured yet: the
-// reference, or 1 while no endpoint is measured (in-flight alone decides).
-func (p *picker) unmeasured() float64 {
-	if r := p.ref.Load(); r > 0 {
-		return float64(r)
-	}
-	return 1
 }

@@ -2,6 +2,7 @@ package p2c
 
 import (
 	"math"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -56,4 +57,104 @@ func (st *staleState) decay(e *strategy.Endpoint, ref time.Duration, idle uint32
 		e.CompareAndSwapLatency(cur, next) // unless a sample changed it meanwhile
 	}
 	return st.idleTicks > 0
+}
+
+// Tracker keeps the latency estimates of a latency-aware chooser honest,
+// from its strategy's Tick: it computes the reference latency (the typical
+// estimate of the candidates), decays the stale estimates of endpoints not
+// picked for a while toward it and raises those of endpoints whose requests
+// failed (see staleState.decay). p2c and load_aware use it. Tick and Init
+// are called from the strategy's Tick and Build (serialized by the Pool);
+// Ref and Unmeasured from any goroutine.
+type Tracker struct {
+	penalty float64
+	// ref is the reference latency (ns; see Reference), updated by Tick
+	// and Init; pickers give it to endpoints not yet measured.
+	ref atomic.Int64
+	// stale is what Tick remembers of each endpoint.
+	stale map[*strategy.Endpoint]*staleState
+	gen   uint64 // Tick's generation, to forget endpoints that are gone
+}
+
+// NewTracker returns a Tracker whose failed requests count penalty × the
+// reference (>= 1).
+func NewTracker(penalty float64) *Tracker {
+	return &Tracker{penalty: penalty, stale: map[*strategy.Endpoint]*staleState{}}
+}
+
+// Stale-estimate decay, per Tick (100 ms by default): after staleTicks ticks
+// without a pick, an estimate above the reference moves staleFraction of
+// the way toward it each tick; no estimate stays above maxOverRef × the
+// reference (see Reference).
+const (
+	staleTicks    = 10
+	staleFraction = 0.05
+	maxOverRef    = 32
+	refClamp      = 4
+)
+
+// Reference returns the mean latency estimate of the candidates, each
+// counted at most refClamp × the lowest, so one very slow endpoint does not
+// drag it up; 0 when none is measured.
+func Reference(cands []strategy.Candidate) time.Duration {
+	var lowest time.Duration
+	for _, c := range cands {
+		if l := c.E.Latency(); l > 0 && (lowest == 0 || l < lowest) {
+			lowest = l
+		}
+	}
+	var sum time.Duration
+	n := 0
+	for _, c := range cands {
+		if l := c.E.Latency(); l > 0 {
+			sum += min(l, refClamp*lowest)
+			n++
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return sum / time.Duration(n)
+}
+
+// Tick updates the reference from set.Cands and runs the decay step of
+// every endpoint of set.All.
+func (t *Tracker) Tick(set strategy.Set) {
+	ref := Reference(set.Cands)
+	t.ref.Store(int64(ref))
+	t.gen++
+	for _, e := range set.All {
+		st := t.stale[e]
+		if st == nil {
+			st = &staleState{}
+			t.stale[e] = st
+		}
+		st.gen = t.gen
+		st.decay(e, ref, staleTicks, staleFraction, t.penalty, maxOverRef)
+	}
+	for e, st := range t.stale {
+		if st.gen != t.gen {
+			delete(t.stale, e)
+		}
+	}
+}
+
+// Init sets the reference from cands when no Tick has yet.
+func (t *Tracker) Init(cands []strategy.Candidate) {
+	if t.ref.Load() == 0 {
+		t.ref.Store(int64(Reference(cands)))
+	}
+}
+
+// Ref returns the reference latency in ns (0 while no endpoint is
+// measured).
+func (t *Tracker) Ref() float64 { return float64(t.ref.Load()) }
+
+// Unmeasured is the latency assumed for an endpoint not measured yet: the
+// reference, or 1 while no endpoint is measured (in-flight alone decides).
+func (t *Tracker) Unmeasured() float64 {
+	if r := t.ref.Load(); r > 0 {
+		return float64(r)
+	}
+	return 1
 }

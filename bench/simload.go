@@ -1,0 +1,140 @@
+package bench
+
+import (
+	"time"
+
+	"google.golang.org/grpc/balancer"
+
+	orcapb "github.com/cncf/xds/go/xds/data/orca/v3"
+
+	"github.com/fairway-lb/fairway/client/strategy"
+	"github.com/fairway-lb/fairway/wire"
+)
+
+// LoadAware is the Fairway client with the load_aware strategy as the
+// default chain's terminal (zone_affinity, slow_start and outlier around
+// it), balancing on the load the pods report.
+const LoadAware = "load_aware"
+
+// loadAwareChain is LoadAware's chain.
+const loadAwareChain = `[{"zone_affinity":{}},{"slow_start":{}},{"outlier":{}},{"load_aware":{}}]`
+
+func init() { strategyChains[LoadAware] = loadAwareChain }
+
+// Server-reported load in the simulation. Simulated pods report their load
+// as pods using package loadreport do (see wire.RIFMetric): a request a pod
+// answered (served, or failed at once) finishes with the pod's requests in
+// flight (being served or queued, this one excluded; simPod.inflight, as the
+// pod's loadreport.Reporter counts them) in DoneInfo.ServerLoad, which
+// the endpoint's done function records as the balancer's does from a
+// trailer. A probe a strategy asks for (strategy.BuildOptions.Probe) reads
+// the pod's requests in flight when it is sent and reaches the channel's
+// endpoint SimRTT later, through the same ReportORCA as a real probe's
+// trailer. A chain that asks for out-of-band reports (Needs.OOBInterval)
+// gets every pod's report on every channel at that interval, from the
+// start, as streams opened when the channels connect deliver them. Every
+// Fairway chain gets the reports; load_aware balances on them, and every
+// latency-measuring chain folds their latency in.
+
+// simProbe is a probe under way: all take SimRTT, so they arrive in the
+// order they were sent.
+type simProbe struct {
+	e        *strategy.Endpoint
+	rif, lat float64
+}
+
+// evProbe is a probe's arrival at its channel: the oldest probe under way;
+// evOOB the out-of-band reports' arrival at every channel.
+const (
+	evProbe evKind = 100
+	evOOB   evKind = 101
+)
+
+// loadReports is the simulator's share of server-reported load.
+type loadReports struct {
+	report *orcapb.OrcaLoadReport // reused: done functions read it synchronously
+	probes []simProbe             // under way, oldest first
+}
+
+// prober returns the probe function of the simulator's channels.
+func (s *sim) prober() func(*strategy.Endpoint) {
+	return func(e *strategy.Endpoint) {
+		p, ok := s.epPod[e]
+		if !ok || !s.pods[p].live {
+			return
+		}
+		rif, lat := s.podLoad(p)
+		s.loads.probes = append(s.loads.probes, simProbe{e: e, rif: rif, lat: lat})
+		s.push(event{at: s.now + SimRTT, kind: evProbe})
+	}
+}
+
+// probeDone delivers the oldest probe under way.
+func (s *sim) probeDone() {
+	pr := s.loads.probes[0]
+	s.loads.probes = s.loads.probes[1:]
+	s.loads.orca(pr.rif, pr.lat)
+	pr.e.ReportORCA(s.loads.report)
+}
+
+// startOOB schedules the first out-of-band reports when the chain asks for
+// them.
+func (s *sim) startOOB() {
+	if s.chain != nil && s.chain.Needs.OOBInterval > 0 {
+		s.push(event{at: s.chain.Needs.OOBInterval, kind: evOOB})
+	}
+}
+
+// oob delivers every live pod's report to every channel and schedules the
+// next ones.
+func (s *sim) oob() {
+	type load struct{ rif, lat float64 }
+	loads := make([]load, len(s.pods))
+	for _, p := range s.live {
+		loads[p].rif, loads[p].lat = s.podLoad(p)
+	}
+	for _, ch := range s.chans {
+		for _, e := range ch.fw.pool.Endpoints() {
+			if p, ok := s.epPod[e]; ok && s.pods[p].live {
+				s.loads.orca(loads[p].rif, loads[p].lat)
+				e.ReportORCA(s.loads.report)
+			}
+		}
+	}
+	s.push(event{at: s.now + s.chain.Needs.OOBInterval, kind: evOOB})
+}
+
+// podLoad is what pod p reports: its requests in flight, and the mean
+// latency of its recent calls in milliseconds (0: none), as its
+// loadreport.Reporter counts them.
+func (s *sim) podLoad(p int) (rif, latMS float64) {
+	sp := s.pods[p]
+	return float64(sp.inflight), float64(sp.load.Load().Latency) / float64(time.Millisecond)
+}
+
+// orca fills the reused load report with rif and latMS (left out when 0).
+func (l *loadReports) orca(rif, latMS float64) {
+	if l.report == nil {
+		l.report = &orcapb.OrcaLoadReport{NamedMetrics: map[string]float64{}}
+	}
+	l.report.NamedMetrics[wire.RIFMetric] = rif
+	delete(l.report.NamedMetrics, wire.LatencyMetric)
+	if latMS > 0 {
+		l.report.NamedMetrics[wire.LatencyMetric] = latMS
+	}
+}
+
+// reportDone tells a channel's balancer how a Fairway request ended, as
+// gRPC does, through the done function of its pick (nil for other
+// strategies), with the pod's load report when the pod answered.
+func (s *sim) reportDone(r *simReq, err error, answered bool) {
+	if r.onDone == nil {
+		return
+	}
+	di := balancer.DoneInfo{Err: err}
+	if answered {
+		s.loads.orca(s.podLoad(r.pod)) // finish has counted r out
+		di.ServerLoad = s.loads.report
+	}
+	r.onDone(di)
+}

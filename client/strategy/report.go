@@ -1,0 +1,116 @@
+package strategy
+
+import (
+	"sync/atomic"
+	"time"
+
+	orcapb "github.com/cncf/xds/go/xds/data/orca/v3"
+
+	"github.com/fairway-lb/fairway/wire"
+)
+
+// Server-reported load: the last requests-in-flight count (RIF) a backend
+// reported of itself, in an ORCA load report (see wire.RIFMetric), with
+// when it arrived. Reports come from the trailers of finished requests
+// (FinishDone and FinishTimed read balancer.DoneInfo.ServerLoad), from the
+// out-of-band stream and from probes (the owner calls ReportORCA or
+// ReportLoad). Arrival is stamped with the owner's coarse clock, which the
+// Pool advances in Tick and Build, so no report reads the clock either.
+// Strategies read the report on the pick path (ServerLoad); it is one
+// atomic word in the endpoint's hot cache line, which also holds the pick
+// count at arrival, to tell how many requests this client has sent the
+// endpoint since.
+
+// Stamp is a coarse clock reading in the reports' unit: milliseconds, in 32
+// bits (wrapping every 49 days; compare stamps with Age). Never 0, which
+// marks "no report".
+func Stamp(t time.Time) uint32 {
+	if s := uint32(t.UnixMilli()); s != 0 {
+		return s
+	}
+	return 1
+}
+
+// Age returns how many milliseconds stamp is before now (both from Stamp);
+// negative if after.
+func Age(now, stamp uint32) int64 { return int64(int32(now - stamp)) }
+
+// ReportORCA records the RIF of an ORCA load report (a
+// *orcapb.OrcaLoadReport, as balancer.DoneInfo.ServerLoad and the
+// out-of-band listener carry it); anything else, or a report without a
+// valid RIF, is ignored. When the endpoint measures latency (see
+// SetLatencyConfig) and the report carries the server's mean latency
+// (wire.LatencyMetric), that is folded into the estimate as a sample: a
+// server's view of its recent calls, which reaches a client that sends the
+// endpoint little or nothing. Safe for concurrent use; no lock, no
+// allocation.
+func (e *Endpoint) ReportORCA(load any) {
+	r, ok := load.(*orcapb.OrcaLoadReport)
+	if !ok || r == nil {
+		return
+	}
+	if rif, ok := r.NamedMetrics[wire.RIFMetric]; ok {
+		e.ReportLoad(rif)
+	}
+	if lc := e.lcfg.Load(); lc != nil {
+		if ms, ok := r.NamedMetrics[wire.LatencyMetric]; ok && ms > 0 && ms < 1e7 {
+			e.ObserveLatency(time.Duration(ms*float64(time.Millisecond)), lc.alpha)
+		}
+	}
+}
+
+// ReportLoad records that the endpoint reported rif requests in flight,
+// stamped with the owner's coarse clock (see Pool); an endpoint made by
+// NewEndpoint has none and ignores it (use ReportLoadAt). Negative and NaN
+// values are ignored.
+func (e *Endpoint) ReportLoad(rif float64) {
+	if c := e.coarse; c != nil {
+		e.ReportLoadAt(rif, uint32(c.Load()))
+	}
+}
+
+// ReportLoadAt is ReportLoad with the arrival stamp given (see Stamp).
+// RIF is kept to 1/16 and at most MaxRIF.
+func (e *Endpoint) ReportLoadAt(rif float64, stamp uint32) {
+	if !(rif >= 0) || stamp == 0 {
+		return
+	}
+	q := uint64(min(rif, MaxRIF)*16 + 0.5)
+	e.report.Store(uint64(stamp)<<32 | q<<16 | e.Picks()&0xffff)
+}
+
+// MaxRIF is the largest RIF a report keeps; more counts as MaxRIF.
+const MaxRIF = 4095
+
+// ServerLoad returns the last reported RIF, its arrival stamp (0: no report
+// yet) and how many requests this client has sent the endpoint since (mod
+// 2^16). Called on the pick path: two atomic loads of the endpoint's own
+// cache line.
+func (e *Endpoint) ServerLoad() (rif float64, stamp uint32, since uint64) {
+	r := e.report.Load()
+	return float64(r>>16&0xffff) / 16, uint32(r >> 32), (e.Picks() - r) & 0xffff
+}
+
+// ProbeWanted reports whether probes of e are worth sending: false for a
+// while after one came back without a load report (see ProbeUnanswered).
+// Safe for concurrent use; one atomic load.
+func (e *Endpoint) ProbeWanted() bool {
+	c := e.coarse
+	if c == nil {
+		return true
+	}
+	off := e.probeOff.Load()
+	return off == 0 || Age(uint32(c.Load()), off) >= 0
+}
+
+// ProbeUnanswered records that a probe of e brought no load report (the
+// backend does not report): ProbeWanted is false for d.
+func (e *Endpoint) ProbeUnanswered(d time.Duration) {
+	if c := e.coarse; c != nil {
+		e.probeOff.Store(max(uint32(c.Load())+uint32(d.Milliseconds()), 1))
+	}
+}
+
+// coarseClock is a Pool's clock as strategies' reports see it: a Stamp,
+// advanced in Tick and Build.
+type coarseClock = atomic.Int64
