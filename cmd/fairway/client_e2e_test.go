@@ -37,7 +37,7 @@ func startControlPlane(t *testing.T, path, xdsAddr string, extraArgs ...string) 
 	ctx, stop := context.WithCancel(context.Background())
 	cp.stop = stop
 	go func() {
-		args := append([]string{"controlplane", "--file", path, "--xds-addr", xdsAddr, "--admin-addr", cp.adminAddr, "--debounce", "10ms"}, extraArgs...)
+		args := append([]string{"controlplane", "--auth", "none", "--file", path, "--xds-addr", xdsAddr, "--admin-addr", cp.adminAddr, "--debounce", "10ms"}, extraArgs...)
 		cp.done <- run(ctx, args, io.Discard, cp.log)
 	}()
 	t.Cleanup(cp.kill)

@@ -189,7 +189,7 @@ endpoints: [{addresses: ["127.0.0.9"]}]`, port)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	go func() {
-		done <- run(runCtx, []string{"controlplane", "--file", path, "--xds-addr", xdsAddr, "--admin-addr", adminAddr, "--debounce", "10ms"}, &bytes.Buffer{}, log)
+		done <- run(runCtx, []string{"controlplane", "--auth", "none", "--file", path, "--xds-addr", xdsAddr, "--admin-addr", adminAddr, "--debounce", "10ms"}, &bytes.Buffer{}, log)
 	}()
 	defer func() {
 		stop()
@@ -320,7 +320,7 @@ func TestControlPlane_RejectsNegativeLimits(t *testing.T) {
 		if flag == "--caller-zones-interval" {
 			value = "-1s"
 		}
-		err := runControlPlane(context.Background(), []string{"--file", "world.yaml", flag, value}, io.Discard, io.Discard)
+		err := runControlPlane(context.Background(), []string{"--auth", "none", "--file", "world.yaml", flag, value}, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), flag+" must not be negative") {
 			t.Errorf("%s %s: error %v, want %q", flag, value, err, flag+" must not be negative")
 		}

@@ -23,7 +23,7 @@ func TestControlPlane_RejectsBadLimitFlags(t *testing.T) {
 		{"--default-export-to", "shop"},
 	} {
 		var stderr bytes.Buffer
-		code := run(context.Background(), append([]string{"controlplane", "--file", "unused.yaml"}, args...), io.Discard, &stderr)
+		code := run(context.Background(), append([]string{"controlplane", "--auth", "none", "--file", "unused.yaml"}, args...), io.Discard, &stderr)
 		if code != 1 || !strings.Contains(stderr.String(), args[0]) {
 			t.Errorf("fairway controlplane %s: exit code %d, stderr %q; want 1 and a message naming the flag", strings.Join(args, " "), code, stderr.String())
 		}

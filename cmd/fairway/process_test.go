@@ -140,7 +140,7 @@ func (p *process) waitUntil(d time.Duration, what string, cond func() bool) {
 func startControlPlaneProcess(t *testing.T, path, xdsAddr string) *process {
 	t.Helper()
 	adminAddr := testkit.FreeAddr(t)
-	p := startProcess(t, "fairway", "controlplane", "--file", path, "--xds-addr", xdsAddr, "--admin-addr", adminAddr, "--debounce", "10ms")
+	p := startProcess(t, "fairway", "controlplane", "--auth", "none", "--file", path, "--xds-addr", xdsAddr, "--admin-addr", adminAddr, "--debounce", "10ms")
 	p.waitUntil(20*time.Second, "the control plane to become ready", func() bool { return readyz(adminAddr) })
 	return p
 }

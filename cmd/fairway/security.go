@@ -33,7 +33,7 @@ type securityFlags struct {
 }
 
 func (s *securityFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&s.auth, "auth", "", "how xDS clients authenticate: token (ServiceAccount tokens, checked with the TokenReview API), mtls (client certificates naming a SPIFFE ID; needs --client-ca-file), token,mtls (either) or none (anyone who reaches the port reads everything); default token when watching a cluster, none with --file (which takes --kubeconfig only for token)")
+	fs.StringVar(&s.auth, "auth", "", "how xDS clients authenticate: token (ServiceAccount tokens, checked with the TokenReview API), mtls (client certificates naming a SPIFFE ID; needs --client-ca-file), token,mtls (either) or none (anyone who reaches the port reads everything); default token (with --file too, which then takes --kubeconfig for the TokenReview API); none must be given explicitly")
 	fs.StringVar(&s.audience, "token-audience", auth.DefaultAudience, "audience clients' ServiceAccount tokens must be issued for")
 	fs.StringVar(&s.trustDomain, "trust-domain", "", "with mtls, accept only client SPIFFE IDs in this trust domain (default: any the CA signs)")
 	fs.DurationVar(&s.cacheTTL, "token-cache-ttl", auth.DefaultMaxCacheTTL, "trust a reviewed token this long (never past its expiry) before reviewing it again; a revoked token's streams end within it")
@@ -42,16 +42,14 @@ func (s *securityFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.clientCA, "client-ca-file", "", "verify client certificates against these PEM CAs (mtls; re-read when it changes)")
 }
 
-// check parses --auth (its default depends on whether a file is served)
+// check parses --auth (default token, even with --file: none is never
+// implied)
 // and checks that the flags fit together. With --file, token
 // authentication still needs a cluster: kubeconfig (--kubeconfig, else
 // $KUBECONFIG) names it.
 func (s *securityFlags) check(fromFile bool, kubeconfig string) error {
 	if s.auth == "" {
-		s.auth = "token"
-		if fromFile {
-			s.auth = "none"
-		}
+		s.auth = "token" // none is never a default: it must be asked for
 	}
 	m, err := auth.ParseMode(s.auth)
 	if err != nil {
@@ -68,7 +66,7 @@ func (s *securityFlags) check(fromFile bool, kubeconfig string) error {
 	case !m.MTLS && s.trustDomain != "":
 		return errors.New("--trust-domain needs --auth mtls or token,mtls")
 	case m.Token && fromFile && kubeconfig == "" && os.Getenv("KUBECONFIG") == "":
-		return errors.New("--auth token needs a cluster for the TokenReview API: with --file give --kubeconfig, or use --auth none or mtls")
+		return errors.New("--auth token (the default) needs a cluster for the TokenReview API: with --file give --kubeconfig, or choose --auth none explicitly (anyone who reaches the xDS port reads everything) or --auth mtls")
 	case s.cacheTTL <= 0:
 		return fmt.Errorf("--token-cache-ttl must be positive, got %v", s.cacheTTL)
 	case s.audience == "":

@@ -13,7 +13,8 @@ func TestControlPlaneFlags_Security(t *testing.T) {
 		wantMode string // "" with wantErr
 		wantErr  string
 	}{
-		{[]string{"--file", "w.yaml"}, "none", ""},
+		{[]string{"--file", "w.yaml"}, "", "needs a cluster"}, // none is never implied
+		{[]string{"--file", "w.yaml", "--auth", "none"}, "none", ""},
 		{[]string{"--kubeconfig", "k"}, "token", ""},
 		{[]string{"--file", "w.yaml", "--auth", "token"}, "", "needs a cluster"},
 		{[]string{"--file", "w.yaml", "--auth", "token", "--kubeconfig", "k"}, "token", ""},
@@ -39,7 +40,7 @@ func TestControlPlaneFlags_Security(t *testing.T) {
 
 func TestControlPlane_AuthNoneWarnsAtStart(t *testing.T) {
 	log := newLog(t)
-	f, err := parseControlPlaneFlags([]string{"--file", "w.yaml"}, io.Discard, io.Discard)
+	f, err := parseControlPlaneFlags([]string{"--file", "w.yaml", "--auth", "none"}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
