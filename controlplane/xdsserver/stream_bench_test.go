@@ -18,8 +18,11 @@ import (
 
 // newBenchServer is a server with benchWorld pushed, for benchmarks of the
 // per-request bookkeeping (the callbacks, called directly).
-func newBenchServer(b *testing.B) *Server {
-	s := New(WithRegisterer(prometheus.NewRegistry()), WithDebounce(0),
+func newBenchServer(b *testing.B) *Server { return newBenchServerT(b, prometheus.NewRegistry()) }
+
+// newBenchServerT is newBenchServer for tests, registering on reg.
+func newBenchServerT(b testing.TB, reg *prometheus.Registry) *Server {
+	s := New(WithRegisterer(reg), WithDebounce(0),
 		WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	b.Cleanup(s.Close)
 	s.Update(topology.NewSnapshot(1, time.Now(), benchWorld()))

@@ -237,6 +237,9 @@ type Server struct {
 	streamsMu   sync.Mutex
 	streams     map[streamID]*streamState // guarded by streamsMu
 	nodeStreams map[string]int            // guarded by streamsMu: counted streams by node id
+	// sent is streamID → *streamSent, each open stream's (streams' too),
+	// read without streamsMu on every response (debug.go).
+	sent sync.Map
 }
 
 // New creates a Server and starts its push goroutine.
