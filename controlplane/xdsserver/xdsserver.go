@@ -194,7 +194,7 @@ type Server struct {
 	gatherer prometheus.Gatherer // served on /metrics; nil: none
 	metrics  *metrics
 	limits   limits
-	refusals refusalLog
+	refusals *logLimit[string] // refusals by reason, warned every refusalLogEvery
 	callers  *callerZones
 	caches   map[string]*cachev3.LinearCache // by type URL: the all view's (views.go)
 	views    *views
@@ -270,6 +270,7 @@ func New(opts ...Option) *Server {
 		gatherer: gatherer,
 		metrics:  m,
 		limits:   o.limits,
+		refusals: newLogLimit[string](refusalLogEvery),
 		kick:     make(chan struct{}, 1),
 		streams:  make(map[streamID]*streamState),
 
