@@ -191,6 +191,7 @@ type accounted struct {
 	found      int      // unknown names new to the stream, remembered or not
 	logUnknown bool     // the stream's log line about unknown names is due
 	firstNACK  bool     // the stream's first NACK of the response it names
+	rejected   string   // a NACK's: the version of the response it names ("": not the last sent)
 	// stamp is the stream's view's (nil: none, its watches are refused);
 	// scoped: the stream sees only namespace ns (it has an identity).
 	stamp  *corepb.Node
@@ -229,7 +230,7 @@ func (s *Server) request(sid streamID, req streamRequest) (*corepb.Node, error) 
 		s.callersChanged()
 	}
 	if req.nack() {
-		s.nacked(sid, acc.nodeID, req, acc.firstNACK)
+		s.nacked(sid, acc.nodeID, acc.rejected, req, acc.firstNACK)
 	}
 	if len(acc.unknown) > 0 {
 		s.metrics.unknown.WithLabelValues(typeLabel(req.typeURL)).Add(float64(len(acc.unknown)))
@@ -294,6 +295,9 @@ func (s *Server) account(sid streamID, req streamRequest) (acc accounted, reason
 		last, ok := st.nacked[req.typeURL]
 		acc.firstNACK = !ok || last != req.nonce
 		st.nacked[req.typeURL] = req.nonce
+		if sent := st.sent.get(req.typeURL); sent.nonce == req.nonce {
+			acc.rejected = sent.version
+		}
 	}
 	return acc, "", nil
 }

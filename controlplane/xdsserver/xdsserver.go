@@ -195,6 +195,7 @@ type Server struct {
 	metrics  *metrics
 	limits   limits
 	refusals *logLimit[string] // refusals by reason, warned every refusalLogEvery
+	nacks    *nackLog
 	callers  *callerZones
 	caches   map[string]*cachev3.LinearCache // by type URL: the all view's (views.go)
 	views    *views
@@ -271,6 +272,7 @@ func New(opts ...Option) *Server {
 		metrics:  m,
 		limits:   o.limits,
 		refusals: newLogLimit[string](refusalLogEvery),
+		nacks:    newNACKLog(log, o.clock),
 		kick:     make(chan struct{}, 1),
 		streams:  make(map[streamID]*streamState),
 
@@ -462,4 +464,5 @@ func (s *Server) Close() {
 	s.cancel()
 	s.wg.Wait()
 	s.callers.stop()
+	s.nacks.close()
 }
