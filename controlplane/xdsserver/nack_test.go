@@ -249,7 +249,7 @@ func TestServer_DeltaNACKGetsNothingUntilChange(t *testing.T) {
 func wantNACKs(t *testing.T, s *testServer, log *lockedBuffer, want map[string]float64) {
 	t.Helper()
 	for _, typ := range []string{"cluster", "endpoint"} {
-		if got := metric(t, s.reg, "fairway_xds_nacks_total", "type", typ); got != want[typ] {
+		if got := testkit.MetricValue(t, s.reg, "fairway_xds_nacks_total", "type", typ); got != want[typ] {
 			t.Errorf("fairway_xds_nacks_total{%s} = %v, want %v", typ, got, want[typ])
 		}
 		if got := log.count("level=WARN", "NACK", "type="+typ, "error=\"bad "); got != int(want[typ]) {
@@ -290,7 +290,7 @@ func TestServer_NACKsOfOneVersionLogOneWarnLine(t *testing.T) {
 			ResponseNonce: r.GetNonce(), ErrorDetail: nackDetail("bad " + r.GetVersionInfo())})
 	}
 	testkit.Eventually(ctx, t, "every NACK counted", func() bool {
-		return metric(t, s.reg, "fairway_xds_nacks_total", "type", "cluster") == streams
+		return testkit.MetricValue(t, s.reg, "fairway_xds_nacks_total", "type", "cluster") == streams
 	})
 	warns := func() int { return log.count("level=WARN", "NACK") }
 	if n := warns(); n != 0 {
@@ -309,7 +309,7 @@ func TestServer_NACKsOfOneVersionLogOneWarnLine(t *testing.T) {
 	if n := log.count("level=DEBUG", "NACK"); n != streams-1 {
 		t.Errorf("%d debug lines for NACKs, want %d", n, streams-1)
 	}
-	if got := metric(t, s.reg, "fairway_xds_nacks_total", "type", "cluster"); got != streams {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_nacks_total", "type", "cluster"); got != streams {
 		t.Errorf("fairway_xds_nacks_total{cluster} = %v, want %d", got, streams)
 	}
 }

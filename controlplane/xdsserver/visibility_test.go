@@ -205,7 +205,7 @@ func TestServer_NamespaceSeesOnlyWhatIsExportedToIt_SotW(t *testing.T) {
 			leakCheck(t, "a response to shop", b)
 		}
 	}
-	if got := metric(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "cluster"); got != 2 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "cluster"); got != 2 {
 		t.Errorf("unknown Cluster names counted %v, want 2 (the hidden ones, as if they did not exist)", got)
 	}
 }
@@ -395,7 +395,7 @@ func TestServer_NACKAndLogsDoNotLeakHiddenNames(t *testing.T) {
 		}
 		streams = append(streams, st)
 	}
-	testkit.Eventually(ctx, t, "the last NACK counted", func() bool { return metric(t, s.reg, "fairway_xds_nacks_total", "type", "route") == 1 })
+	testkit.Eventually(ctx, t, "the last NACK counted", func() bool { return testkit.MetricValue(t, s.reg, "fairway_xds_nacks_total", "type", "route") == 1 })
 	// The streams keep serving: a change of every resource reaches each.
 	changed := visibilityWorld(exportTo("shop"))
 	for _, svc := range changed {
@@ -503,7 +503,7 @@ func TestServer_RequireIdentityRefusesStreamsWithout(t *testing.T) {
 			t.Errorf("with identity: Recv: %v", err)
 		}
 	}
-	if got := metric(t, s.reg, "fairway_xds_refused_streams_total", "reason", "no_identity"); got != 1 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_refused_streams_total", "reason", "no_identity"); got != 1 {
 		t.Errorf("refused no_identity = %v, want 1", got)
 	}
 }
