@@ -28,8 +28,8 @@ type streamID struct {
 }
 
 // streamState is the server's accounting of one stream (its caller zone is
-// kept by callerZones). It stays small: types, names, nacked and debug have
-// at most one entry per type the server serves (a request for another type
+// kept by callerZones). It stays small: types, names, nacked, debug and sotw
+// have at most one entry per type the server serves (a request for another type
 // ends the stream), delta at most the names limit, unknown at most
 // maxUnknownPerStream, debug at most maxDebugNames names per type.
 type streamState struct {
@@ -66,7 +66,7 @@ type streamState struct {
 
 // sotwNames is what a SotW stream's last request of a type subscribed to.
 type sotwNames struct {
-	names []string // the request's resource_names (not modified)
+	names []string // a copy of the request's resource_names
 	// scanned is the snapshot the names were last looked up in for unknown
 	// ones (nil: not yet), again whether some were found that the stream
 	// could not remember (found again on each request).
@@ -316,7 +316,7 @@ func (st *streamState) sotwLocked(sid streamID, req streamRequest) (prev sotwNam
 	if ok && slices.Equal(prev.names, req.names) {
 		return prev, true
 	}
-	return sotwNames{names: req.names}, false
+	return sotwNames{names: slices.Clone(req.names)}, false
 }
 
 // admitNodeLocked counts the stream st for node id, the first id it

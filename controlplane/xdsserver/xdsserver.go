@@ -219,10 +219,12 @@ type Server struct {
 	// owned by the push goroutine.
 	broken map[topology.ServiceKey]*topology.Service
 
-	// Lock order: mu before streamsMu; neither is held while calling into
-	// the caches or into callers (whose lock is a leaf). go-control-plane
-	// calls the caches (through nackCache, which holds no lock) and the
-	// callbacks from stream goroutines without any of these held.
+	// Lock order: mu before streamsMu before a stream's streamSent lock (a
+	// leaf); neither mu nor streamsMu is held while calling into the
+	// caches, into callers or into nacks (whose locks are leaves).
+	// go-control-plane calls the caches (through nackCache, which holds no
+	// lock) and the callbacks from stream goroutines without any of these
+	// held.
 	mu        sync.Mutex
 	latest    *topology.Snapshot // guarded by mu
 	scheduled bool               // guarded by mu: a push is due for latest
