@@ -53,20 +53,7 @@ func TestSim_ProbesAndTrailersCarryThePodsLoad(t *testing.T) {
 // TestSim_LoadAwareAvoidsTheSlowPod: the bench's load_aware strategy sends
 // the one slow pod less than half of round robin's share.
 func TestSim_LoadAwareAvoidsTheSlowPod(t *testing.T) {
-	cfg, _ := Preset("one-slow-pod")
-	cfg.Sim, cfg.Progress = true, false
-	cfg.Strategies = []string{RoundRobin, LoadAware}
-	cfg.Duration = 20 * time.Second
-	rep, err := Run(context.Background(), cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkReport(t, rep, cfg.Strategies)
-	rr, la := share(t, rep, RoundRobin, 0), share(t, rep, LoadAware, 0)
-	t.Logf("slow pod's share: round_robin %.3f, load_aware %.3f", rr, la)
-	if la > rr/2 {
-		t.Errorf("load_aware gave the slow pod %.3f of the requests, round_robin %.3f: want at most half", la, rr)
-	}
+	wantSlowPodHalved(context.Background(), t, LoadAware, 20*time.Second, nil)
 }
 
 // TestSim_OutOfBandReportsReachEveryChannel: a chain that asks for

@@ -31,24 +31,36 @@ func result(t *testing.T, rep *Report, s string) Result {
 	return Result{}
 }
 
-// TestSim_WRRWeighsBySlowPodsReports: in the simulation, grpc_wrr's weights
-// (the pods' reported rps over utilization, about capacity over mean
-// latency) send the 5× slow pod well under round robin's tenth.
-func TestSim_WRRWeighsBySlowPodsReports(t *testing.T) {
+// wantSlowPodHalved runs the preset one-slow-pod in the simulation with
+// round robin and strategy s for d, and checks that s sends the slow pod at
+// most half of round robin's share. adjust, when not nil, changes the
+// configuration first.
+func wantSlowPodHalved(ctx context.Context, t *testing.T, s string, d time.Duration, adjust func(*Config)) {
+	t.Helper()
 	cfg, _ := Preset("one-slow-pod")
 	cfg.Sim, cfg.Progress = true, false
-	cfg.Strategies = []string{RoundRobin, GRPCWRR}
-	cfg.Duration = 20 * time.Second
-	rep, err := Run(context.Background(), cfg, nil)
+	cfg.Strategies = []string{RoundRobin, s}
+	cfg.Duration = d
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	rep, err := Run(ctx, cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkReport(t, rep, cfg.Strategies)
-	rr, wrr := share(t, rep, RoundRobin, 0), share(t, rep, GRPCWRR, 0)
-	t.Logf("slow pod's share: round_robin %.3f, grpc_wrr %.3f", rr, wrr)
-	if wrr > rr/2 {
-		t.Errorf("grpc_wrr gave the slow pod %.3f of the requests, round_robin %.3f: want at most half", wrr, rr)
+	rr, got := share(t, rep, RoundRobin, 0), share(t, rep, s, 0)
+	t.Logf("slow pod's share: round_robin %.3f, %s %.3f", rr, s, got)
+	if got > rr/2 {
+		t.Errorf("%s gave the slow pod %.3f of the requests, round_robin %.3f: want at most half", s, got, rr)
 	}
+}
+
+// TestSim_WRRWeighsBySlowPodsReports: in the simulation, grpc_wrr's weights
+// (the pods' reported rps over utilization, about capacity over mean
+// latency) send the 5× slow pod well under round robin's tenth.
+func TestSim_WRRWeighsBySlowPodsReports(t *testing.T) {
+	wantSlowPodHalved(context.Background(), t, GRPCWRR, 20*time.Second, nil)
 }
 
 // TestSim_WRRBlackoutForAJoiningPod: pods that join wait out the 10 s
@@ -120,24 +132,9 @@ func TestAntagonist_SlowdownsSeededAndInRange(t *testing.T) {
 // weigh the pods by their ORCA trailers: the 5× slow pod gets less than
 // half of round robin's share.
 func TestRun_WRRRealSteersAwayFromSlowPod(t *testing.T) {
-	cfg, _ := Preset("one-slow-pod")
-	cfg.Progress = false
-	cfg.Rate = 300
-	cfg.Clients = 10
-	cfg.Strategies = []string{RoundRobin, GRPCWRR}
-	cfg.Duration = 6 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rep, err := Run(ctx, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkReport(t, rep, cfg.Strategies)
-	rr, wrr := share(t, rep, RoundRobin, 0), share(t, rep, GRPCWRR, 0)
-	t.Logf("slow pod's share: round_robin %.3f, grpc_wrr %.3f", rr, wrr)
-	if wrr > rr/2 {
-		t.Errorf("grpc_wrr gave the slow pod %.3f of the requests, round_robin %.3f: want at most half", wrr, rr)
-	}
+	wantSlowPodHalved(ctx, t, GRPCWRR, 6*time.Second, func(cfg *Config) { cfg.Sim, cfg.Rate, cfg.Clients = false, 300, 10 })
 }
 
 // TestWRRChannel_SchedulerFollowsWeights: the static-stride scheduler picks

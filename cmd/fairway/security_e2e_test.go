@@ -96,15 +96,27 @@ func shopToken(t *testing.T, env *testenv.Env, dir, name, audience string) strin
 	return tlstest.WriteFile(t, dir, name, []byte(tr.Status.Token))
 }
 
+// serverTLS is a test CA and, written in a directory, the CA certificate
+// and a server certificate and key it issued for fairway-xds.
+type serverTLS struct {
+	ca                        *tlstest.CA
+	certFile, keyFile, caFile string
+}
+
+func newServerTLS(t *testing.T, dir string) serverTLS {
+	t.Helper()
+	ca := tlstest.NewCA(t, "fairway test CA")
+	certPEM, keyPEM := ca.Server(t, "fairway-xds")
+	return serverTLS{ca: ca, certFile: tlstest.WriteFile(t, dir, "tls.crt", certPEM),
+		keyFile: tlstest.WriteFile(t, dir, "tls.key", keyPEM), caFile: tlstest.WriteFile(t, dir, "ca.crt", ca.PEM)}
+}
+
 func TestSecurity_TLSAndTokenEndToEnd(t *testing.T) {
 	env := testenv.Start(t)
 	dir := t.TempDir()
 	tokenPath := shopToken(t, env, dir, "token", "fairway")
-	ca := tlstest.NewCA(t, "fairway test CA")
-	certPEM, keyPEM := ca.Server(t, "fairway-xds")
-	certFile := tlstest.WriteFile(t, dir, "tls.crt", certPEM)
-	keyFile := tlstest.WriteFile(t, dir, "tls.key", keyPEM)
-	caFile := tlstest.WriteFile(t, dir, "ca.crt", ca.PEM)
+	tlsFiles := newServerTLS(t, dir)
+	certFile, keyFile, caFile := tlsFiles.certFile, tlsFiles.keyFile, tlsFiles.caFile
 
 	_, portStr, _ := net.SplitHostPort(testkit.FreeAddr(t))
 	port, _ := strconv.Atoi(portStr)
@@ -189,13 +201,10 @@ func metricValue(text, series string) float64 {
 
 func TestSecurity_MTLSFairwayClientEndToEnd(t *testing.T) {
 	dir := t.TempDir()
-	ca := tlstest.NewCA(t, "fairway test CA")
-	certPEM, keyPEM := ca.Server(t, "fairway-xds")
-	certFile := tlstest.WriteFile(t, dir, "tls.crt", certPEM)
-	keyFile := tlstest.WriteFile(t, dir, "tls.key", keyPEM)
-	caFile := tlstest.WriteFile(t, dir, "ca.crt", ca.PEM)
+	tlsFiles := newServerTLS(t, dir)
+	certFile, keyFile, caFile := tlsFiles.certFile, tlsFiles.keyFile, tlsFiles.caFile
 	clientDir := t.TempDir()
-	certPEM, keyPEM = ca.Client(t, "spiffe://cluster.local/ns/shop/sa/web")
+	certPEM, keyPEM := tlsFiles.ca.Client(t, "spiffe://cluster.local/ns/shop/sa/web")
 	clientCert := tlstest.WriteFile(t, clientDir, "tls.crt", certPEM)
 	clientKey := tlstest.WriteFile(t, clientDir, "tls.key", keyPEM)
 

@@ -3,7 +3,6 @@ package auth_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -88,16 +87,9 @@ func BenchmarkAuth_ThousandStreams(b *testing.B) {
 }
 
 func benchServer(b *testing.B, a *auth.Authenticator) (*xdsserver.Server, string) {
-	s := xdsserver.New(xdsserver.WithGRPCServerOptions(grpc.StreamInterceptor(a.StreamInterceptor())),
+	return serveXDS(b, benchSnapshot(1), xdsserver.WithGRPCServerOptions(grpc.StreamInterceptor(a.StreamInterceptor())),
 		xdsserver.WithRequireIdentity(!a.Mode().None()), // as fairway controlplane
-		xdsserver.WithRegisterer(prometheus.NewRegistry()), xdsserver.WithDebounce(0))
-	s.Update(benchSnapshot(1))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = s.Serve(lis) }()
-	return s, lis.Addr().String()
+		xdsserver.WithDebounce(0))
 }
 
 func benchSnapshot(version uint64) *topology.Snapshot {

@@ -99,17 +99,24 @@ func startXDS(t *testing.T, a *auth.Authenticator, opts ...grpc.ServerOption) *x
 		return h(srv, ss)
 	}
 	opts = append(opts, grpc.ChainStreamInterceptor(a.StreamInterceptor(), record))
-	s := xdsserver.New(xdsserver.WithGRPCServerOptions(opts...), xdsserver.WithRegisterer(prometheus.NewRegistry()))
 	svc := &topology.Service{Key: topology.ServiceKey{Namespace: "shop", Name: "web", Port: 8080}, Policy: topology.DefaultPolicy()}
-	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{svc}))
+	_, x.addr = serveXDS(t, topology.NewSnapshot(1, time.Now(), []*topology.Service{svc}), xdsserver.WithGRPCServerOptions(opts...))
+	return x
+}
+
+// serveXDS serves an xdsserver with opts (and a registry of its own) on
+// 127.0.0.1 until it is closed or the test ends, once given snap.
+func serveXDS(t testing.TB, snap *topology.Snapshot, opts ...xdsserver.Option) (*xdsserver.Server, string) {
+	t.Helper()
+	s := xdsserver.New(append([]xdsserver.Option{xdsserver.WithRegisterer(prometheus.NewRegistry())}, opts...)...)
+	s.Update(snap)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = s.Serve(lis) }()
 	t.Cleanup(s.Close)
-	x.addr = lis.Addr().String()
-	return x
+	return s, lis.Addr().String()
 }
 
 // ads opens an ADS stream with token (none if empty), subscribes to every

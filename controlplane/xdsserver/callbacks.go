@@ -2,7 +2,6 @@ package xdsserver
 
 import (
 	"context"
-	"maps"
 	"slices"
 	"strings"
 
@@ -29,8 +28,8 @@ type streamID struct {
 }
 
 // streamState is the server's accounting of one stream (its caller zone is
-// kept by callerZones). It stays small: types, names, nacked and debug have
-// at most one entry per type the server serves (a request for another type
+// kept by callerZones). It stays small: types, names, nacked, debug and sotw
+// have at most one entry per type the server serves (a request for another type
 // ends the stream), delta at most the names limit, unknown at most
 // maxUnknownPerStream, debug at most maxDebugNames names per type.
 type streamState struct {
@@ -51,15 +50,38 @@ type streamState struct {
 	// is, by served type URL, what /debug/clients shows (debug.go).
 	zone  string
 	debug map[string]*typeDebug
+	// sent is the last response of each type (debug.go), also in
+	// Server.sent; it has a lock of its own.
+	sent *streamSent
 	// identity is the stream's, from its context at its opening
 	// (identified: it had one); view is the view it reads (views.go).
 	identity   auth.Identity
 	identified bool
 	view       *view
+	// sotw is, by type URL, what the last SotW request subscribed to, so
+	// that a request repeating it (an ACK) skips the work that depends on
+	// its names alone.
+	sotw map[string]sotwNames
+}
+
+// sotwNames is what a SotW stream's last request of a type subscribed to.
+type sotwNames struct {
+	names []string // a copy of the request's resource_names
+	// scanned is the snapshot the names were last looked up in for unknown
+	// ones (nil: not yet), again whether some were found that the stream
+	// could not remember (found again on each request).
+	scanned *topology.Snapshot
+	again   bool
+	// callers is the snapshot the Cluster names were last given to the
+	// callers' accounting with (scoped streams: the names it sees depend
+	// on it); callersSet: they were.
+	callers    *topology.Snapshot
+	callersSet bool
 }
 
 func newStreamState() *streamState {
-	return &streamState{types: map[string]bool{}, names: map[string]int{}, unknown: map[string]bool{}, nacked: map[string]string{}}
+	return &streamState{types: map[string]bool{}, names: map[string]int{}, unknown: map[string]bool{}, nacked: map[string]string{},
+		sent: &streamSent{}}
 }
 
 // streamRequest is what the callbacks read of a SotW or delta request.
@@ -128,6 +150,7 @@ func (s *Server) streamOpened(ctx context.Context, sid streamID) error {
 	s.streamsMu.Lock()
 	defer s.streamsMu.Unlock()
 	s.streams[sid] = st
+	s.sent.Store(sid, st.sent)
 	return nil
 }
 
@@ -139,6 +162,7 @@ func (s *Server) streamClosed(sid streamID) {
 		return
 	}
 	delete(s.streams, sid)
+	s.sent.Delete(sid)
 	if st.view != nil {
 		defer s.views.release(st.view)
 	}
@@ -167,11 +191,18 @@ type accounted struct {
 	found      int      // unknown names new to the stream, remembered or not
 	logUnknown bool     // the stream's log line about unknown names is due
 	firstNACK  bool     // the stream's first NACK of the response it names
+	rejected   string   // a NACK's: the version of the response it names ("": not the last sent)
 	// stamp is the stream's view's (nil: none, its watches are refused);
 	// scoped: the stream sees only namespace ns (it has an identity).
 	stamp  *corepb.Node
 	scoped bool
 	ns     string
+	// pushed is the snapshot the request was judged against (nil: none
+	// pushed yet); sameCallers: a SotW Cluster request that gives the
+	// callers' accounting nothing new (its names and, for a scoped
+	// stream, pushed are those of the stream's last one).
+	pushed      *topology.Snapshot
+	sameCallers bool
 }
 
 // request handles one request of a stream: the limits, stream accounting,
@@ -185,10 +216,10 @@ func (s *Server) request(sid streamID, req streamRequest) (*corepb.Node, error) 
 		return acc.stamp, err
 	}
 	callersChanged := s.callers.node(sid, req.node)
-	if req.typeURL == resourcev3.ClusterType {
+	if req.typeURL == resourcev3.ClusterType && !acc.sameCallers {
 		names := req.names
 		if acc.scoped { // it counts only for the Clusters it sees (none before the first push)
-			pushed := s.pushed.Load()
+			pushed := acc.pushed
 			names = slices.DeleteFunc(slices.Clone(names), func(n string) bool {
 				return pushed == nil || !known(pushed, resourcev3.ClusterType, n) || !visibleIn(pushed, n, acc.ns)
 			})
@@ -199,7 +230,7 @@ func (s *Server) request(sid streamID, req streamRequest) (*corepb.Node, error) 
 		s.callersChanged()
 	}
 	if req.nack() {
-		s.nacked(sid, acc.nodeID, req, acc.firstNACK)
+		s.nacked(sid, acc.nodeID, acc.rejected, req, acc.firstNACK)
 	}
 	if len(acc.unknown) > 0 {
 		s.metrics.unknown.WithLabelValues(typeLabel(req.typeURL)).Add(float64(len(acc.unknown)))
@@ -218,12 +249,14 @@ func (s *Server) request(sid streamID, req streamRequest) (*corepb.Node, error) 
 // stream or its node past a limit, recording nothing of it but the node id.
 func (s *Server) account(sid streamID, req streamRequest) (acc accounted, reason string, err error) {
 	pushed := s.pushed.Load()
+	acc.pushed = pushed
 	s.streamsMu.Lock()
 	defer s.streamsMu.Unlock()
 	st, ok := s.streams[sid]
 	if !ok { // not seen opening (cannot happen with go-control-plane); track from here
 		st = newStreamState()
 		s.streams[sid] = st
+		s.sent.Store(sid, st.sent)
 	}
 	if st.view != nil {
 		acc.stamp = st.view.stamp
@@ -241,20 +274,49 @@ func (s *Server) account(sid streamID, req streamRequest) (acc accounted, reason
 	if err := s.subscribeLocked(st, sid, req); err != nil {
 		return acc, refusedNamesPerStream, err
 	}
-	debugRequestLocked(st, sid, req)
+	prev, same := st.sotwLocked(sid, req)
+	debugRequestLocked(st, sid, req, same)
 	if !st.types[req.typeURL] {
 		st.types[req.typeURL] = true
 		s.metrics.streams.WithLabelValues(typeLabel(req.typeURL), sid.protocol).Inc()
 	}
-	if pushed != nil {
+	if pushed != nil && !(same && prev.scanned == pushed && !prev.again) {
 		acc.unknown, acc.found, acc.logUnknown = unknownLocked(st, pushed, req.typeURL, req.names)
+		prev.scanned, prev.again = pushed, acc.found > len(acc.unknown)
+	}
+	if req.typeURL == resourcev3.ClusterType {
+		acc.sameCallers = same && prev.callersSet && (!acc.scoped || prev.callers == pushed)
+		prev.callers, prev.callersSet = pushed, true
+	}
+	if sid.protocol == protoSotW {
+		st.sotw[req.typeURL] = prev
 	}
 	if req.nack() {
 		last, ok := st.nacked[req.typeURL]
 		acc.firstNACK = !ok || last != req.nonce
 		st.nacked[req.typeURL] = req.nonce
+		if sent := st.sent.get(req.typeURL); sent.nonce == req.nonce {
+			acc.rejected = sent.version
+		}
 	}
 	return acc, "", nil
+}
+
+// sotwLocked returns what the stream's last SotW request of req's type
+// subscribed to, updated to req's names, and whether req repeats them (an
+// ACK does); nothing for a delta stream. s.streamsMu is held.
+func (st *streamState) sotwLocked(sid streamID, req streamRequest) (prev sotwNames, same bool) {
+	if sid.protocol != protoSotW {
+		return sotwNames{}, false
+	}
+	if st.sotw == nil {
+		st.sotw = map[string]sotwNames{}
+	}
+	prev, ok := st.sotw[req.typeURL]
+	if ok && slices.Equal(prev.names, req.names) {
+		return prev, true
+	}
+	return sotwNames{names: slices.Clone(req.names)}, false
 }
 
 // admitNodeLocked counts the stream st for node id, the first id it
@@ -288,35 +350,55 @@ func (s *Server) subscribeLocked(st *streamState, sid streamID, req streamReques
 		return errNamesPerStream(st.total-st.names[req.typeURL]+len(req.names), limit)
 	}
 	n := len(req.names)
-	var next map[string]bool
 	if sid.protocol == protoDelta {
 		if len(req.names) == 0 && len(req.unsubscribe) == 0 {
 			return nil // an ACK or NACK
 		}
-		next = maps.Clone(st.delta[req.typeURL])
-		if next == nil {
-			next = make(map[string]bool, len(req.names))
-		}
-		for _, name := range req.names {
-			next[name] = true
-		}
-		for _, name := range req.unsubscribe {
-			delete(next, name)
-		}
-		n = len(next)
+		n = deltaCount(st.delta[req.typeURL], req.names, req.unsubscribe)
 	}
 	total := st.total - st.names[req.typeURL] + n
 	if total > limit {
 		return errNamesPerStream(total, limit)
 	}
 	st.total, st.names[req.typeURL] = total, n
-	if next != nil {
+	if sid.protocol == protoDelta {
 		if st.delta == nil {
 			st.delta = map[string]map[string]bool{}
 		}
-		st.delta[req.typeURL] = next
+		set := st.delta[req.typeURL]
+		if set == nil {
+			set = make(map[string]bool, len(req.names))
+			st.delta[req.typeURL] = set
+		}
+		for _, name := range req.names {
+			set[name] = true
+		}
+		for _, name := range req.unsubscribe {
+			delete(set, name)
+		}
 	}
 	return nil
+}
+
+// deltaCount is the size of set once names are subscribed to, then
+// unsubscribe unsubscribed from, without changing set: the work is that of
+// the request, not of the set.
+func deltaCount(set map[string]bool, names, unsubscribe []string) int {
+	added := make(map[string]bool, len(names)) // names new to set
+	for _, name := range names {
+		if !set[name] {
+			added[name] = true
+		}
+	}
+	n := len(set) + len(added)
+	gone := make(map[string]bool, len(unsubscribe))
+	for _, name := range unsubscribe {
+		if (set[name] || added[name]) && !gone[name] {
+			gone[name] = true
+			n--
+		}
+	}
+	return n
 }
 
 // unknownLocked finds the names of a request for typeURL that snap, the

@@ -131,7 +131,7 @@ func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 	cc := dial(t, s.addr)
 	const name = "a.default:8080"
 	callerStreams := func(zone string) float64 {
-		return metric(t, s.reg, "fairway_xds_caller_streams", "zone", zone)
+		return testkit.MetricValue(t, s.reg, "fairway_xds_caller_streams", "zone", zone)
 	}
 
 	// An observer without a zone subscribed to a and b over delta: it must
@@ -190,10 +190,10 @@ func TestServer_CallerZonesFollowSubscribedStreams(t *testing.T) {
 	// The observer saw a's Cluster reach the last state, and only a's.
 	observer.waitCallerZones(name, map[string]float64{"zone-a": 1})
 	// Callers alone never count as a topology push.
-	if got := metric(t, s.reg, "fairway_xds_pushes_total"); got != 1 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_pushes_total"); got != 1 {
 		t.Errorf("fairway_xds_pushes_total = %v, want 1", got)
 	}
-	if got := metric(t, s.reg, "fairway_xds_caller_zones_updates_total"); got < 5 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_caller_zones_updates_total"); got < 5 {
 		t.Errorf("fairway_xds_caller_zones_updates_total = %v, want at least 5", got)
 	}
 }
@@ -204,9 +204,9 @@ func TestServer_CallerZonesRepublishedOnlyWhenMovedEnough(t *testing.T) {
 	s := startServer(t, xdsserver.WithCallerZonesInterval(0))
 	cc := dial(t, s.addr)
 	const name = "a.default:8080"
-	updates := func() float64 { return metric(t, s.reg, "fairway_xds_caller_zones_updates_total") }
+	updates := func() float64 { return testkit.MetricValue(t, s.reg, "fairway_xds_caller_zones_updates_total") }
 	callerStreams := func(zone string) float64 {
-		return metric(t, s.reg, "fairway_xds_caller_streams", "zone", zone)
+		return testkit.MetricValue(t, s.reg, "fairway_xds_caller_streams", "zone", zone)
 	}
 
 	// 25 streams in each of zones a and b subscribe before the first
@@ -238,7 +238,7 @@ func TestServer_CallerZonesRepublishedOnlyWhenMovedEnough(t *testing.T) {
 		snap = snap.With(version, time.Now(), []*topology.Service{service("other", fmt.Sprintf("10.0.1.%d", version))}, nil)
 		s.Update(snap)
 		testkit.Eventually(ctx, t, fmt.Sprintf("push of version %d", version), func() bool {
-			return metric(t, s.reg, "fairway_xds_snapshot_version") == float64(version)
+			return testkit.MetricValue(t, s.reg, "fairway_xds_snapshot_version") == float64(version)
 		})
 		if got := updates(); got != before {
 			t.Fatalf("with %d streams in zone a: fairway_xds_caller_zones_updates_total = %v, want %v (no republish)", 26+i, got, before)
@@ -270,16 +270,16 @@ func TestServer_CallerZonesWaitForWarmup(t *testing.T) {
 		t.Fatalf("Cluster during the warm-up = %v, want %s without caller_zones", c, name)
 	}
 	testkit.Eventually(ctx, t, "the stream counted", func() bool {
-		return metric(t, s.reg, "fairway_xds_caller_streams", "zone", "zone-a") == 1
+		return testkit.MetricValue(t, s.reg, "fairway_xds_caller_streams", "zone", "zone-a") == 1
 	})
 	clk.Step(4 * time.Second)
 	s.Update(topology.NewSnapshot(2, time.Now(), []*topology.Service{inZones(service("a", "10.0.0.1", "10.0.0.3"), "zone-a")}))
-	if got := metric(t, s.reg, "fairway_xds_caller_zones_updates_total"); got != 0 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_caller_zones_updates_total"); got != 0 {
 		t.Errorf("caller_zones updates during the warm-up = %v, want 0", got)
 	}
 	clk.Step(time.Second)
 	st.waitCallerZones(name, map[string]float64{"zone-a": 1})
-	if got := metric(t, s.reg, "fairway_xds_caller_zones_updates_total"); got != 1 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_caller_zones_updates_total"); got != 1 {
 		t.Errorf("caller_zones updates after the warm-up = %v, want 1", got)
 	}
 }

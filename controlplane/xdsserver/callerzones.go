@@ -202,15 +202,37 @@ func (z *callerZones) subscribe(id streamID, names, unsubscribe []string) bool {
 	if len(names) == 0 && len(unsubscribe) == 0 {
 		return false
 	}
-	next := maps.Clone(st.clusters)
-	if next == nil {
-		next = map[string]bool{}
+	// In place: the work is that of the request, not of the set.
+	if st.clusters == nil {
+		st.clusters = map[string]bool{}
 	}
-	maps.Copy(next, clusterNames(names))
-	for _, n := range unsubscribe {
-		delete(next, n)
+	var gone map[string]bool
+	if len(unsubscribe) > 0 {
+		gone = make(map[string]bool, len(unsubscribe))
+		for _, n := range unsubscribe {
+			gone[n] = true
+		}
 	}
-	return z.setClustersLocked(st, next)
+	changed := false
+	for _, n := range names {
+		if n == "" || n == "*" || gone[n] || st.clusters[n] {
+			continue
+		}
+		st.clusters[n] = true
+		if st.node != nil {
+			changed = z.voteLocked(st.node, n, 1) || changed
+		}
+	}
+	for n := range gone {
+		if !st.clusters[n] {
+			continue
+		}
+		delete(st.clusters, n)
+		if st.node != nil {
+			changed = z.voteLocked(st.node, n, -1) || changed
+		}
+	}
+	return changed
 }
 
 // closed forgets stream id: it counts for nothing any more, and its node

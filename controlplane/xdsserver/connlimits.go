@@ -3,7 +3,6 @@ package xdsserver
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"time"
 
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -124,15 +123,12 @@ type responseSizes struct {
 	large       *prometheus.CounterVec   // {type, protocol, limit}
 	log         *slog.Logger
 	clock       clock.PassiveClock
-
-	mu      sync.Mutex
-	logged  map[slog.Level]time.Time // last line by level; guarded by mu
-	skipped map[slog.Level]int       // responses not logged since; guarded by mu
+	lines       *logLimit[slog.Level] // a line per level each sizeLogInterval
 }
 
 func newResponseSizes(l limits, m *metrics, log *slog.Logger, c clock.PassiveClock) *responseSizes {
 	return &responseSizes{warnAt: l.sizeWarning, max: l.maxSendMsgSize, bytes: m.responseBytes, large: m.largeResponses,
-		log: log, clock: c, logged: map[slog.Level]time.Time{}, skipped: map[slog.Level]int{}}
+		log: log, clock: c, lines: newLogLimit[slog.Level](sizeLogInterval)}
 }
 
 // callbacks sets the response callbacks of cb; each also calls sent (the
@@ -165,25 +161,10 @@ func (r *responseSizes) observe(protocol string, stream int64, typeURL, version 
 		return
 	}
 	r.large.WithLabelValues(t, protocol, limit).Inc()
-	skipped, ok := r.shouldLog(level)
+	skipped, ok := r.lines.allow(level, r.clock.Now())
 	if !ok {
 		return
 	}
 	r.log.Log(context.Background(), level, msg, "type", t, "protocol", protocol, "stream", stream, "version", version,
 		"resources", resources, "size_bytes", size, "warning_bytes", r.warnAt, "limit_bytes", r.max, "not_logged_since_last", skipped)
-}
-
-// shouldLog reports whether a line at level is due, and how many were not
-// logged since the last one.
-func (r *responseSizes) shouldLog(level slog.Level) (skipped int, ok bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := r.clock.Now()
-	if last, seen := r.logged[level]; seen && now.Sub(last) < sizeLogInterval {
-		r.skipped[level]++
-		return 0, false
-	}
-	skipped = r.skipped[level]
-	r.logged[level], r.skipped[level] = now, 0
-	return skipped, true
 }

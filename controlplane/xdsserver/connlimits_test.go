@@ -126,7 +126,7 @@ func TestServer_HundredThousandEndpointsReachClients(t *testing.T) {
 	}
 
 	for _, protocol := range []string{"sotw", "delta"} {
-		if got := metric(t, s.reg, "fairway_xds_large_responses_total", "type", "endpoint", "protocol", protocol, "limit", "warning"); got != 1 {
+		if got := testkit.MetricValue(t, s.reg, "fairway_xds_large_responses_total", "type", "endpoint", "protocol", protocol, "limit", "warning"); got != 1 {
 			t.Errorf("fairway_xds_large_responses_total{type=endpoint,protocol=%s,limit=warning} = %v, want 1", protocol, got)
 		}
 	}
@@ -153,7 +153,7 @@ func TestServer_ResponseOverTheSendLimitIsLoggedAndCounted(t *testing.T) {
 	if status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("Recv() = %v, want a ResourceExhausted error", err)
 	}
-	if got := metric(t, s.reg, "fairway_xds_large_responses_total", "type", "endpoint", "protocol", "sotw", "limit", "max"); got != 1 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_large_responses_total", "type", "endpoint", "protocol", "sotw", "limit", "max"); got != 1 {
 		t.Errorf("fairway_xds_large_responses_total{limit=max} = %v, want 1", got)
 	}
 	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "limit_bytes=20000") {
@@ -219,7 +219,7 @@ func TestServer_MaxConnectionAgeMovesClientsOn(t *testing.T) {
 	defer c.WatchEndpoints(key("a").ResourceName(), got)()
 	testkit.Recv(t, got, "the endpoints")
 	testkit.Eventually(ctx, t, "a stream on the second server", func() bool {
-		return metric(t, second.reg, "fairway_xds_streams", "type", "endpoint", "protocol", "sotw") == 1
+		return testkit.MetricValue(t, second.reg, "fairway_xds_streams", "type", "endpoint", "protocol", "sotw") == 1
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"sync"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -80,22 +81,54 @@ type typeDebug struct {
 	requested bool            // a request of the type was seen
 	names     map[string]bool // at most maxDebugNames
 	nameCount int             // SotW: the last request's names; delta: the subscribed names (exact with a names limit, else estimated past the cap)
-	sent      struct{ version, nonce string }
 	acked     string
 	nacked    string
 	nackErr   string
 }
 
+// sentResponse is the version and nonce of a response.
+type sentResponse struct{ version, nonce string }
+
+// streamSent is, by type URL, the last response sent on a stream. It has a
+// lock of its own, a leaf (taken after Server.streamsMu when both are), so
+// that recording a response takes no server-wide lock: Server.sent finds it
+// by stream without one.
+type streamSent struct {
+	mu     sync.Mutex
+	byType map[string]sentResponse // guarded by mu
+}
+
+// get returns the last response of typeURL sent on the stream.
+func (ss *streamSent) get(typeURL string) sentResponse {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.byType[typeURL]
+}
+
+// set records a response of typeURL sent on the stream.
+func (ss *streamSent) set(typeURL string, r sentResponse) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.byType == nil {
+		ss.byType = map[string]sentResponse{}
+	}
+	ss.byType[typeURL] = r
+}
+
 // debugRequestLocked records req, a request of a served type, in st's
-// state for /debug/clients. s.streamsMu is held.
-func debugRequestLocked(st *streamState, sid streamID, req streamRequest) {
+// state for /debug/clients; same: a SotW request repeating the names of
+// the stream's last one of the type. s.streamsMu is held.
+func debugRequestLocked(st *streamState, sid streamID, req streamRequest, same bool) {
 	if st.zone == "" && st.nodeID != "" {
 		st.zone = req.node.GetLocality().GetZone()
 	}
 	d := st.debugLocked(req.typeURL)
 	first := !d.requested
 	d.requested = true
-	if sid.protocol == protoSotW {
+	switch {
+	case sid.protocol == protoSotW && same && len(req.names) > 0:
+		// the names kept are those of the last request
+	case sid.protocol == protoSotW:
 		d.names = map[string]bool{}
 		d.nameCount = len(req.names)
 		if len(req.names) == 0 && first {
@@ -104,7 +137,7 @@ func debugRequestLocked(st *streamState, sid streamID, req streamRequest) {
 		for _, n := range req.names[:min(len(req.names), maxDebugNames)] {
 			d.names[n] = true
 		}
-	} else {
+	default:
 		for _, n := range req.names {
 			if d.names[n] {
 				continue
@@ -129,14 +162,15 @@ func debugRequestLocked(st *streamState, sid streamID, req streamRequest) {
 	if req.nonce == "" {
 		return
 	}
+	sent := st.sent.get(req.typeURL)
 	switch {
 	case req.nack():
 		d.nacked, d.nackErr = req.version, nackError(req)
-		if req.nonce == d.sent.nonce {
-			d.nacked = d.sent.version
+		if req.nonce == sent.nonce {
+			d.nacked = sent.version
 		}
-	case req.nonce == d.sent.nonce:
-		d.acked = d.sent.version
+	case req.nonce == sent.nonce:
+		d.acked = sent.version
 	case req.version != "":
 		d.acked = req.version
 	}
@@ -157,16 +191,13 @@ func (st *streamState) debugLocked(typeURL string) *typeDebug {
 }
 
 // responded records a response sent on a stream, for /debug/clients.
-// Called from the stream's goroutine.
+// Called from the stream's goroutine; it takes the stream's lock only.
 func (s *Server) responded(sid streamID, typeURL, version, nonce string) {
 	if _, served := s.caches[typeURL]; !served {
 		return
 	}
-	s.streamsMu.Lock()
-	defer s.streamsMu.Unlock()
-	if st, ok := s.streams[sid]; ok {
-		d := st.debugLocked(typeURL)
-		d.sent.version, d.sent.nonce = version, nonce
+	if ss, ok := s.sent.Load(sid); ok {
+		ss.(*streamSent).set(typeURL, sentResponse{version, nonce})
 	}
 }
 
@@ -185,13 +216,16 @@ func (s *Server) Clients() ClientsDump {
 		sd := StreamDump{Stream: sid.id, Protocol: sid.protocol, NodeID: st.nodeID, Zone: st.zone, Subscriptions: []SubscriptionDump{},
 			Namespace: st.identity.Namespace, ServiceAccount: st.identity.ServiceAccount, Auth: st.identity.Method}
 		for _, t := range typeURLs {
-			d := st.debug[t]
+			d, sent := st.debug[t], st.sent.get(t)
 			if d == nil {
-				continue
+				if sent == (sentResponse{}) {
+					continue
+				}
+				d = &typeDebug{}
 			}
 			sd.Subscriptions = append(sd.Subscriptions, SubscriptionDump{
 				Type: typeLabel(t), TypeURL: t, Names: slices.Sorted(maps.Keys(d.names)), NameCount: d.nameCount,
-				SentVersion: d.sent.version, AckedVersion: d.acked, NackedVersion: d.nacked, NackError: d.nackErr,
+				SentVersion: sent.version, AckedVersion: d.acked, NackedVersion: d.nacked, NackError: d.nackErr,
 			})
 		}
 		out.Streams = append(out.Streams, sd)

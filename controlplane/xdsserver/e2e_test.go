@@ -8,6 +8,7 @@ import (
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/internal/testbackend"
+	"github.com/fairway-lb/fairway/internal/testkit"
 )
 
 func backendService(name string, zones []string, backends ...*testbackend.Backend) *topology.Service {
@@ -143,7 +144,7 @@ func TestServer_GRPCXDSClientAcceptsEveryPolicy(t *testing.T) {
 			}
 		})
 	}
-	if got := metric(t, s.reg, "fairway_xds_nacks_total", "type", "cluster"); got != 0 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_nacks_total", "type", "cluster"); got != 0 {
 		t.Errorf("fairway_xds_nacks_total{cluster} = %v, want 0", got)
 	}
 }

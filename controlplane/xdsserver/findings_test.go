@@ -56,7 +56,7 @@ func TestServer_SpoofedZonesNeitherSkewNorChurnCallerZones(t *testing.T) {
 	defer cancel()
 	clk := clocktesting.NewFakeClock(time.Now())
 	s := startServer(t, xdsserver.WithClock(clk), xdsserver.WithDebounce(0))
-	callerStreams := func() float64 { return metric(t, s.reg, "fairway_xds_caller_streams") }
+	callerStreams := func() float64 { return testkit.MetricValue(t, s.reg, "fairway_xds_caller_streams") }
 	const a, marker = "a.default:8080", "m.default:8080"
 
 	// Two honest callers, in zone-0 and zone-1, before the first push.
@@ -76,7 +76,7 @@ func TestServer_SpoofedZonesNeitherSkewNorChurnCallerZones(t *testing.T) {
 	}
 	// Each re-render of a for its callers is sent to every subscriber that
 	// keeps up (this one reads only at the end, and gets the last state).
-	republished := func() float64 { return metric(t, s.reg, "fairway_xds_caller_zones_updates_total") }
+	republished := func() float64 { return testkit.MetricValue(t, s.reg, "fairway_xds_caller_zones_updates_total") }
 	before := republished()
 
 	// The pod: 50 streams on one connection, one node id.
@@ -201,7 +201,7 @@ func TestServer_UnknownNamesBoundedInMemoryAndLogs(t *testing.T) {
 	if lines != 1 {
 		t.Errorf("%d log lines about unknown names, want 1 for the stream", lines)
 	}
-	if got := metric(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "cluster"); got > 100 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "cluster"); got > 100 {
 		t.Errorf("fairway_xds_unknown_resource_requests_total{cluster} = %v, want at most 100 (the names a stream remembers)", got)
 	}
 	if heap > 6e6 {

@@ -2,7 +2,6 @@ package xdsserver
 
 import (
 	"fmt"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -130,33 +129,12 @@ func errNamesPerStream(names, limit int) error {
 	return status.Errorf(codes.ResourceExhausted, "fairway/xdsserver: the request would subscribe the stream to %d resource names (limit %d)", names, limit)
 }
 
-// refusalLog decides at which level a refusal is logged: warn for the first
-// of its reason in refusalLogEvery, debug for the others, so that a client
-// looping on a refused stream cannot flood the log.
-type refusalLog struct {
-	mu   sync.Mutex
-	last map[string]time.Time // guarded by mu: by reason, when one was last logged at warn
-}
-
-// warn reports whether a refusal of reason at now is logged at warn level.
-func (l *refusalLog) warn(reason string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if last, ok := l.last[reason]; ok && now.Sub(last) < refusalLogEvery {
-		return false
-	}
-	if l.last == nil {
-		l.last = map[string]time.Time{}
-	}
-	l.last[reason] = now
-	return true
-}
-
 // refused counts and logs a stream refused for reason with err.
 func (s *Server) refused(sid streamID, nodeID, reason string, err error) {
 	s.metrics.refused.WithLabelValues(reason).Inc()
 	attrs := []any{"node", nodeID, "stream", sid.id, "protocol", sid.protocol, "reason", reason, "error", err}
-	if s.refusals.warn(reason, s.clock.Now()) {
+	if skipped, ok := s.refusals.allow(reason, s.clock.Now()); ok {
+		attrs = append(attrs, "not_warned_since_last", skipped)
 		s.log.Warn(fmt.Sprintf("refused an xDS stream (further refusals for %s within %v log at debug level)", reason, refusalLogEvery), attrs...)
 		return
 	}

@@ -58,13 +58,13 @@ func TestServer_MaxStreamsPerNodeRefused(t *testing.T) {
 
 	third := newSotWStream(ctx, t, cc, zoneNode("n", "zone-a"), name)
 	wantRefused(t, third.stream.Recv, `fairway/xdsserver: node "n" has 2 streams open (limit 2)`)
-	if got := metric(t, s.reg, "fairway_xds_refused_streams_total", "reason", "streams_per_node"); got != 1 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_refused_streams_total", "reason", "streams_per_node"); got != 1 {
 		t.Errorf("fairway_xds_refused_streams_total{streams_per_node} = %v, want 1", got)
 	}
 	// A refused stream does not count; a closed one frees its place.
 	first.cancel()
 	testkit.Eventually(ctx, t, "the first stream closed", func() bool {
-		return metric(t, s.reg, "fairway_xds_streams", "type", "cluster", "protocol", "sotw") == 2
+		return testkit.MetricValue(t, s.reg, "fairway_xds_streams", "type", "cluster", "protocol", "sotw") == 2
 	})
 	newSotWStream(ctx, t, cc, zoneNode("n", "zone-a"), name).recv()
 }
@@ -74,7 +74,7 @@ func TestServer_MaxNamesPerStreamRefused(t *testing.T) {
 	defer cancel()
 	s := startLimitsServer(ctx, t, xdsserver.WithMaxNamesPerStream(3))
 	refused := func() float64 {
-		return metric(t, s.reg, "fairway_xds_refused_streams_total", "reason", "names_per_stream")
+		return testkit.MetricValue(t, s.reg, "fairway_xds_refused_streams_total", "reason", "names_per_stream")
 	}
 
 	// SotW: names count over all types of the stream; an ACK repeating

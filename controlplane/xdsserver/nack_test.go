@@ -3,6 +3,7 @@ package xdsserver_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/testing/protocmp"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/controlplane/translate"
@@ -44,20 +46,25 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 }
 
 // count is the number of lines holding every one of parts.
-func (b *lockedBuffer) count(parts ...string) int {
+func (b *lockedBuffer) count(parts ...string) int { return len(b.matching(parts)) }
+
+// lines is the lines holding every one of parts.
+func (b *lockedBuffer) lines(parts ...string) string { return strings.Join(b.matching(parts), "\n") }
+
+func (b *lockedBuffer) matching(parts []string) []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n := 0
+	var out []string
 	for line := range strings.SplitSeq(b.buf.String(), "\n") {
 		all := true
 		for _, p := range parts {
 			all = all && strings.Contains(line, p)
 		}
 		if all {
-			n++
+			out = append(out, line)
 		}
 	}
-	return n
+	return out
 }
 
 // startNACKServer is startServer with its log also kept in the returned
@@ -242,11 +249,67 @@ func TestServer_DeltaNACKGetsNothingUntilChange(t *testing.T) {
 func wantNACKs(t *testing.T, s *testServer, log *lockedBuffer, want map[string]float64) {
 	t.Helper()
 	for _, typ := range []string{"cluster", "endpoint"} {
-		if got := metric(t, s.reg, "fairway_xds_nacks_total", "type", typ); got != want[typ] {
+		if got := testkit.MetricValue(t, s.reg, "fairway_xds_nacks_total", "type", typ); got != want[typ] {
 			t.Errorf("fairway_xds_nacks_total{%s} = %v, want %v", typ, got, want[typ])
 		}
 		if got := log.count("level=WARN", "NACK", "type="+typ, "error=\"bad "); got != int(want[typ]) {
 			t.Errorf("warn lines for NACKs of type %s = %d, want %v", typ, got, want[typ])
 		}
+	}
+}
+
+// TestServer_NACKsOfOneVersionLogOneWarnLine: 50 streams rejecting the same
+// Cluster version count 50 NACKs, and the server writes one warn line for
+// them, at the end of its window, with the number of streams and a few node
+// ids; each of the others logs at debug level.
+func TestServer_NACKsOfOneVersionLogOneWarnLine(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	const streams = 50
+	clk := clocktesting.NewFakeClock(time.Now())
+	log := &lockedBuffer{}
+	s := startServer(t, xdsserver.WithClock(clk), xdsserver.WithDebounce(0),
+		xdsserver.WithLogger(slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	s.Update(topology.NewSnapshot(1, time.Now(), []*topology.Service{service("a", "10.0.0.1")}))
+	testkit.Eventually(ctx, t, "first push", s.Ready)
+
+	names := []string{"a.default:8080"}
+	var ads []*sotwADS
+	for i := range streams {
+		a := newSotWADS(ctx, t, s.addr)
+		a.send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: fmt.Sprintf("node-%d", i)}, TypeUrl: resourcev3.ClusterType, ResourceNames: names})
+		ads = append(ads, a)
+	}
+	for i, a := range ads {
+		r, err := a.stream.Recv()
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		a.send(&discoverypb.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, ResourceNames: names,
+			ResponseNonce: r.GetNonce(), ErrorDetail: nackDetail("bad " + r.GetVersionInfo())})
+	}
+	testkit.Eventually(ctx, t, "every NACK counted", func() bool {
+		return testkit.MetricValue(t, s.reg, "fairway_xds_nacks_total", "type", "cluster") == streams
+	})
+	warns := func() int { return log.count("level=WARN", "NACK") }
+	if n := warns(); n != 0 {
+		t.Fatalf("%d warn lines before the window ends, want 0", n)
+	}
+	clk.Step(time.Second)
+	if n := warns(); n != 1 {
+		t.Fatalf("%d warn lines for %d NACKs of one version, want 1", n, streams)
+	}
+	if n := log.count("level=WARN", "NACK", fmt.Sprintf("streams=%d", streams), `error="bad `); n != 1 {
+		t.Errorf("the warn line does not say streams=%d with the client's error:\n%s", streams, log.lines("level=WARN"))
+	}
+	if n := strings.Count(log.lines("level=WARN"), "node-"); n != 5 {
+		t.Errorf("the warn line names %d node ids, want 5:\n%s", n, log.lines("level=WARN"))
+	}
+	if n := log.count("level=DEBUG", "NACK"); n != streams-1 {
+		t.Errorf("%d debug lines for NACKs, want %d", n, streams-1)
+	}
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_nacks_total", "type", "cluster"); got != streams {
+		t.Errorf("fairway_xds_nacks_total{cluster} = %v, want %d", got, streams)
 	}
 }

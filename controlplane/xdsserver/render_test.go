@@ -59,7 +59,7 @@ func TestServer_NonUTF8StrategyIsLeftOut(t *testing.T) {
 	if !got[key("a").ResourceName()] || got[key("bad").ResourceName()] {
 		t.Errorf("Clusters %v, want a only", got)
 	}
-	if n := metric(t, s.reg, "fairway_xds_render_failures_total"); n != 1 {
+	if n := testkit.MetricValue(t, s.reg, "fairway_xds_render_failures_total"); n != 1 {
 		t.Errorf("fairway_xds_render_failures_total = %v, want 1", n)
 	}
 
@@ -73,7 +73,7 @@ func TestServer_NonUTF8StrategyIsLeftOut(t *testing.T) {
 	if !got[key("a").ResourceName()] || got[key("bad").ResourceName()] {
 		t.Errorf("Clusters after changing a: %v, want a only", got)
 	}
-	if n := metric(t, s.reg, "fairway_xds_render_failures_total"); n != 1 {
+	if n := testkit.MetricValue(t, s.reg, "fairway_xds_render_failures_total"); n != 1 {
 		t.Errorf("fairway_xds_render_failures_total after a push with the same bad service = %v, want 1", n)
 	}
 	s.Update(snap.With(3, time.Now(), []*topology.Service{service("bad", "10.0.0.2")}, nil))
@@ -145,7 +145,7 @@ func TestServer_PanickingRenderIsRecovered(t *testing.T) {
 	if !got[key("a").ResourceName()] || got[key("boom").ResourceName()] {
 		t.Errorf("ClusterLoadAssignments %v, want a only", got)
 	}
-	if n := metric(t, s.reg, "fairway_xds_render_failures_total"); n != 1 {
+	if n := testkit.MetricValue(t, s.reg, "fairway_xds_render_failures_total"); n != 1 {
 		t.Errorf("fairway_xds_render_failures_total = %v, want 1", n)
 	}
 	s.Update(snap.With(2, time.Now(), []*topology.Service{service("a", "10.0.0.1", "10.0.0.3"), service("boom", "10.0.0.4")}, nil))
@@ -153,6 +153,6 @@ func TestServer_PanickingRenderIsRecovered(t *testing.T) {
 		t.Errorf("ClusterLoadAssignments after changing a: %v, want a", got)
 	}
 	testkit.Eventually(ctx, t, "the new version of boom counted", func() bool {
-		return metric(t, s.reg, "fairway_xds_render_failures_total") == 2
+		return testkit.MetricValue(t, s.reg, "fairway_xds_render_failures_total") == 2
 	})
 }

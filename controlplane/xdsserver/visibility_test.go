@@ -16,8 +16,6 @@ import (
 	corepb "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	discoverypb "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,12 +25,12 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/fairway-lb/fairway/controlplane/auth"
 	"github.com/fairway-lb/fairway/controlplane/topology"
 	"github.com/fairway-lb/fairway/controlplane/xdsserver"
 	"github.com/fairway-lb/fairway/internal/testkit"
+	"github.com/fairway-lb/fairway/internal/testkit/xdstest"
 )
 
 // namespaceHeader is the metadata key the tests' interceptor turns into
@@ -89,6 +87,30 @@ func startScopedServer(t *testing.T, logs io.Writer, opts ...xdsserver.Option) *
 	return &testServer{Server: s, addr: lis.Addr().String(), reg: reg}
 }
 
+// startShopWorld is startScopedServer once it has pushed visibilityWorld
+// with ledger exported to shop.
+func startShopWorld(ctx context.Context, t *testing.T, logs io.Writer, opts ...xdsserver.Option) *testServer {
+	t.Helper()
+	s := startScopedServer(t, logs, opts...)
+	s.Update(topology.NewSnapshot(1, time.Time{}, visibilityWorld(exportTo("shop"))))
+	testkit.Eventually(ctx, t, "the first push", s.Ready)
+	return s
+}
+
+// openSotW opens a SotW ADS stream on cc with ctx and sends its first
+// request, of type typ from node id node.
+func openSotW(ctx context.Context, t *testing.T, cc grpc.ClientConnInterface, node, typ string) discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient {
+	t.Helper()
+	st, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: node}, TypeUrl: typ}); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // asNamespace returns ctx whose streams carry an identity in ns ("": none).
 func asNamespace(ctx context.Context, ns string) context.Context {
 	if ns == "" {
@@ -125,36 +147,6 @@ var (
 	shopHidden = []string{"pay.finance:8080", "vault.finance:8080"}
 )
 
-// namesOf returns the resource names of each type for services named
-// names (a Listener also by its FQDN name).
-func namesOf(typ string, names []string) []string {
-	var out []string
-	for _, n := range names {
-		out = append(out, n)
-		if typ == resourcev3.ListenerType {
-			name, port, _ := strings.Cut(n, ":")
-			out = append(out, name+".svc.cluster.local:"+port)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-// anyNames returns the names of the resources in rs.
-func anyNames(t *testing.T, rs []*anypb.Any) []string {
-	t.Helper()
-	var out []string
-	for _, r := range rs {
-		m, err := r.UnmarshalNew()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, cachev3.GetResourceName(m.(types.Resource)))
-	}
-	slices.Sort(out)
-	return out
-}
-
 // sotwRecv reads one response of st.
 func sotwRecv(t *testing.T, st discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient) *discoverypb.DiscoveryResponse {
 	t.Helper()
@@ -176,99 +168,49 @@ func leakCheck(t *testing.T, what string, b []byte) {
 	}
 }
 
-func TestServer_NamespaceSeesOnlyWhatIsExportedToIt_SotW(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	s := startScopedServer(t, nil)
-	s.Update(topology.NewSnapshot(1, time.Time{}, visibilityWorld(exportTo("shop"))))
-	testkit.Eventually(ctx, t, "the first push", s.Ready)
-	cc := dial(t, s.addr)
-	all := append(slices.Clone(shopSees), shopHidden...)
-	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
-		for _, byName := range []bool{false, true} {
-			st, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(asNamespace(ctx, "shop"))
-			if err != nil {
-				t.Fatal(err)
+// A shop client sees, by wildcard and by name, over SotW and delta and for
+// every type, what is exported to shop and nothing else; the hidden names
+// it asks for count as unknown, as if they did not exist.
+func TestServer_NamespaceSeesOnlyWhatIsExportedToIt(t *testing.T) {
+	for _, p := range xdstest.Protocols {
+		t.Run(string(p), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			s := startShopWorld(ctx, t, nil)
+			cc := dial(t, s.addr)
+			all := append(slices.Clone(shopSees), shopHidden...)
+			for _, typ := range xdstest.Types {
+				for _, names := range [][]string{nil, xdstest.ResourceNames(typ, all)} {
+					resp := xdstest.FirstResponse(asNamespace(ctx, "shop"), t, cc, p, "shop-client", typ, names)
+					if diff := cmp.Diff(resp.Names, xdstest.ResourceNames(typ, shopSees)); diff != "" {
+						t.Errorf("shop, %s, by name %v: names (-got +want):\n%s", typeLabel(typ), names != nil, diff)
+					}
+					if len(resp.Removed) > 0 {
+						t.Errorf("shop, %s: removed %v in the first response", typeLabel(typ), resp.Removed)
+					}
+					leakCheck(t, "a response to shop", resp.Raw)
+				}
 			}
-			req := &discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "shop-client"}, TypeUrl: typ}
-			if byName {
-				req.ResourceNames = namesOf(typ, all)
+			if p != xdstest.SotW {
+				return
 			}
-			if err := st.Send(req); err != nil {
-				t.Fatal(err)
+			if got := testkit.MetricValue(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "cluster"); got != 2 {
+				t.Errorf("unknown Cluster names counted %v, want 2 (the hidden ones, as if they did not exist)", got)
 			}
-			resp := sotwRecv(t, st)
-			if diff := cmp.Diff(anyNames(t, resp.GetResources()), namesOf(typ, shopSees)); diff != "" {
-				t.Errorf("shop, %s, by name %v: names (-got +want):\n%s", typeLabel(typ), byName, diff)
-			}
-			b, _ := proto.Marshal(resp)
-			leakCheck(t, "a response to shop", b)
-		}
-	}
-	if got := metric(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "cluster"); got != 2 {
-		t.Errorf("unknown Cluster names counted %v, want 2 (the hidden ones, as if they did not exist)", got)
+		})
 	}
 }
 
 // typeLabel is the short name of a type URL, for messages.
 func typeLabel(typ string) string { return typ[strings.LastIndex(typ, ".")+1:] }
 
-func TestServer_NamespaceSeesOnlyWhatIsExportedToIt_Delta(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	s := startScopedServer(t, nil)
-	s.Update(topology.NewSnapshot(1, time.Time{}, visibilityWorld(exportTo("shop"))))
-	testkit.Eventually(ctx, t, "the first push", s.Ready)
-	cc := dial(t, s.addr)
-	all := append(slices.Clone(shopSees), shopHidden...)
-	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
-		for _, byName := range []bool{false, true} {
-			st, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(asNamespace(ctx, "shop"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req := &discoverypb.DeltaDiscoveryRequest{Node: &corepb.Node{Id: "shop-client"}, TypeUrl: typ}
-			if byName {
-				req.ResourceNamesSubscribe = namesOf(typ, all)
-			}
-			if err := st.Send(req); err != nil {
-				t.Fatal(err)
-			}
-			resp, err := st.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []*anypb.Any
-			for _, r := range resp.GetResources() {
-				got = append(got, r.GetResource())
-			}
-			if diff := cmp.Diff(anyNames(t, got), namesOf(typ, shopSees)); diff != "" {
-				t.Errorf("shop, %s, by name %v: names (-got +want):\n%s", typeLabel(typ), byName, diff)
-			}
-			if len(resp.GetRemovedResources()) > 0 {
-				t.Errorf("shop, %s: removed %v in the first response", typeLabel(typ), resp.GetRemovedResources())
-			}
-			b, _ := proto.Marshal(resp)
-			leakCheck(t, "a response to shop", b)
-		}
-	}
-}
-
 func TestServer_NoIdentitySeesEverything(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	s := startScopedServer(t, nil)
-	s.Update(topology.NewSnapshot(1, time.Time{}, visibilityWorld(exportTo("shop"))))
-	testkit.Eventually(ctx, t, "the first push", s.Ready)
-	st, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "anyone"}, TypeUrl: resourcev3.ClusterType}); err != nil {
-		t.Fatal(err)
-	}
-	want := namesOf(resourcev3.ClusterType, append(slices.Clone(shopSees), shopHidden...))
-	if diff := cmp.Diff(anyNames(t, sotwRecv(t, st).GetResources()), want); diff != "" {
+	s := startShopWorld(ctx, t, nil)
+	resp := xdstest.FirstResponse(ctx, t, dial(t, s.addr), xdstest.SotW, "anyone", resourcev3.ClusterType, nil)
+	want := xdstest.ResourceNames(resourcev3.ClusterType, append(slices.Clone(shopSees), shopHidden...))
+	if diff := cmp.Diff(resp.Names, want); diff != "" {
 		t.Errorf("without identity: Clusters (-got +want):\n%s", diff)
 	}
 	if n := s.Clients().Streams; len(n) != 1 || n[0].Namespace != "" {
@@ -280,19 +222,11 @@ func TestServer_NoIdentitySeesEverything(t *testing.T) {
 func TestServer_NodeCannotChooseAView(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	s := startScopedServer(t, nil)
-	s.Update(topology.NewSnapshot(1, time.Time{}, visibilityWorld(exportTo("shop"))))
-	testkit.Eventually(ctx, t, "the first push", s.Ready)
-	ads := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr))
+	s := startShopWorld(ctx, t, nil)
+	cc := dial(t, s.addr)
 	for _, id := range []string{"fairway.io/view:*", "fairway.io/view:finance"} {
-		st, err := ads.StreamAggregatedResources(asNamespace(ctx, "shop"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: id}, TypeUrl: resourcev3.ClusterType}); err != nil {
-			t.Fatal(err)
-		}
-		if diff := cmp.Diff(anyNames(t, sotwRecv(t, st).GetResources()), namesOf(resourcev3.ClusterType, shopSees)); diff != "" {
+		resp := xdstest.FirstResponse(asNamespace(ctx, "shop"), t, cc, xdstest.SotW, id, resourcev3.ClusterType, nil)
+		if diff := cmp.Diff(resp.Names, xdstest.ResourceNames(resourcev3.ClusterType, shopSees)); diff != "" {
 			t.Errorf("node %q: Clusters (-got +want):\n%s", id, diff)
 		}
 	}
@@ -304,9 +238,7 @@ func TestServer_NodeCannotChooseAView(t *testing.T) {
 func TestServer_ExportChangeMovesAServiceInAndOut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	s := startScopedServer(t, nil)
-	s.Update(topology.NewSnapshot(1, time.Time{}, visibilityWorld(exportTo("shop"))))
-	testkit.Eventually(ctx, t, "the first push", s.Ready)
+	s := startShopWorld(ctx, t, nil)
 	ads := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr))
 	sotw, err := ads.StreamAggregatedResources(asNamespace(ctx, "shop"))
 	if err != nil {
@@ -348,21 +280,21 @@ func TestServer_ExportChangeMovesAServiceInAndOut(t *testing.T) {
 
 	s.Update(topology.NewSnapshot(2, time.Time{}, visibilityWorld(topology.ExportOwn())))
 	resp = sotwRecv(t, sotw)
-	if diff := cmp.Diff(anyNames(t, resp.GetResources()), namesOf(resourcev3.ClusterType, withoutLedger)); diff != "" {
+	if diff := cmp.Diff(xdstest.Names(t, resp.GetResources()), xdstest.ResourceNames(resourcev3.ClusterType, withoutLedger)); diff != "" {
 		t.Errorf("SotW after ledger stopped being exported to shop: Clusters (-got +want):\n%s", diff)
 	}
 	sotwACK(resp)
 	if d := deltaRecv(); !slices.Equal(d.GetRemovedResources(), []string{"ledger.finance:8080"}) || len(d.GetResources()) > 0 {
-		t.Errorf("delta after ledger stopped being exported to shop: removed %v, resources %v; want only ledger removed", d.GetRemovedResources(), anyNames(t, deltaAnys(d)))
+		t.Errorf("delta after ledger stopped being exported to shop: removed %v, resources %v; want only ledger removed", d.GetRemovedResources(), xdstest.Names(t, deltaAnys(d)))
 	}
 
 	s.Update(topology.NewSnapshot(3, time.Time{}, visibilityWorld(exportTo("billing", "shop"))))
 	resp = sotwRecv(t, sotw)
-	if diff := cmp.Diff(anyNames(t, resp.GetResources()), namesOf(resourcev3.ClusterType, shopSees)); diff != "" {
+	if diff := cmp.Diff(xdstest.Names(t, resp.GetResources()), xdstest.ResourceNames(resourcev3.ClusterType, shopSees)); diff != "" {
 		t.Errorf("SotW after ledger is exported to shop again: Clusters (-got +want):\n%s", diff)
 	}
-	if d := deltaRecv(); !slices.Equal(anyNames(t, deltaAnys(d)), []string{"ledger.finance:8080"}) {
-		t.Errorf("delta after ledger is exported to shop again: resources %v, want ledger", anyNames(t, deltaAnys(d)))
+	if d := deltaRecv(); !slices.Equal(xdstest.Names(t, deltaAnys(d)), []string{"ledger.finance:8080"}) {
+		t.Errorf("delta after ledger is exported to shop again: resources %v, want ledger", xdstest.Names(t, deltaAnys(d)))
 	}
 }
 
@@ -373,19 +305,11 @@ func TestServer_NACKAndLogsDoNotLeakHiddenNames(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	var logs lockedBuffer
-	s := startScopedServer(t, &logs)
-	s.Update(topology.NewSnapshot(1, time.Time{}, visibilityWorld(exportTo("shop"))))
-	testkit.Eventually(ctx, t, "the first push", s.Ready)
-	ads := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr))
+	s := startShopWorld(ctx, t, &logs)
+	cc := dial(t, s.addr)
 	var streams []discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesClient
-	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
-		st, err := ads.StreamAggregatedResources(asNamespace(ctx, "shop"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "shop-client"}, TypeUrl: typ}); err != nil {
-			t.Fatal(err)
-		}
+	for _, typ := range xdstest.Types {
+		st := openSotW(asNamespace(ctx, "shop"), t, cc, "shop-client", typ)
 		resp := sotwRecv(t, st)
 		b, _ := proto.Marshal(resp)
 		leakCheck(t, "a response", b)
@@ -395,7 +319,7 @@ func TestServer_NACKAndLogsDoNotLeakHiddenNames(t *testing.T) {
 		}
 		streams = append(streams, st)
 	}
-	testkit.Eventually(ctx, t, "the last NACK counted", func() bool { return metric(t, s.reg, "fairway_xds_nacks_total", "type", "route") == 1 })
+	testkit.Eventually(ctx, t, "the last NACK counted", func() bool { return testkit.MetricValue(t, s.reg, "fairway_xds_nacks_total", "type", "route") == 1 })
 	// The streams keep serving: a change of every resource reaches each.
 	changed := visibilityWorld(exportTo("shop"))
 	for _, svc := range changed {
@@ -412,6 +336,7 @@ func TestServer_NACKAndLogsDoNotLeakHiddenNames(t *testing.T) {
 		s.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 		leakCheck(t, path, rec.Body.Bytes())
 	}
+	testkit.Eventually(ctx, t, "a NACK warn line per type", func() bool { return logs.count("NACK") >= 4 })
 	if n := logs.count("NACK"); n != 4 {
 		t.Errorf("%d NACK log lines, want 4 (one per type)", n)
 	}
@@ -427,17 +352,8 @@ func TestServer_NACKAndLogsDoNotLeakHiddenNames(t *testing.T) {
 func TestServer_DebugShowsIdentityAndNamespaceView(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	s := startScopedServer(t, nil)
-	s.Update(topology.NewSnapshot(1, time.Time{}, visibilityWorld(exportTo("shop"))))
-	testkit.Eventually(ctx, t, "the first push", s.Ready)
-	st, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr)).StreamAggregatedResources(asNamespace(ctx, "shop"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Send(&discoverypb.DiscoveryRequest{Node: &corepb.Node{Id: "shop-client"}, TypeUrl: resourcev3.ClusterType}); err != nil {
-		t.Fatal(err)
-	}
-	sotwRecv(t, st)
+	s := startShopWorld(ctx, t, nil)
+	sotwRecv(t, openSotW(asNamespace(ctx, "shop"), t, dial(t, s.addr), "shop-client", resourcev3.ClusterType))
 	streams := s.Clients().Streams
 	if len(streams) != 1 || streams[0].Namespace != "shop" || streams[0].ServiceAccount != "client" || streams[0].Auth != "test" {
 		t.Errorf("Clients: %+v, want one stream of shop/client (test)", streams)
@@ -454,7 +370,7 @@ func TestServer_DebugShowsIdentityAndNamespaceView(t *testing.T) {
 			got = append(got, r.Name)
 		}
 	}
-	if diff := cmp.Diff(got, namesOf(resourcev3.ListenerType, shopSees)); diff != "" {
+	if diff := cmp.Diff(got, xdstest.ResourceNames(resourcev3.ListenerType, shopSees)); diff != "" {
 		t.Errorf("config_dump?namespace=shop&type=listener (-got +want):\n%s", diff)
 	}
 	all, err := s.ConfigDump("cluster", "")
@@ -482,9 +398,7 @@ func TestServer_DebugShowsIdentityAndNamespaceView(t *testing.T) {
 func TestServer_RequireIdentityRefusesStreamsWithout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	s := startScopedServer(t, nil, xdsserver.WithRequireIdentity(true))
-	s.Update(topology.NewSnapshot(1, time.Time{}, visibilityWorld(exportTo("shop"))))
-	testkit.Eventually(ctx, t, "the first push", s.Ready)
+	s := startShopWorld(ctx, t, nil, xdsserver.WithRequireIdentity(true))
 	ads := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, s.addr))
 	for _, ns := range []string{"", "shop"} {
 		st, err := ads.StreamAggregatedResources(asNamespace(ctx, ns))
@@ -502,7 +416,7 @@ func TestServer_RequireIdentityRefusesStreamsWithout(t *testing.T) {
 			t.Errorf("with identity: Recv: %v", err)
 		}
 	}
-	if got := metric(t, s.reg, "fairway_xds_refused_streams_total", "reason", "no_identity"); got != 1 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_refused_streams_total", "reason", "no_identity"); got != 1 {
 		t.Errorf("refused no_identity = %v, want 1", got)
 	}
 }

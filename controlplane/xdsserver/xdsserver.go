@@ -194,7 +194,8 @@ type Server struct {
 	gatherer prometheus.Gatherer // served on /metrics; nil: none
 	metrics  *metrics
 	limits   limits
-	refusals refusalLog
+	refusals *logLimit[string] // refusals by reason, warned every refusalLogEvery
+	nacks    *nackLog
 	callers  *callerZones
 	caches   map[string]*cachev3.LinearCache // by type URL: the all view's (views.go)
 	views    *views
@@ -218,10 +219,12 @@ type Server struct {
 	// owned by the push goroutine.
 	broken map[topology.ServiceKey]*topology.Service
 
-	// Lock order: mu before streamsMu; neither is held while calling into
-	// the caches or into callers (whose lock is a leaf). go-control-plane
-	// calls the caches (through nackCache, which holds no lock) and the
-	// callbacks from stream goroutines without any of these held.
+	// Lock order: mu before streamsMu before a stream's streamSent lock (a
+	// leaf); neither mu nor streamsMu is held while calling into the
+	// caches, into callers or into nacks (whose locks are leaves).
+	// go-control-plane calls the caches (through nackCache, which holds no
+	// lock) and the callbacks from stream goroutines without any of these
+	// held.
 	mu        sync.Mutex
 	latest    *topology.Snapshot // guarded by mu
 	scheduled bool               // guarded by mu: a push is due for latest
@@ -237,6 +240,9 @@ type Server struct {
 	streamsMu   sync.Mutex
 	streams     map[streamID]*streamState // guarded by streamsMu
 	nodeStreams map[string]int            // guarded by streamsMu: counted streams by node id
+	// sent is streamID → *streamSent, each open stream's (streams' too),
+	// read without streamsMu on every response (debug.go).
+	sent sync.Map
 }
 
 // New creates a Server and starts its push goroutine.
@@ -267,6 +273,8 @@ func New(opts ...Option) *Server {
 		gatherer: gatherer,
 		metrics:  m,
 		limits:   o.limits,
+		refusals: newLogLimit[string](refusalLogEvery),
+		nacks:    newNACKLog(log, o.clock),
 		kick:     make(chan struct{}, 1),
 		streams:  make(map[streamID]*streamState),
 
@@ -458,4 +466,5 @@ func (s *Server) Close() {
 	s.cancel()
 	s.wg.Wait()
 	s.callers.stop()
+	s.nacks.close()
 }

@@ -21,7 +21,6 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
@@ -99,20 +98,6 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 	}
 	t.Cleanup(func() { cc.Close() })
 	return cc
-}
-
-// metric is testkit.MetricValue, except that it gives 0 for a metric
-// without any series yet (a vector before its first use).
-func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	n, err := testutil.GatherAndCount(reg, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n == 0 {
-		return 0
-	}
-	return testkit.MetricValue(t, reg, name, labels...)
 }
 
 // series returns the series of metric name whose label has value (all of
@@ -196,10 +181,10 @@ func TestServer_SotWSubscribesToOneServiceAmongMany(t *testing.T) {
 	if diff := cmp.Diff(got, map[string]*endpointpb.ClusterLoadAssignment{want: translate.LoadAssignment(svcs[17])}, protocmp.Transform()); diff != "" {
 		t.Errorf("response mismatch (-got +want):\n%s", diff)
 	}
-	if g := metric(t, s.reg, "fairway_xds_streams", "type", "endpoint", "protocol", "sotw"); g != 1 {
+	if g := testkit.MetricValue(t, s.reg, "fairway_xds_streams", "type", "endpoint", "protocol", "sotw"); g != 1 {
 		t.Errorf("fairway_xds_streams{endpoint,sotw} = %v, want 1", g)
 	}
-	if g := metric(t, s.reg, "fairway_xds_resources", "type", "listener"); g != 100 {
+	if g := testkit.MetricValue(t, s.reg, "fairway_xds_resources", "type", "listener"); g != 100 {
 		t.Errorf("fairway_xds_resources{listener} = %v, want 100", g)
 	}
 }
@@ -272,10 +257,10 @@ func TestServer_DeltaSendsOnlyTheChangedService(t *testing.T) {
 	if diff := cmp.Diff(recv(), map[string]*endpointpb.ClusterLoadAssignment{"a.default:8080": translate.LoadAssignment(a2)}, protocmp.Transform()); diff != "" {
 		t.Errorf("delta after changing a (-got +want):\n%s", diff)
 	}
-	testkit.Eventually(ctx, t, "push of version 2", func() bool { return metric(t, s.reg, "fairway_xds_snapshot_version") == 2 })
+	testkit.Eventually(ctx, t, "push of version 2", func() bool { return testkit.MetricValue(t, s.reg, "fairway_xds_snapshot_version") == 2 })
 	snap = snap.With(3, time.Now(), []*topology.Service{service("c", "10.0.0.33")}, nil)
 	s.Update(snap)
-	testkit.Eventually(ctx, t, "push of version 3", func() bool { return metric(t, s.reg, "fairway_xds_snapshot_version") == 3 })
+	testkit.Eventually(ctx, t, "push of version 3", func() bool { return testkit.MetricValue(t, s.reg, "fairway_xds_snapshot_version") == 3 })
 	// An equal but newly built a must not be re-sent either.
 	b2 := service("b", "10.0.0.22")
 	snap = snap.With(4, time.Now(), []*topology.Service{service("a", "10.0.0.1", "10.0.0.11"), b2}, nil)
@@ -283,7 +268,7 @@ func TestServer_DeltaSendsOnlyTheChangedService(t *testing.T) {
 	if diff := cmp.Diff(recv(), map[string]*endpointpb.ClusterLoadAssignment{"b.default:8080": translate.LoadAssignment(b2)}, protocmp.Transform()); diff != "" {
 		t.Errorf("delta after changing c and b (-got +want):\n%s", diff)
 	}
-	if g := metric(t, s.reg, "fairway_xds_streams", "type", "endpoint", "protocol", "delta"); g != 1 {
+	if g := testkit.MetricValue(t, s.reg, "fairway_xds_streams", "type", "endpoint", "protocol", "delta"); g != 1 {
 		t.Errorf("fairway_xds_streams{endpoint,delta} = %v, want 1", g)
 	}
 }
@@ -315,7 +300,7 @@ func TestServer_UnknownNameKeepsStreamServing(t *testing.T) {
 		t.Errorf("response after change (-got +want):\n%s", diff)
 	}
 	// Two unknown names, each counted once although requested twice.
-	if got := metric(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "endpoint"); got != 2 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "endpoint"); got != 2 {
 		t.Errorf("fairway_xds_unknown_resource_requests_total{endpoint} = %v, want 2", got)
 	}
 }
@@ -328,8 +313,8 @@ func TestServer_DebounceCoalescesBurstAndBoundsLoneChange(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := xdsserver.New(xdsserver.WithRegisterer(reg), xdsserver.WithDebounce(window), xdsserver.WithClock(clk))
 	defer s.Close()
-	pushes := func() float64 { return metric(t, reg, "fairway_xds_pushes_total") }
-	version := func() float64 { return metric(t, reg, "fairway_xds_snapshot_version") }
+	pushes := func() float64 { return testkit.MetricValue(t, reg, "fairway_xds_pushes_total") }
+	version := func() float64 { return testkit.MetricValue(t, reg, "fairway_xds_snapshot_version") }
 
 	// A burst of 10 updates spread over less than one window: one push,
 	// carrying the last snapshot, once the window after the first has passed.
@@ -397,7 +382,7 @@ func TestServer_AdminEndpoints(t *testing.T) {
 	if got := get("/metrics"); got != http.StatusOK {
 		t.Errorf("/metrics = %d, want 200", got)
 	}
-	if got := metric(t, s.reg, "fairway_xds_snapshot_version"); got != 7 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_snapshot_version"); got != 7 {
 		t.Errorf("fairway_xds_snapshot_version = %v, want 7", got)
 	}
 }
@@ -540,10 +525,10 @@ func TestServer_DeltaPolicyChangeAndRemoval(t *testing.T) {
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("responses to removing b (-got +want):\n%s", diff)
 	}
-	if got := metric(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "endpoint"); got != 1 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_unknown_resource_requests_total", "type", "endpoint"); got != 1 {
 		t.Errorf("fairway_xds_unknown_resource_requests_total{endpoint} = %v, want 1", got)
 	}
-	if got := metric(t, s.reg, "fairway_xds_resources", "type", "listener"); got != 2 {
+	if got := testkit.MetricValue(t, s.reg, "fairway_xds_resources", "type", "listener"); got != 2 {
 		t.Errorf("fairway_xds_resources{listener} = %v, want 2", got)
 	}
 }
