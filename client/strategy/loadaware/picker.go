@@ -76,9 +76,9 @@ func (p *picker) rank(en *entry, now uint32, thr, ref float64) (class uint8, v, 
 	case ref > 0 && lat > slowFactor*ref, fresh && load > thr:
 		return classHot, (est + 1) * en.invW * max(lat/max(ref, 1), 1), 0, fresh
 	case !fresh:
-		return classUnknown, float64(inflight+1) * en.invW, 0, false
+		return classUnknown, float64(inflight+1) * en.invW, float64(e.Picks()) * en.invW, false
 	}
-	return classCold, load, lat, true
+	return classCold, load, float64(e.Picks()) * en.invW, true
 }
 
 // maybeProbe asks, with probability probe_rate each, for a probe of the

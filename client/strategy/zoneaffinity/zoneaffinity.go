@@ -123,7 +123,7 @@ func (builder) Name() string                { return Name }
 func (builder) Position() strategy.Position { return strategy.Wrapper }
 
 func (builder) ParseConfig(raw json.RawMessage) (any, error) {
-	cfg := &Config{SpillMargin: 0.2, LatencyMargin: 0.5, MinLoad: 1, MinHealthyFraction: 0.7, SpillStep: 0.05, MaxSpill: 0.8, CapacityMargin: 0.2, CallerAware: true}
+	cfg := &Config{SpillMargin: 0.2, LatencyMargin: 0.5, MinLoad: 1, MinHealthyFraction: 0.7, SpillStep: 0.05, MaxSpill: 0.8, CapacityMargin: 0.05, CallerAware: true}
 	if err := strategy.DecodeConfig(Name, raw, cfg); err != nil {
 		return nil, err
 	}
