@@ -31,8 +31,10 @@ func init() { strategyChains[LoadAware] = loadAwareChain }
 // the pod's requests in flight when it is sent and reaches the channel's
 // endpoint SimRTT later, through the same ReportORCA as a real probe's
 // trailer. A chain that asks for out-of-band reports (Needs.OOBInterval)
-// gets every pod's report on every channel at that interval, from the
-// start, as streams opened when the channels connect deliver them. Every
+// gets every pod's report on every channel at that interval, each stream
+// (channel, pod) in its own phase drawn from the seed, as streams opened at
+// different moments deliver them (streams opened together would report in
+// step, and every client would learn at once which pods are idle). Every
 // Fairway chain gets the reports; load_aware balances on them, and every
 // latency-measuring chain folds their latency in.
 
@@ -52,8 +54,9 @@ const (
 
 // loadReports is the simulator's share of server-reported load.
 type loadReports struct {
-	report *orcapb.OrcaLoadReport // reused: done functions read it synchronously
-	probes []simProbe             // under way, oldest first
+	report  *orcapb.OrcaLoadReport // reused: done functions read it synchronously
+	probes  []simProbe             // under way, oldest first
+	oobSlot uint64                 // out-of-band slots delivered so far
 }
 
 // prober returns the probe function of the simulator's channels.
@@ -77,31 +80,51 @@ func (s *sim) probeDone() {
 	pr.e.ReportORCA(s.loads.report)
 }
 
+// oobSlots is how many phases the out-of-band streams are spread over: the
+// stream of channel c for pod p reports at the interval, offset by
+// oobPhase(c, p) slots of interval/oobSlots, as streams opened at
+// different moments deliver them.
+const oobSlots = 16
+
 // startOOB schedules the first out-of-band reports when the chain asks for
 // them.
 func (s *sim) startOOB() {
 	if s.chain != nil && s.chain.Needs.OOBInterval > 0 {
-		s.push(event{at: s.chain.Needs.OOBInterval, kind: evOOB})
+		s.push(event{at: s.oobStep(), kind: evOOB})
 	}
 }
 
-// oob delivers every live pod's report to every channel and schedules the
-// next ones.
+// oobStep is the time between two slots of out-of-band reports.
+func (s *sim) oobStep() time.Duration {
+	return max(s.chain.Needs.OOBInterval/oobSlots, time.Microsecond)
+}
+
+// oobPhase is the slot of the stream of channel c for pod p: drawn from the
+// seed, the same for every strategy of a run.
+func (s *sim) oobPhase(c, p int) uint64 {
+	x := s.cfg.Seed ^ uint64(c)<<32 ^ uint64(p)*0x9e3779b97f4a7c15
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x % oobSlots
+}
+
+// oob delivers the reports of the streams in the current slot and schedules
+// the next slot.
 func (s *sim) oob() {
-	type load struct{ rif, lat float64 }
-	loads := make([]load, len(s.pods))
-	for _, p := range s.live {
-		loads[p].rif, loads[p].lat = s.podLoad(p)
-	}
-	for _, ch := range s.chans {
+	slot := s.loads.oobSlot % oobSlots
+	s.loads.oobSlot++
+	for c, ch := range s.chans {
 		for _, e := range ch.fw.pool.Endpoints() {
-			if p, ok := s.epPod[e]; ok && s.pods[p].live {
-				s.loads.orca(loads[p].rif, loads[p].lat)
+			if p, ok := s.epPod[e]; ok && s.pods[p].live && s.oobPhase(c, p) == slot {
+				s.loads.orca(s.podLoad(p))
 				e.ReportORCA(s.loads.report)
 			}
 		}
 	}
-	s.push(event{at: s.now + s.chain.Needs.OOBInterval, kind: evOOB})
+	s.push(event{at: s.now + s.oobStep(), kind: evOOB})
 }
 
 // podLoad is what pod p reports: its requests in flight, and the mean

@@ -57,8 +57,8 @@ func TestSim_LoadAwareAvoidsTheSlowPod(t *testing.T) {
 }
 
 // TestSim_OutOfBandReportsReachEveryChannel: a chain that asks for
-// out-of-band reports gets every live pod's on every channel at its
-// interval.
+// out-of-band reports gets every live pod's on every channel once per
+// interval, each stream in its own phase.
 func TestSim_OutOfBandReportsReachEveryChannel(t *testing.T) {
 	chain, err := strategy.ParseChain([]byte(`[{"load_aware":{"oob_interval":"1s","probe_rate":0}}]`))
 	if err != nil {
@@ -67,31 +67,66 @@ func TestSim_OutOfBandReportsReachEveryChannel(t *testing.T) {
 	start := time.Unix(1_700_000_000, 0)
 	clk := testingclock.NewFakeClock(start)
 	s := &sim{clock: clk, epoch: start, chain: chain, epPod: map[*strategy.Endpoint]int{}, podIndex: map[string]int{}}
-	for i, rif := range []int{4, 0} {
-		s.pods = append(s.pods, &simPod{live: true, inflight: rif, load: loadreport.New(loadreport.WithClock(clk))})
+	for i := range 3 {
+		s.pods = append(s.pods, &simPod{live: true, load: loadreport.New(loadreport.WithClock(clk))})
 		s.podAddrs = append(s.podAddrs, simPodAddr(i))
 		s.podIndex[simPodAddr(i)] = i
 	}
 	s.updateLive()
-	for range 2 {
+	for range 4 {
 		ch := &simChannel{fw: newFairwayChannel(chain, clk, func() uint64 { return 1 }, nil, "", nil)}
 		s.chans = append(s.chans, ch)
 		s.setMembers(ch)
 	}
+	step := time.Second / oobSlots
 	s.startOOB()
-	if len(s.events) != 1 || s.events[0].kind != evOOB || s.events[0].at != time.Second {
-		t.Fatalf("events %+v, want the first out-of-band reports at 1s", s.events)
+	if len(s.events) != 1 || s.events[0].kind != evOOB || s.events[0].at != step {
+		t.Fatalf("events %+v, want the first out-of-band slot at %v", s.events, step)
 	}
-	s.now = time.Second
-	s.oob()
+	// Slot k reports 100+k requests in flight on every pod, so an
+	// endpoint's report tells the slot it came in.
+	reported := map[*strategy.Endpoint]int{}
+	for k := range oobSlots {
+		s.now = time.Duration(k+1) * step
+		for _, p := range s.pods {
+			p.inflight = 100 + k
+		}
+		s.oob()
+		for _, ch := range s.chans {
+			for _, e := range ch.fw.pool.Endpoints() {
+				if rif, stamp, _ := e.ServerLoad(); stamp != 0 && rif == float64(100+k) {
+					reported[e]++
+				}
+			}
+		}
+		if last := s.events[len(s.events)-1]; last.kind != evOOB || last.at != s.now+step {
+			t.Fatalf("next event %+v, want the next slot at %v", last, s.now+step)
+		}
+	}
 	for c, ch := range s.chans {
 		for _, e := range ch.fw.pool.Endpoints() {
-			if rif, stamp, _ := e.ServerLoad(); stamp == 0 || rif != float64(s.pods[s.epPod[e]].inflight) {
-				t.Errorf("channel %d, %s: ServerLoad() = %v (stamp %v), want %d", c, e.Addr, rif, stamp, s.pods[s.epPod[e]].inflight)
+			if reported[e] != 1 {
+				t.Errorf("channel %d, %s: reported in %d slots of one interval, want 1", c, e.Addr, reported[e])
 			}
 		}
 	}
-	if last := s.events[len(s.events)-1]; last.kind != evOOB || last.at != 2*time.Second {
-		t.Errorf("next event %+v, want the next reports at 2s", last)
+}
+
+// TestSim_OutOfBandPhasesSpread: the streams' phases cover the slots
+// about evenly, so the reports do not arrive in step.
+func TestSim_OutOfBandPhasesSpread(t *testing.T) {
+	s := &sim{cfg: Config{Seed: 3}}
+	var count [oobSlots]int
+	const chans, pods = 200, 20
+	for c := range chans {
+		for p := range pods {
+			count[s.oobPhase(c, p)]++
+		}
+	}
+	want := chans * pods / oobSlots
+	for k, n := range count {
+		if n < want*8/10 || n > want*12/10 {
+			t.Errorf("slot %d: %d streams, want %d ± 20%%", k, n, want)
+		}
 	}
 }

@@ -238,3 +238,31 @@ func TestLoadAware_UnderWrappers(t *testing.T) {
 		t.Errorf("failing endpoint got %d of 6000 picks after ejection, want 0", got[eps[0].Addr])
 	}
 }
+
+// TestLoadAware_TiesGoToTheLessPicked: like endpoints without reports tie
+// in their class, and the ties go to the one this client has sent fewer
+// requests per unit of weight, so its requests are spread as evenly as
+// round robin deals them, where random tie-breaking would leave the
+// counts about ±3 standard deviations (±90 here) apart.
+func TestLoadAware_TiesGoToTheLessPicked(t *testing.T) {
+	eps := strategytest.Endpoints(10, nil)
+	s, _ := build(t, `[{"load_aware":{"probe_rate":0}}]`, nil, nil)
+	p := s.Build(strategytest.Set(eps, "", strategytest.Start))
+	got := map[string]int{}
+	for range 10000 {
+		e, err := p.Pick(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Picked() // as the Pool records a pick
+		e.Finish(codes.OK)
+		got[e.Addr]++
+	}
+	lo, hi := 10000, 0
+	for _, e := range eps {
+		lo, hi = min(lo, got[e.Addr]), max(hi, got[e.Addr])
+	}
+	if hi-lo > 10 {
+		t.Errorf("picks per endpoint %d to %d (%v), want within 10 of each other", lo, hi, got)
+	}
+}

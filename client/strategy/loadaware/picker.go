@@ -22,9 +22,10 @@ type picker struct {
 	probeThr uint32 // a 16-bit draw below it probes
 }
 
-// The classes of a sampled candidate, best first (see the package doc).
+// The classes of a sampled candidate, best first (see the package doc),
+// in the two top bits of its rank key.
 const (
-	classCold uint8 = iota
+	classCold uint64 = iota << 62
 	classUnknown
 	classHot
 )
@@ -41,44 +42,59 @@ func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
 	b := (x & (1<<32 - 1) * (n - 1)) >> 32
 	b += (b-a)>>63 ^ 1 // b >= a: b+1
 	ea, eb := &eps[a], &eps[b]
-	now := uint32(p.s.now.Load())
-	thr := math.Float64frombits(p.s.thr.Load())
-	ref := p.s.lat.Ref()
-	ca, va, ta, fa := p.rank(ea, now, thr, ref)
-	cb, vb, tb, fb := p.rank(eb, now, thr, ref)
+	pr := p.s.live.Load()
+	ka, fa := p.rank(ea, pr)
+	kb, fb := p.rank(eb, pr)
 	if p.probe != nil && !(fa && fb) {
 		p.maybeProbe(ea.e, fa, eb.e, fb)
 	}
-	if cb < ca || (cb == ca && (vb < va || (vb == va && tb < ta))) {
-		return eb.e, nil
+	// One comparison of the keys, which the compiler turns into a
+	// conditional move: the winner is a coin toss to a branch predictor.
+	e := ea.e
+	if kb < ka {
+		e = eb.e
 	}
-	return ea.e, nil
+	return e, nil
 }
 
-// rank returns en's class, its value within the class and a tie-breaker
-// (lower is better; two cold candidates whose latencies are not told apart
-// yet go by their estimated RIF), and whether its report is fresh.
-func (p *picker) rank(en *entry, now uint32, thr, ref float64) (class uint8, v, tie float64, fresh bool) {
+// rank returns en's rank key (lower is better) and whether its report is
+// fresh. The key orders by class, then by a value within the class, then
+// by a tie-breaker (this client's picks of en per unit of weight, so that
+// like endpoints share its requests evenly, as round robin deals them):
+// the class in the two top bits, the value and the tie-breaker as
+// float32 bits (non-negative floats order as their bits do) in 31 bits
+// each.
+func (p *picker) rank(en *entry, pr *params) (key uint64, fresh bool) {
 	e := en.e
 	lat := e.LatencyNanos()
 	if lat <= 0 {
-		lat = max(ref, 1)
+		lat = pr.unref
 	}
 	inflight := e.InFlight()
 	rif, stamp, since := e.ServerLoad()
-	fresh = stamp != 0 && strategy.Age(now, stamp) <= p.maxAge && since < p.reuse
+	fresh = stamp != 0 && strategy.Age(pr.now, stamp) <= p.maxAge && since < p.reuse
 	est := float64(inflight)
 	if fresh {
 		est = rif + float64(min(since, uint64(inflight)))
 	}
 	load := est * en.invW
 	switch {
-	case ref > 0 && lat > slowFactor*ref, fresh && load > thr:
-		return classHot, (est + 1) * en.invW * max(lat/max(ref, 1), 1), 0, fresh
+	case lat > pr.slow, fresh && load > pr.thr:
+		return classHot | keyPart(load+en.invW, max(lat*pr.invRef, 1)), fresh
 	case !fresh:
-		return classUnknown, float64(inflight+1) * en.invW, 0, false
+		return classUnknown | keyPart(float64(inflight+1)*en.invW, 1) | tieBits(e, en), false
 	}
-	return classCold, load, lat, true
+	return classCold | keyPart(load, 1) | tieBits(e, en), true
+}
+
+// keyPart is the value v·f of a rank key, in bits 31–61.
+func keyPart(v, f float64) uint64 {
+	return uint64(math.Float32bits(float32(v*f))) >> 1 << 31
+}
+
+// tieBits is the tie-breaker of a rank key, in bits 0–30.
+func tieBits(e *strategy.Endpoint, en *entry) uint64 {
+	return uint64(math.Float32bits(float32(float64(e.Picks())*en.invW))) >> 1
 }
 
 // maybeProbe asks, with probability probe_rate each, for a probe of the

@@ -95,11 +95,12 @@ func checkLoad(t *testing.T, eps []*strategy.Endpoint, got, wantLoad map[string]
 
 // TestZoneAffinity_CallerAwareSpill runs three callers, one per zone, over
 // unequal zones. With capacity_margin 0 (Envoy's zone-aware routing) every
-// endpoint ends up with the same share. With the default margin (0.2) a
-// zone takes up to 1.2× its fair share before it spills: 4/3/3 pods for
-// equal callers stay local, 2/4/4 pods for callers 0.6/0.2/0.2 spill
-// 1 − 1.2·(0.2/0.6) = 0.6 from zone a, leaving its pods 1.2× the load of
-// the others.
+// endpoint ends up with the same share. With the default margin (0.05) a
+// zone takes up to 1.05× its fair share before it spills: 4/3/3 pods for
+// equal callers spill 1 − 1.05·(0.3/(1/3)) = 0.055 from zones b and c to
+// zone a (the one with room), leaving b's and c's pods 1.05× the mean load;
+// 2/4/4 pods for callers 0.6/0.2/0.2 spill 1 − 1.05·(0.2/0.6) = 0.65 from
+// zone a, leaving its pods 1.05× the mean load.
 func TestZoneAffinity_CallerAwareSpill(t *testing.T) {
 	names := []string{"a", "b", "c"}
 	const defaults = `[{"zone_affinity":{}},{"round_robin":{}}]`
@@ -134,8 +135,10 @@ func TestZoneAffinity_CallerAwareSpill(t *testing.T) {
 			counts:    []int{4, 3, 3},
 			callers:   map[string]float64{"a": 1.0 / 3, "b": 1.0 / 3, "c": 1.0 / 3},
 			picks:     []int{30000, 30000, 30000},
-			wantSpill: map[string]float64{"a": 0, "b": 0, "c": 0},
-			wantLoad:  map[string]float64{"a": 10.0 / 12, "b": 10.0 / 9, "c": 10.0 / 9},
+			wantSpill: map[string]float64{"a": 0, "b": 0.055, "c": 0.055},
+			// zone a: (1/3 + 2·(1/3)·0.055)/4 = 0.0925 per endpoint; b and c:
+			// (1/3)·0.945/3 = 0.105.
+			wantLoad: map[string]float64{"a": 0.925, "b": 1.05, "c": 1.05},
 		},
 		{
 			name:      "default margin, 2/4/4 endpoints, callers 0.6/0.2/0.2",
@@ -143,9 +146,9 @@ func TestZoneAffinity_CallerAwareSpill(t *testing.T) {
 			counts:    []int{2, 4, 4},
 			callers:   map[string]float64{"a": 0.6, "b": 0.2, "c": 0.2},
 			picks:     []int{60000, 20000, 20000},
-			wantSpill: map[string]float64{"a": 0.6, "b": 0, "c": 0},
-			// zone a: 0.6·0.4/2 = 0.12 per endpoint; b and c: 0.2/4 + 0.6·0.6/8 = 0.095.
-			wantLoad: map[string]float64{"a": 1.2, "b": 0.95, "c": 0.95},
+			wantSpill: map[string]float64{"a": 0.65, "b": 0, "c": 0},
+			// zone a: 0.6·0.35/2 = 0.105 per endpoint; b and c: 0.2/4 + 0.6·0.65/8 = 0.09875.
+			wantLoad: map[string]float64{"a": 1.05, "b": 0.9875, "c": 0.9875},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
