@@ -97,11 +97,16 @@ func TestChart_MatchesKustomize(t *testing.T) {
 		{"WatchPods", map[string]any{"watchPods": true}, []string{deploy.ComponentWatchPods}},
 		{"NetworkPolicy", map[string]any{"networkPolicy": map[string]any{"enabled": true}}, []string{deploy.ComponentNetworkPolicy}},
 		{"ServiceMonitor", map[string]any{"serviceMonitor": map[string]any{"enabled": true}}, []string{deploy.ComponentServiceMonitor}},
+		{"TLS", map[string]any{"tls": map[string]any{"enabled": true}}, []string{deploy.ComponentTLS}},
+		{"TLSCertManager", map[string]any{"tls": map[string]any{"enabled": true, "certManager": map[string]any{"enabled": true}}},
+			[]string{deploy.ComponentTLS, deploy.ComponentTLSCertManager}},
 		{"All", map[string]any{
 			"watchPods":      true,
 			"networkPolicy":  map[string]any{"enabled": true},
 			"serviceMonitor": map[string]any{"enabled": true},
-		}, []string{deploy.ComponentWatchPods, deploy.ComponentNetworkPolicy, deploy.ComponentServiceMonitor}},
+			"tls":            map[string]any{"enabled": true, "certManager": map[string]any{"enabled": true}},
+		}, []string{deploy.ComponentWatchPods, deploy.ComponentNetworkPolicy, deploy.ComponentServiceMonitor,
+			deploy.ComponentTLS, deploy.ComponentTLSCertManager}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := charts.Render("fairway", deploy.Namespace, tc.values)
@@ -252,7 +257,8 @@ func TestChart_Lint(t *testing.T) {
 	}
 	for _, values := range []map[string]any{
 		nil,
-		{"watchPods": true, "networkPolicy": map[string]any{"enabled": true}, "serviceMonitor": map[string]any{"enabled": true}},
+		{"watchPods": true, "networkPolicy": map[string]any{"enabled": true}, "serviceMonitor": map[string]any{"enabled": true},
+			"tls": map[string]any{"enabled": true, "certManager": map[string]any{"enabled": true}}},
 	} {
 		l := lint.AllWithKubeVersion(charts.Name, values, deploy.Namespace, kv)
 		for _, m := range l.Messages {
@@ -270,6 +276,9 @@ func TestChart_Lint(t *testing.T) {
 		{map[string]any{"watchpods": true}, "watchpods"},
 		{map[string]any{"extraArgs": []any{"controlplane"}}, "extraArgs"},
 		{map[string]any{"auth": "tokens"}, "auth"},
+		{map[string]any{"tls": map[string]any{"enable": true}}, "enable"},
+		{map[string]any{"tls": map[string]any{"enabled": true, "secretName": ""}}, "secretName"},
+		{map[string]any{"tls": map[string]any{"certManager": map[string]any{"enabled": true}}}, "tls/enabled"},
 	} {
 		_, err := charts.Render("fairway", deploy.Namespace, tc.values)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -327,9 +336,9 @@ func TestChart_Package(t *testing.T) {
 
 // The rendered chart applies to a real kube-apiserver (server-side apply,
 // dry run first, so unknown fields fail), and its RBAC grants the
-// ServiceAccount what the control plane needs. The ServiceMonitor is
-// rendered and compared (above) but not applied: the test apiserver has no
-// Prometheus Operator CRDs.
+// ServiceAccount what the control plane needs. The ServiceMonitor and the
+// Certificate are rendered and compared (above) but not applied: the test
+// apiserver has neither the Prometheus Operator's CRDs nor cert-manager's.
 func TestChart_ApplyToAPIServer(t *testing.T) {
 	env := testenv.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -345,8 +354,11 @@ func TestChart_ApplyToAPIServer(t *testing.T) {
 		"watchPods":      true,
 		"networkPolicy":  map[string]any{"enabled": true},
 		"serviceMonitor": map[string]any{"enabled": true},
-		"volumes":        []any{map[string]any{"name": "tls", "secret": map[string]any{"secretName": "fairway-tls"}}},
-		"volumeMounts":   []any{map[string]any{"name": "tls", "mountPath": "/etc/fairway/tls", "readOnly": true}},
+		"tls":            map[string]any{"enabled": true, "secretName": "fairway-tls", "certManager": map[string]any{"enabled": true}},
+		"auth":           "token,mtls",
+		"extraArgs":      []any{"--client-ca-file=/etc/fairway/client-ca/ca.crt"},
+		"volumes":        []any{map[string]any{"name": "client-ca", "configMap": map[string]any{"name": "fairway-client-ca"}}},
+		"volumeMounts":   []any{map[string]any{"name": "client-ca", "mountPath": "/etc/fairway/client-ca", "readOnly": true}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -355,11 +367,11 @@ func TestChart_ApplyToAPIServer(t *testing.T) {
 	var kinds []string
 	for _, o := range objs {
 		kinds = append(kinds, o.GetKind())
-		if o.GetKind() != "ServiceMonitor" {
+		if o.GetKind() != "ServiceMonitor" && o.GetKind() != "Certificate" {
 			core = append(core, o)
 		}
 	}
-	want := []string{"NetworkPolicy", "PodDisruptionBudget", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment", "ServiceMonitor"}
+	want := []string{"NetworkPolicy", "PodDisruptionBudget", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment", "Certificate", "ServiceMonitor"}
 	if diff := cmp.Diff(kinds, want); diff != "" {
 		t.Errorf("kinds in install order (-got +want):\n%s", diff)
 	}
@@ -372,12 +384,29 @@ func TestChart_ApplyToAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := d.Spec.Template.Spec.Containers[0]
-	if diff := cmp.Diff(c.Args, []string{"controlplane", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:9090", "--auth=token", "--watch-pods"}); diff != "" {
+	if diff := cmp.Diff(c.Args, []string{"controlplane", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:9090", "--auth=token,mtls", "--watch-pods",
+		"--tls-cert-file=/etc/fairway/tls/tls.crt", "--tls-key-file=/etc/fairway/tls/tls.key", "--client-ca-file=/etc/fairway/client-ca/ca.crt"}); diff != "" {
 		t.Errorf("applied args (-got +want):\n%s", diff)
 	}
-	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/etc/fairway/tls" ||
-		len(d.Spec.Template.Spec.Volumes) != 1 || d.Spec.Template.Spec.Volumes[0].Secret.SecretName != "fairway-tls" {
-		t.Errorf("applied volumes %+v, mounts %+v; want the tls Secret at /etc/fairway/tls", d.Spec.Template.Spec.Volumes, c.VolumeMounts)
+	// The tls Secret's mount and the values' own, side by side.
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.Name] = m.MountPath
+	}
+	if diff := cmp.Diff(mounts, map[string]string{"fairway-xds-tls": deploy.TLSMountPath, "client-ca": "/etc/fairway/client-ca"}); diff != "" {
+		t.Errorf("applied mounts (-got +want):\n%s", diff)
+	}
+	volumes := map[string]string{}
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		switch {
+		case v.Secret != nil:
+			volumes[v.Name] = "secret/" + v.Secret.SecretName
+		case v.ConfigMap != nil:
+			volumes[v.Name] = "configmap/" + v.ConfigMap.Name
+		}
+	}
+	if diff := cmp.Diff(volumes, map[string]string{"fairway-xds-tls": "secret/fairway-tls", "client-ca": "configmap/fairway-client-ca"}); diff != "" {
+		t.Errorf("applied volumes (-got +want):\n%s", diff)
 	}
 	if got := c.Resources.Limits.Memory(); got.Cmp(resource.MustParse("512Mi")) != 0 {
 		t.Errorf("applied memory limit %v, want 512Mi", got)

@@ -5,8 +5,10 @@
 //
 // The optional component components/watch-pods lets the control plane read
 // Pods and turns on --watch-pods; components/network-policy and
-// components/servicemonitor add a NetworkPolicy and a ServiceMonitor. The Helm
-// chart in charts/fairway renders the same objects.
+// components/servicemonitor add a NetworkPolicy and a ServiceMonitor;
+// components/tls serves xDS over TLS from the Secret TLSSecret, which
+// components/tls-cert-manager has cert-manager issue and renew. The Helm chart
+// in charts/fairway renders the same objects.
 //
 // Render builds the same objects in Go (with kustomize's API, no binary
 // needed), so tests can apply them to a real kube-apiserver
@@ -46,6 +48,23 @@ const ComponentNetworkPolicy = "network-policy"
 // ComponentServiceMonitor names the component that adds a Prometheus
 // Operator ServiceMonitor for the admin port's /metrics.
 const ComponentServiceMonitor = "servicemonitor"
+
+// ComponentTLS names the component that mounts the kubernetes.io/tls Secret
+// TLSSecret at TLSMountPath and serves xDS over TLS with its tls.crt and
+// tls.key (--tls-cert-file, --tls-key-file).
+const ComponentTLS = "tls"
+
+// ComponentTLSCertManager names the component that adds a cert-manager
+// Certificate for the xDS Service's names, issued into TLSSecret by the
+// Issuer fairway-xds-ca. It goes with ComponentTLS.
+const ComponentTLSCertManager = "tls-cert-manager"
+
+const (
+	// TLSSecret is the Secret that ComponentTLS mounts.
+	TLSSecret = "fairway-xds-tls"
+	// TLSMountPath is the folder where ComponentTLS mounts TLSSecret.
+	TLSMountPath = "/etc/fairway/tls"
+)
 
 //go:embed *.yaml components
 var manifests embed.FS

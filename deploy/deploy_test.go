@@ -2,17 +2,30 @@ package deploy_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"math/big"
 	"regexp"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
+	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
@@ -263,6 +276,212 @@ func TestManifests_ApplyAndRBAC(t *testing.T) {
 			t.Errorf("args with watch-pods (-got +want):\n%s", diff)
 		}
 	})
+
+	t.Run("TLSComponent", func(t *testing.T) {
+		overlay, err := deploy.Render(deploy.ComponentWatchPods, deploy.ComponentTLS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certPEM, keyPEM := serverCert(t, xdsServiceNames(t))
+		secret := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1",
+			"kind":       "Secret",
+			"metadata":   map[string]any{"name": deploy.TLSSecret, "namespace": namespace},
+			"type":       string(corev1.SecretTypeTLS),
+			"data": map[string]any{
+				corev1.TLSCertKey:       base64.StdEncoding.EncodeToString(certPEM),
+				corev1.TLSPrivateKeyKey: base64.StdEncoding.EncodeToString(keyPEM),
+			},
+		}}
+		if err := env.Apply(ctx, append([]*unstructured.Unstructured{secret}, overlay...)...); err != nil {
+			t.Fatal(err)
+		}
+		d, err := admin.AppsV1().Deployments(namespace).Get(ctx, "fairway-controlplane", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"controlplane", "--xds-addr=0.0.0.0:18000", "--admin-addr=0.0.0.0:9090", "--auth=token", "--watch-pods",
+			"--tls-cert-file=" + deploy.TLSMountPath + "/tls.crt", "--tls-key-file=" + deploy.TLSMountPath + "/tls.key"}
+		if diff := cmp.Diff(d.Spec.Template.Spec.Containers[0].Args, want); diff != "" {
+			t.Errorf("args with tls (-got +want):\n%s", diff)
+		}
+		checkTLSDeployment(ctx, t, admin, d)
+		// The control plane's ServiceAccount does not read the Secret: the
+		// kubelet mounts it.
+		if _, err := sa.CoreV1().Secrets(namespace).Get(ctx, deploy.TLSSecret, metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+			t.Errorf("ServiceAccount gets the TLS Secret: got %v, want Forbidden", err)
+		}
+	})
+}
+
+// tlsFile resolves a path the container reads to the Secret volume and key
+// that the kubelet puts there.
+func tlsFile(t *testing.T, pod corev1.PodSpec, file string) (secret, key string) {
+	t.Helper()
+	for _, m := range pod.Containers[0].VolumeMounts {
+		rel, ok := strings.CutPrefix(file, m.MountPath+"/")
+		if !ok {
+			continue
+		}
+		for _, v := range pod.Volumes {
+			if v.Name == m.Name && v.Secret != nil {
+				return v.Secret.SecretName, rel
+			}
+		}
+	}
+	t.Fatalf("%s is in no mounted Secret volume (mounts %+v)", file, pod.Containers[0].VolumeMounts)
+	return "", ""
+}
+
+// flagValue returns the value of --name=VALUE in args.
+func flagValue(t *testing.T, args []string, name string) string {
+	t.Helper()
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
+			return v
+		}
+	}
+	t.Fatalf("no --%s in %q", name, args)
+	return ""
+}
+
+// xdsServiceNames returns the names clients dial for deploy/'s xDS Service:
+// NAME.NAMESPACE.svc, and NAME.NAMESPACE.
+func xdsServiceNames(t *testing.T) []string {
+	t.Helper()
+	objs, err := deploy.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetKind() == "Service" && o.GetName() == "fairway-xds" {
+			return []string{o.GetName() + "." + o.GetNamespace() + ".svc", o.GetName() + "." + o.GetNamespace()}
+		}
+	}
+	t.Fatal("deploy/ renders no Service fairway-xds")
+	return nil
+}
+
+// serverCert returns a self-signed certificate for names and its key, PEM-encoded.
+func serverCert(t *testing.T, names []string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: names[0]},
+		DNSNames:     names,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+}
+
+// checkTLSDeployment checks that the Deployment's --tls-cert-file and
+// --tls-key-file are the keys of the Secret TLSSecret, as the kubelet would
+// mount them, and that the Secret in the API holds a certificate and key that
+// pair up and name the xDS Service.
+func checkTLSDeployment(ctx context.Context, t *testing.T, admin kubernetes.Interface, d *appsv1.Deployment) {
+	t.Helper()
+	pod := d.Spec.Template.Spec
+	args := pod.Containers[0].Args
+	certSecret, certKey := tlsFile(t, pod, flagValue(t, args, "tls-cert-file"))
+	keySecret, keyKey := tlsFile(t, pod, flagValue(t, args, "tls-key-file"))
+	if certSecret != deploy.TLSSecret || keySecret != deploy.TLSSecret {
+		t.Errorf("certificate from Secret %s, key from %s; want both from %s", certSecret, keySecret, deploy.TLSSecret)
+	}
+	if certKey != corev1.TLSCertKey || keyKey != corev1.TLSPrivateKeyKey {
+		t.Errorf("certificate at key %s, key at %s; want %s and %s (a kubernetes.io/tls Secret)", certKey, keyKey, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)
+	}
+	for _, m := range pod.Containers[0].VolumeMounts {
+		if m.MountPath == deploy.TLSMountPath && !m.ReadOnly {
+			t.Errorf("mount %s is writable, want readOnly", m.MountPath)
+		}
+	}
+	s, err := admin.CoreV1().Secrets(namespace).Get(ctx, certSecret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(s.Data[certKey], s.Data[keyKey])
+	if err != nil {
+		t.Fatalf("Secret %s: %v", certSecret, err)
+	}
+	for _, name := range xdsServiceNames(t) {
+		if err := pair.Leaf.VerifyHostname(name); err != nil {
+			t.Errorf("Secret %s: %v", certSecret, err)
+		}
+	}
+}
+
+func TestRender_TLSCertManager(t *testing.T) {
+	objs, err := deploy.Render(deploy.ComponentTLS, deploy.ComponentTLSCertManager)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var certs []*unstructured.Unstructured
+	var volumes []any
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Certificate":
+			certs = append(certs, o)
+		case "Deployment":
+			volumes, _, _ = unstructured.NestedSlice(o.Object, "spec", "template", "spec", "volumes")
+		}
+	}
+	if len(certs) != 1 {
+		t.Fatalf("%d Certificates rendered, want 1", len(certs))
+	}
+	c := certs[0]
+	if c.GetAPIVersion() != "cert-manager.io/v1" || c.GetNamespace() != deploy.Namespace {
+		t.Errorf("Certificate %s in %q, want cert-manager.io/v1 in %s", c.GetAPIVersion(), c.GetNamespace(), deploy.Namespace)
+	}
+	secretName, _, _ := unstructured.NestedString(c.Object, "spec", "secretName")
+	mounted := false
+	for _, v := range volumes {
+		if n, _, _ := unstructured.NestedString(v.(map[string]any), "secret", "secretName"); n == secretName {
+			mounted = true
+		}
+	}
+	if secretName != deploy.TLSSecret || !mounted {
+		t.Errorf("Certificate issues Secret %q (mounted: %v), want %s, the Secret the tls component mounts", secretName, mounted, deploy.TLSSecret)
+	}
+	dnsNames, _, _ := unstructured.NestedStringSlice(c.Object, "spec", "dnsNames")
+	for _, name := range xdsServiceNames(t) {
+		if !slices.Contains(dnsNames, name) {
+			t.Errorf("Certificate dnsNames %q lack %s", dnsNames, name)
+		}
+	}
+	usages, _, _ := unstructured.NestedStringSlice(c.Object, "spec", "usages")
+	if !slices.Contains(usages, "server auth") {
+		t.Errorf("Certificate usages %q lack server auth", usages)
+	}
+	issuer, _, _ := unstructured.NestedStringMap(c.Object, "spec", "issuerRef")
+	if diff := cmp.Diff(issuer, map[string]string{"name": "fairway-xds-ca", "kind": "Issuer", "group": "cert-manager.io"}); diff != "" {
+		t.Errorf("issuerRef (-got +want):\n%s", diff)
+	}
+	// Alone, the component only mounts a Secret that someone else creates.
+	alone, err := deploy.Render(deploy.ComponentTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range alone {
+		if o.GetKind() == "Certificate" || o.GetKind() == "Secret" {
+			t.Errorf("the tls component alone renders %s/%s", o.GetKind(), o.GetName())
+		}
+	}
 }
 
 func TestRender_UnknownComponent(t *testing.T) {
