@@ -5,8 +5,10 @@
 // The chart renders the objects of the kustomize base deploy/ (all but the
 // Namespace, which Helm creates), with values for what the kustomize
 // components add: watchPods (components/watch-pods), networkPolicy.enabled
-// (components/network-policy) and serviceMonitor.enabled
-// (components/servicemonitor). Its test holds the two to the same objects.
+// (components/network-policy), serviceMonitor.enabled
+// (components/servicemonitor), tls.enabled (components/tls) and
+// tls.certManager.enabled (components/tls-cert-manager). Its test holds the
+// two to the same objects.
 //
 // Render renders it with the Helm Go library (no binary needed), as
 // "helm template" would; Package writes the chart archive of a release, as

@@ -56,7 +56,7 @@ const ComponentTLS = "tls"
 
 // ComponentTLSCertManager names the component that adds a cert-manager
 // Certificate for the xDS Service's names, issued into TLSSecret by the
-// Issuer fairway-xds-ca. It goes with ComponentTLS.
+// ClusterIssuer fairway-xds-ca. It goes with ComponentTLS.
 const ComponentTLSCertManager = "tls-cert-manager"
 
 const (

@@ -469,7 +469,7 @@ func TestRender_TLSCertManager(t *testing.T) {
 		t.Errorf("Certificate usages %q lack server auth", usages)
 	}
 	issuer, _, _ := unstructured.NestedStringMap(c.Object, "spec", "issuerRef")
-	if diff := cmp.Diff(issuer, map[string]string{"name": "fairway-xds-ca", "kind": "Issuer", "group": "cert-manager.io"}); diff != "" {
+	if diff := cmp.Diff(issuer, map[string]string{"name": "fairway-xds-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}); diff != "" {
 		t.Errorf("issuerRef (-got +want):\n%s", diff)
 	}
 	// Alone, the component only mounts a Secret that someone else creates.
