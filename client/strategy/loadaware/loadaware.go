@@ -121,6 +121,12 @@ const noThreshold float64 = -1
 // Below it, differences are noise between like endpoints.
 const slowFactor = 1.5
 
+// failingAge is how many times max_age a report saying the endpoint fails
+// (strategy.FailingShare) counts, however many requests were sent since:
+// errors last longer than a queue, and a client that stops sending to a
+// failing endpoint would otherwise forget it within max_age.
+const failingAge = 20
+
 func init() { strategy.Register(builder{}) }
 
 type builder struct{}
@@ -262,6 +268,7 @@ func (s *loadAware) Build(set strategy.Set) strategy.Picker {
 		s:        s,
 		eps:      make([]entry, n),
 		maxAge:   time.Duration(s.cfg.MaxAge).Milliseconds(),
+		failAge:  failingAge * time.Duration(s.cfg.MaxAge).Milliseconds(),
 		reuse:    uint64(s.cfg.Reuse),
 		probe:    s.probe,
 		probeThr: uint32(min(s.cfg.ProbeRate*(1<<16), 1<<16-1)),
