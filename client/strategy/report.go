@@ -120,34 +120,37 @@ const reportFailing = 1 << 31
 // 2^16).
 func (e *Endpoint) ServerLoad() (rif float64, stamp uint32, since uint64) {
 	r := e.ServerReport()
-	return r.RIF, r.Stamp, r.Since
+	return r.RIF(), r.Stamp(), r.Since()
 }
 
 // Report is what a pick reads of an endpoint: its own counts and the last
-// server-reported load.
-type Report struct {
-	InFlight int64   // requests picked and not yet finished
-	Picks    uint64  // requests picked in total (wraps at 2^40)
-	RIF      float64 // the last reported RIF
-	Stamp    uint32  // its arrival (0: no report yet)
-	Since    uint64  // requests this client sent the endpoint since it arrived (mod 2^16)
-	Failing  bool    // the report said the server fails more than FailingShare
-}
+// server-reported load, as two words read once (a struct of two fields,
+// which the compiler keeps in registers).
+type Report struct{ load, report uint64 }
 
 // ServerReport returns the endpoint's counts and its last report. Called on
 // the pick path: two atomic loads of the endpoint's own cache line.
-func (e *Endpoint) ServerReport() Report {
-	l, r := e.load.Load(), e.report.Load()
-	picks := l >> inflightBits
-	return Report{
-		InFlight: int64(l & inflightMask),
-		Picks:    picks,
-		RIF:      float64(r>>16&0x7fff) / 16,
-		Stamp:    uint32(r >> 32),
-		Since:    (picks - r) & 0xffff,
-		Failing:  r&reportFailing != 0,
-	}
-}
+func (e *Endpoint) ServerReport() Report { return Report{e.load.Load(), e.report.Load()} }
+
+// InFlight returns the requests picked and not yet finished.
+func (r Report) InFlight() int64 { return int64(r.load & inflightMask) }
+
+// Picks returns the requests picked in total (wraps at 2^40).
+func (r Report) Picks() uint64 { return r.load >> inflightBits }
+
+// RIF returns the last reported RIF.
+func (r Report) RIF() float64 { return float64(r.report>>16&0x7fff) * (1.0 / 16) }
+
+// Stamp returns the last report's arrival (0: no report yet).
+func (r Report) Stamp() uint32 { return uint32(r.report >> 32) }
+
+// Since returns how many requests this client has sent the endpoint since
+// the last report arrived (mod 2^16).
+func (r Report) Since() uint64 { return (r.Picks() - r.report) & 0xffff }
+
+// Failing reports whether the last report said the server fails more than
+// FailingShare of its requests.
+func (r Report) Failing() bool { return r.report&reportFailing != 0 }
 
 // ProbeWanted reports whether probes of e are worth sending: false for a
 // while after one came back without a load report (see ProbeUnanswered).

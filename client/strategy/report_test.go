@@ -92,8 +92,8 @@ func TestEndpoint_ReportSaysFailing(t *testing.T) {
 		want     bool
 	}{{100, 50, true}, {100, 5, false}, {0, 0, false}, {10, 2, true}} {
 		e.ReportORCA(&orcapb.OrcaLoadReport{NamedMetrics: map[string]float64{wire.RIFMetric: 1}, RpsFractional: tc.rps, Eps: tc.eps})
-		if r := e.ServerReport(); r.Failing != tc.want || r.RIF != 1 {
-			t.Errorf("rps %v, eps %v: ServerReport() = %+v, want Failing %v, RIF 1", tc.rps, tc.eps, r, tc.want)
+		if r := e.ServerReport(); r.Failing() != tc.want || r.RIF() != 1 {
+			t.Errorf("rps %v, eps %v: Failing() = %v, RIF() = %v; want %v, 1", tc.rps, tc.eps, r.Failing(), r.RIF(), tc.want)
 		}
 	}
 }

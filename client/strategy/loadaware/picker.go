@@ -73,22 +73,22 @@ func (p *picker) rank(en *entry, pr *params) (key uint64, fresh bool) {
 		lat = pr.unref
 	}
 	r := e.ServerReport()
-	age := strategy.Age(pr.now, r.Stamp)
-	fresh = r.Stamp != 0 && age <= p.maxAge && r.Since < p.reuse
-	est := float64(r.InFlight)
+	age := strategy.Age(pr.now, r.Stamp())
+	fresh = r.Stamp() != 0 && age <= p.maxAge && r.Since() < p.reuse
+	est := float64(r.InFlight())
 	if fresh {
-		est = r.RIF + float64(min(r.Since, uint64(r.InFlight)))
+		est = r.RIF() + float64(min(r.Since(), uint64(r.InFlight())))
 	}
 	load := est * en.invW
 	switch {
-	case r.Failing && age <= p.failAge:
-		return classFailing | keyPart(float64(r.InFlight+1)*en.invW, 1) | tieBits(r.Picks, en), true
+	case r.Failing() && age <= p.failAge:
+		return classFailing | keyPart(float64(r.InFlight()+1)*en.invW, 1) | tieBits(r.Picks(), en), true
 	case lat > pr.slow, fresh && load > pr.thr:
 		return classHot | keyPart(load+en.invW, max(lat*pr.invRef, 1)), fresh
 	case !fresh:
-		return classUnknown | keyPart(float64(r.InFlight+1)*en.invW, 1) | tieBits(r.Picks, en), false
+		return classUnknown | keyPart(float64(r.InFlight()+1)*en.invW, 1) | tieBits(r.Picks(), en), false
 	}
-	return classCold | keyPart(load, 1) | tieBits(r.Picks, en), true
+	return classCold | keyPart(load, 1) | tieBits(r.Picks(), en), true
 }
 
 // keyPart is the value v·f of a rank key, in bits 31–61.
