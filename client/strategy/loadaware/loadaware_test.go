@@ -267,11 +267,12 @@ func TestLoadAware_TiesGoToTheLessPicked(t *testing.T) {
 	}
 }
 
-// TestLoadAware_FailingEndpointRankedLast: an endpoint whose report says it
-// fails (eps over rps above strategy.FailingShare) gets nothing however
-// idle it reports itself, also after max_age and reuse have made its
-// report stale, until 20 × max_age have passed.
-func TestLoadAware_FailingEndpointRankedLast(t *testing.T) {
+// TestLoadAware_FailingEndpointRankedHot: an endpoint whose report says it
+// fails (eps over rps above strategy.FailingShare) gets nothing against
+// peers with little load, however idle it reports itself, also after
+// max_age and reuse have made its report stale, until 20 × max_age have
+// passed.
+func TestLoadAware_FailingEndpointRankedHot(t *testing.T) {
 	clk := testingclock.NewFakeClock(strategytest.Start)
 	eps := strategytest.Endpoints(10, nil)
 	report(eps[1:], clk.Now(), func(int) float64 { return 3 })

@@ -29,7 +29,6 @@ const (
 	classCold uint64 = iota << 62
 	classUnknown
 	classHot
-	classFailing
 )
 
 func (p *picker) Pick(context.Context) (*strategy.Endpoint, error) {
@@ -82,7 +81,7 @@ func (p *picker) rank(en *entry, pr *params) (key uint64, fresh bool) {
 	load := est * en.invW
 	switch {
 	case r.Failing() && age <= p.failAge:
-		return classFailing | keyPart(float64(r.InFlight()+1)*en.invW, 1) | tieBits(r.Picks(), en), true
+		return classHot | keyPart(float64(r.InFlight()+1)*en.invW, failingFactor), true
 	case lat > pr.slow, fresh && load > pr.thr:
 		return classHot | keyPart(load+en.invW, max(lat*pr.invRef, 1)), fresh
 	case !fresh:
