@@ -41,8 +41,8 @@ func init() { strategyChains[LoadAware] = loadAwareChain }
 // simProbe is a probe under way: all take SimRTT, so they arrive in the
 // order they were sent.
 type simProbe struct {
-	e        *strategy.Endpoint
-	rif, lat float64
+	e    *strategy.Endpoint
+	load podReport
 }
 
 // evProbe is a probe's arrival at its channel: the oldest probe under way;
@@ -66,8 +66,7 @@ func (s *sim) prober() func(*strategy.Endpoint) {
 		if !ok || !s.pods[p].live {
 			return
 		}
-		rif, lat := s.podLoad(p)
-		s.loads.probes = append(s.loads.probes, simProbe{e: e, rif: rif, lat: lat})
+		s.loads.probes = append(s.loads.probes, simProbe{e: e, load: s.podLoad(p)})
 		s.push(event{at: s.now + SimRTT, kind: evProbe})
 	}
 }
@@ -76,7 +75,7 @@ func (s *sim) prober() func(*strategy.Endpoint) {
 func (s *sim) probeDone() {
 	pr := s.loads.probes[0]
 	s.loads.probes = s.loads.probes[1:]
-	s.loads.orca(pr.rif, pr.lat)
+	s.loads.orca(pr.load)
 	pr.e.ReportORCA(s.loads.report)
 }
 
@@ -127,23 +126,31 @@ func (s *sim) oob() {
 	s.push(event{at: s.now + s.oobStep(), kind: evOOB})
 }
 
-// podLoad is what pod p reports: its requests in flight, and the mean
-// latency of its recent calls in milliseconds (0: none), as its
-// loadreport.Reporter counts them.
-func (s *sim) podLoad(p int) (rif, latMS float64) {
-	sp := s.pods[p]
-	return float64(sp.inflight), float64(sp.load.Load().Latency) / float64(time.Millisecond)
+// podReport is what a pod reports of its load.
+type podReport struct {
+	rif, latMS float64 // requests in flight; mean latency in ms (0: none)
+	rps, eps   float64 // requests and errors per second
 }
 
-// orca fills the reused load report with rif and latMS (left out when 0).
-func (l *loadReports) orca(rif, latMS float64) {
+// podLoad is what pod p reports: its requests in flight, the mean latency
+// of its recent calls, its requests and errors per second, as its
+// loadreport.Reporter counts them.
+func (s *sim) podLoad(p int) podReport {
+	sp := s.pods[p]
+	l := sp.load.Load()
+	return podReport{rif: float64(sp.inflight), latMS: float64(l.Latency) / float64(time.Millisecond), rps: l.QPS, eps: l.EPS}
+}
+
+// orca fills the reused load report with pr (latency left out when 0).
+func (l *loadReports) orca(pr podReport) {
 	if l.report == nil {
 		l.report = &orcapb.OrcaLoadReport{NamedMetrics: map[string]float64{}}
 	}
-	l.report.NamedMetrics[wire.RIFMetric] = rif
+	l.report.NamedMetrics[wire.RIFMetric] = pr.rif
+	l.report.RpsFractional, l.report.Eps = pr.rps, pr.eps
 	delete(l.report.NamedMetrics, wire.LatencyMetric)
-	if latMS > 0 {
-		l.report.NamedMetrics[wire.LatencyMetric] = latMS
+	if pr.latMS > 0 {
+		l.report.NamedMetrics[wire.LatencyMetric] = pr.latMS
 	}
 }
 

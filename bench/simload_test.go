@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/fairway-lb/fairway/client/strategy"
@@ -47,6 +49,34 @@ func TestSim_ProbesAndTrailersCarryThePodsLoad(t *testing.T) {
 	s.reportDone(&simReq{pod: 0, onDone: e.FinishDone}, nil, false)
 	if rif, _, _ := e.ServerLoad(); rif != 7 {
 		t.Errorf("after a request the pod did not answer: ServerLoad() = %v, want 7 still", rif)
+	}
+}
+
+// TestSim_FailingPodsReportSaysSo: a pod whose requests fail reports its
+// errors per second, and its report marks the endpoint failing.
+func TestSim_FailingPodsReportSaysSo(t *testing.T) {
+	start := time.Unix(1_700_000_000, 0)
+	clk := testingclock.NewFakeClock(start)
+	s := &sim{clock: clk, epoch: start, epPod: map[*strategy.Endpoint]int{}}
+	s.pods = []*simPod{{live: true, load: loadreport.New(loadreport.WithClock(clk))}}
+	pool := strategy.NewPool(strategy.BuildOptions{Clock: clk})
+	added, _ := pool.Update([]strategy.Member{{Addr: simPodAddr(0)}}, "", nil)
+	e := added[0]
+	for i := range 10 {
+		var err error
+		if i%2 == 0 {
+			err = status.Error(codes.Unavailable, "failing")
+		}
+		s.pods[0].load.End(s.pods[0].load.Begin(), err)
+	}
+	clk.Step(100 * time.Millisecond)
+	e.Picked()
+	s.reportDone(&simReq{pod: 0, onDone: e.FinishDone}, nil, true)
+	if s.loads.report.Eps <= 0 || s.loads.report.RpsFractional <= s.loads.report.Eps {
+		t.Errorf("report rps %v, eps %v; want eps > 0, about half of rps", s.loads.report.RpsFractional, s.loads.report.Eps)
+	}
+	if !e.ServerReport().Failing() {
+		t.Error("the failing pod's report did not mark its endpoint failing")
 	}
 }
 

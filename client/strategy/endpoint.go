@@ -35,8 +35,8 @@ type Endpoint struct {
 	SubConn balancer.SubConn
 	Done    func(balancer.DoneInfo)
 	// report is the last server-reported load (report.go): arrival Stamp
-	// (high 32 bits; 0 = none), RIF × 16 (16 bits) and the low 16 bits of
-	// Picks when it arrived.
+	// (high 32 bits; 0 = none), the failing bit, RIF × 16 (15 bits) and
+	// the low 16 bits of Picks when it arrived.
 	report atomic.Uint64
 
 	// load packs picks (high 40 bits) and in-flight requests (low 24 bits)

@@ -78,3 +78,22 @@ func TestEndpoint_ProbesPauseAfterAnUnansweredOne(t *testing.T) {
 		t.Error("ProbeWanted() = false 30 s after an unanswered probe")
 	}
 }
+
+// TestEndpoint_ReportSaysFailing: a report whose eps is more than
+// FailingShare of its rps marks the endpoint failing; the next one that is
+// not clears it.
+func TestEndpoint_ReportSaysFailing(t *testing.T) {
+	clk := testingclock.NewFakeClock(strategytest.Start)
+	p := newPool(t, `[{"round_robin":{}}]`, clk)
+	added, _ := p.Update([]strategy.Member{{Addr: "10.0.0.1:80"}}, "", nil)
+	e := added[0]
+	for _, tc := range []struct {
+		rps, eps float64
+		want     bool
+	}{{100, 50, true}, {100, 5, false}, {0, 0, false}, {10, 2, true}} {
+		e.ReportORCA(&orcapb.OrcaLoadReport{NamedMetrics: map[string]float64{wire.RIFMetric: 1}, RpsFractional: tc.rps, Eps: tc.eps})
+		if r := e.ServerReport(); r.Failing() != tc.want || r.RIF() != 1 {
+			t.Errorf("rps %v, eps %v: Failing() = %v, RIF() = %v; want %v, 1", tc.rps, tc.eps, r.Failing(), r.RIF(), tc.want)
+		}
+	}
+}

@@ -26,7 +26,15 @@
 //     say, which is how a slow endpoint or one whose requests fail (the
 //     failure penalty) is kept out however idle it reports itself — by
 //     estimated RIF (+ 1) per unit of weight times the latency over the
-//     reference (at least 1).
+//     reference (at least 1); or failing: the last report, fresh or
+//     not, younger than 20 × max_age says the endpoint fails more than
+//     strategy.FailingShare of its requests (ORCA eps over
+//     rps_fractional) — by this client's requests in flight (+ 1) per
+//     unit of weight times 8. A pod that fails its requests at once has
+//     nothing queued and reports itself idle; its error rate is what tells
+//     it apart, and it lasts longer than a queue. Among the hot ones, it
+//     still takes requests when its peers' queues grow 8 times longer, so
+//     that its zone's other pods are not overloaded.
 //
 // Latency below 1.5× the reference is noise between like endpoints and is
 // left out. Ties within the cold and unknown classes go to the endpoint
@@ -51,8 +59,9 @@
 //
 // A pick is one 32-bit random draw (a second one only when a probe may be
 // due), one load of what the last Tick computed (clock, threshold,
-// reference latency) and loads from the two candidates' cache lines, each
-// ranked into one integer key; no lock, no allocation and no clock read: freshness is judged against the
+// reference latency) and three loads from each of the two candidates'
+// cache lines (latency estimate, counts, report), each ranked into one
+// integer key; no lock, no allocation and no clock read: freshness is judged against the
 // strategy's coarse clock, advanced by Tick (so ages are counted in ticks,
 // 100 ms by default).
 package loadaware
@@ -120,6 +129,20 @@ const noThreshold float64 = -1
 // endpoint slow (ranked with the hot ones).
 // Below it, differences are noise between like endpoints.
 const slowFactor = 1.5
+
+// failingAge is how many times max_age a report saying the endpoint fails
+// (strategy.FailingShare) counts, however many requests were sent since:
+// errors last longer than a queue, and a client that stops sending to a
+// failing endpoint would otherwise forget it within max_age.
+const failingAge = 20
+
+// failingFactor is how many times its own requests in flight (+ 1) per
+// unit of weight a failing endpoint is ranked at, among the hot ones: it
+// is passed over for any candidate but one whose estimate is that many
+// times higher, so that when a zone's other pods fill up (or zone
+// affinity keeps callers in the failing pod's zone) the failing pod takes
+// some load again rather than let the queues grow without bound.
+const failingFactor = 8
 
 func init() { strategy.Register(builder{}) }
 
@@ -262,6 +285,7 @@ func (s *loadAware) Build(set strategy.Set) strategy.Picker {
 		s:        s,
 		eps:      make([]entry, n),
 		maxAge:   time.Duration(s.cfg.MaxAge).Milliseconds(),
+		failAge:  failingAge * time.Duration(s.cfg.MaxAge).Milliseconds(),
 		reuse:    uint64(s.cfg.Reuse),
 		probe:    s.probe,
 		probeThr: uint32(min(s.cfg.ProbeRate*(1<<16), 1<<16-1)),

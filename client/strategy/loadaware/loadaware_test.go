@@ -266,3 +266,31 @@ func TestLoadAware_TiesGoToTheLessPicked(t *testing.T) {
 		t.Errorf("picks per endpoint %d to %d (%v), want within 10 of each other", lo, hi, got)
 	}
 }
+
+// TestLoadAware_FailingEndpointRankedHot: an endpoint whose report says it
+// fails (eps over rps above strategy.FailingShare) gets nothing against
+// peers with little load, however idle it reports itself, also after
+// max_age and reuse have made its report stale, until 20 × max_age have
+// passed.
+func TestLoadAware_FailingEndpointRankedHot(t *testing.T) {
+	clk := testingclock.NewFakeClock(strategytest.Start)
+	eps := strategytest.Endpoints(10, nil)
+	report(eps[1:], clk.Now(), func(int) float64 { return 3 })
+	eps[0].ReportFailingAt(0, strategy.Stamp(clk.Now()))
+	s, _ := build(t, `[{"load_aware":{}}]`, clk, nil)
+	for _, tc := range []struct {
+		after time.Duration
+		want  func(n int) bool
+	}{
+		{0, func(n int) bool { return n == 0 }},
+		{time.Second, func(n int) bool { return n == 0 }},
+		{3 * time.Second, func(n int) bool { return n > 500 }},
+	} {
+		set := strategytest.Set(eps, "", strategytest.Start.Add(tc.after))
+		s.Tick(set)
+		got := strategytest.Count(t, context.Background(), s.Build(set), 10000)
+		if n := got[eps[0].Addr]; !tc.want(n) {
+			t.Errorf("%v after its report: the failing endpoint got %d of 10000 picks", tc.after, n)
+		}
+	}
+}

@@ -17,6 +17,7 @@ type picker struct {
 	s        *loadAware // the clock, threshold and reference latency, live
 	eps      []entry
 	maxAge   int64  // ms
+	failAge  int64  // ms a failing report counts (failingAge × maxAge)
 	reuse    uint64 // requests per report
 	probe    func(*strategy.Endpoint)
 	probeThr uint32 // a 16-bit draw below it probes
@@ -70,21 +71,23 @@ func (p *picker) rank(en *entry, pr *params) (key uint64, fresh bool) {
 	if lat <= 0 {
 		lat = pr.unref
 	}
-	inflight := e.InFlight()
-	rif, stamp, since := e.ServerLoad()
-	fresh = stamp != 0 && strategy.Age(pr.now, stamp) <= p.maxAge && since < p.reuse
-	est := float64(inflight)
+	r := e.ServerReport()
+	age := strategy.Age(pr.now, r.Stamp())
+	fresh = r.Stamp() != 0 && age <= p.maxAge && r.Since() < p.reuse
+	est := float64(r.InFlight())
 	if fresh {
-		est = rif + float64(min(since, uint64(inflight)))
+		est = r.RIF() + float64(min(r.Since(), uint64(r.InFlight())))
 	}
 	load := est * en.invW
 	switch {
+	case r.Failing() && age <= p.failAge:
+		return classHot | keyPart(float64(r.InFlight()+1)*en.invW, failingFactor), true
 	case lat > pr.slow, fresh && load > pr.thr:
 		return classHot | keyPart(load+en.invW, max(lat*pr.invRef, 1)), fresh
 	case !fresh:
-		return classUnknown | keyPart(float64(inflight+1)*en.invW, 1) | tieBits(e, en), false
+		return classUnknown | keyPart(float64(r.InFlight()+1)*en.invW, 1) | tieBits(r.Picks(), en), false
 	}
-	return classCold | keyPart(load, 1) | tieBits(e, en), true
+	return classCold | keyPart(load, 1) | tieBits(r.Picks(), en), true
 }
 
 // keyPart is the value v·f of a rank key, in bits 31–61.
@@ -93,8 +96,8 @@ func keyPart(v, f float64) uint64 {
 }
 
 // tieBits is the tie-breaker of a rank key, in bits 0–30.
-func tieBits(e *strategy.Endpoint, en *entry) uint64 {
-	return uint64(math.Float32bits(float32(float64(e.Picks())*en.invW))) >> 1
+func tieBits(picks uint64, en *entry) uint64 {
+	return uint64(math.Float32bits(float32(float64(picks)*en.invW))) >> 1
 }
 
 // maybeProbe asks, with probability probe_rate each, for a probe of the
