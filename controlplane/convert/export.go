@@ -71,16 +71,18 @@ func ParseDefaultExportTo(v string) (topology.Export, error) {
 func (c *converter) export() topology.Export {
 	def := c.opts.DefaultExport
 	var p parser
+	defer func() {
+		for _, pr := range p.problems {
+			c.report(serviceObject(c.svc), pr.Reason, "%s", pr.Message)
+		}
+	}()
 	v, ok := p.get(c.svc.Annotations, AnnotationExportTo)
-	for _, pr := range p.problems {
-		c.report(serviceObject(c.svc), pr.Reason, "%s", pr.Message)
-	}
 	if !ok {
 		return def
 	}
 	e, err := ParseExportTo(v)
 	if err != nil {
-		c.report(serviceObject(c.svc), ReasonInvalidAnnotation, "annotation %s: invalid value %q (%v); using default %s", AnnotationExportTo, v, err, def)
+		p.invalid(AnnotationExportTo, v, err.Error(), def.String())
 		return def
 	}
 	e.Namespaces = slices.DeleteFunc(e.Namespaces, func(ns string) bool { return ns == c.svc.Namespace })
