@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 
+	"github.com/fairway-lb/fairway/internal/loglimit"
 	"github.com/fairway-lb/fairway/internal/promreg"
 )
 
@@ -112,7 +113,14 @@ type Authenticator struct {
 	reg         prometheus.Registerer
 	metrics     metrics
 	tokens      *tokenCache
+	refusals    *loglimit.Limit[string] // a Warn per denial reason each refusalLogEvery
 }
+
+// refusalLogEvery is how often a refused stream of each reason is logged at
+// warn level (a misconfigured client fleet shows up in the log); the others
+// in between log at debug level, and all count in
+// fairway_xds_auth_denials_total.
+const refusalLogEvery = 10 * time.Second
 
 type metrics struct {
 	streams *prometheus.CounterVec // {method, result}
@@ -148,6 +156,7 @@ func New(mode Mode, opts ...Option) (*Authenticator, error) {
 		return nil, err
 	}
 	a.tokens = &tokenCache{a: a, m: map[[sha256.Size]byte]*verdict{}}
+	a.refusals = loglimit.New[string](refusalLogEvery)
 	return a, nil
 }
 

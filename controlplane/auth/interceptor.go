@@ -111,8 +111,14 @@ func (a *Authenticator) authenticateToken(ctx context.Context, token string) (cr
 func (a *Authenticator) deny(ctx context.Context, method string, d *denial) error {
 	a.metrics.streams.WithLabelValues(method, "denied").Inc()
 	a.metrics.denials.WithLabelValues(d.reason).Inc()
+	attrs := []any{"reason", d.reason, "error", d.Error()}
 	if p, ok := peer.FromContext(ctx); ok {
-		a.log.Debug("xDS stream refused", "peer", p.Addr.String(), "reason", d.reason)
+		attrs = append(attrs, "peer", p.Addr.String())
+	}
+	if skipped, ok := a.refusals.Allow(d.reason, a.clock.Now()); ok {
+		a.log.Warn("xDS stream refused: its credentials were not accepted", append(attrs, "refused_since_last_warn", skipped)...)
+	} else {
+		a.log.Debug("xDS stream refused", attrs...)
 	}
 	return status.Error(codes.Unauthenticated, d.Error())
 }

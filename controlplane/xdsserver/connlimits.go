@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"k8s.io/utils/clock"
 
+	"github.com/fairway-lb/fairway/internal/loglimit"
 	"github.com/fairway-lb/fairway/wire"
 )
 
@@ -123,12 +124,12 @@ type responseSizes struct {
 	large       *prometheus.CounterVec   // {type, protocol, limit}
 	log         *slog.Logger
 	clock       clock.PassiveClock
-	lines       *logLimit[slog.Level] // a line per level each sizeLogInterval
+	lines       *loglimit.Limit[slog.Level] // a line per level each sizeLogInterval
 }
 
 func newResponseSizes(l limits, m *metrics, log *slog.Logger, c clock.PassiveClock) *responseSizes {
 	return &responseSizes{warnAt: l.sizeWarning, max: l.maxSendMsgSize, bytes: m.responseBytes, large: m.largeResponses,
-		log: log, clock: c, lines: newLogLimit[slog.Level](sizeLogInterval)}
+		log: log, clock: c, lines: loglimit.New[slog.Level](sizeLogInterval)}
 }
 
 // callbacks sets the response callbacks of cb; each also calls sent (the
@@ -161,7 +162,7 @@ func (r *responseSizes) observe(protocol string, stream int64, typeURL, version 
 		return
 	}
 	r.large.WithLabelValues(t, protocol, limit).Inc()
-	skipped, ok := r.lines.allow(level, r.clock.Now())
+	skipped, ok := r.lines.Allow(level, r.clock.Now())
 	if !ok {
 		return
 	}

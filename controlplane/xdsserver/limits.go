@@ -133,7 +133,7 @@ func errNamesPerStream(names, limit int) error {
 func (s *Server) refused(sid streamID, nodeID, reason string, err error) {
 	s.metrics.refused.WithLabelValues(reason).Inc()
 	attrs := []any{"node", nodeID, "stream", sid.id, "protocol", sid.protocol, "reason", reason, "error", err}
-	if skipped, ok := s.refusals.allow(reason, s.clock.Now()); ok {
+	if skipped, ok := s.refusals.Allow(reason, s.clock.Now()); ok {
 		attrs = append(attrs, "not_warned_since_last", skipped)
 		s.log.Warn(fmt.Sprintf("refused an xDS stream (further refusals for %s within %v log at debug level)", reason, refusalLogEvery), attrs...)
 		return

@@ -120,6 +120,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/fairway-lb/fairway/controlplane/topology"
+	"github.com/fairway-lb/fairway/internal/loglimit"
 )
 
 // DefaultDebounce is the default debounce window.
@@ -194,7 +195,7 @@ type Server struct {
 	gatherer prometheus.Gatherer // served on /metrics; nil: none
 	metrics  *metrics
 	limits   limits
-	refusals *logLimit[string] // refusals by reason, warned every refusalLogEvery
+	refusals *loglimit.Limit[string] // refusals by reason, warned every refusalLogEvery
 	nacks    *nackLog
 	callers  *callerZones
 	caches   map[string]*cachev3.LinearCache // by type URL: the all view's (views.go)
@@ -273,7 +274,7 @@ func New(opts ...Option) *Server {
 		gatherer: gatherer,
 		metrics:  m,
 		limits:   o.limits,
-		refusals: newLogLimit[string](refusalLogEvery),
+		refusals: loglimit.New[string](refusalLogEvery),
 		nacks:    newNACKLog(log, o.clock),
 		kick:     make(chan struct{}, 1),
 		streams:  make(map[streamID]*streamState),

@@ -1,12 +1,14 @@
-package xdsserver
+package loglimit_test
 
 import (
 	"testing"
 	"time"
+
+	"github.com/fairway-lb/fairway/internal/loglimit"
 )
 
 func TestLogLimit_OnePerKeyEachInterval(t *testing.T) {
-	l := newLogLimit[string](10 * time.Second)
+	l := loglimit.New[string](10 * time.Second)
 	t0 := time.Unix(1000, 0)
 	type step struct {
 		key         string
@@ -24,7 +26,7 @@ func TestLogLimit_OnePerKeyEachInterval(t *testing.T) {
 		{"a", 30 * time.Second, true, 1},
 		{"b", 30 * time.Second, true, 0},
 	} {
-		skipped, ok := l.allow(s.key, t0.Add(s.at))
+		skipped, ok := l.Allow(s.key, t0.Add(s.at))
 		if ok != s.wantOK || skipped != s.wantSkipped {
 			t.Errorf("step %d: allow(%s, +%v) = %d, %v, want %d, %v", i, s.key, s.at, skipped, ok, s.wantSkipped, s.wantOK)
 		}
